@@ -1,0 +1,90 @@
+// Package directory stores the network's agencies, users and registrations.
+//
+// One interface, Store, has two implementations: Memory (the embedded default)
+// and Redis. Both must pass the same contract suite (see contract_test.go), so
+// the rest of the switch never knows which one it talks to.
+package directory
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned by lookups that find nothing.
+var ErrNotFound = errors.New("directory: not found")
+
+// Role says what a user may do.
+type Role string
+
+const (
+	RolePhone    Role = "phone"    // a desk phone or softphone of an agency
+	RoleOperator Role = "operator" // may answer queues and transfer outside the agency
+	RoleAdmin    Role = "admin"    // network-wide role
+)
+
+// Agency is an administration's office: an URP, a call center, a ministry desk.
+// It is keyed by its IPA code (cod_amm, plus "_"+cod_uni_ou where one body has
+// several offices in the network).
+type Agency struct {
+	Code     string   `yaml:"code" json:"code"`
+	Name     string   `yaml:"name" json:"name"`
+	Region   string   `yaml:"region" json:"region"` // "" for central bodies
+	Sector   string   `yaml:"sector" json:"sector"` // general, health, pensions, tax, labour, tourism
+	Prefix   string   `yaml:"prefix" json:"prefix"` // full number of a user = Prefix + Extension
+	Numbers  []string `yaml:"numbers" json:"numbers"`   // public numbers, ringing the agency's operators
+	Overflow string   `yaml:"overflow,omitempty" json:"overflow,omitempty"` // next agency's IPA code
+}
+
+// User is a SIP account. Username is the user part of its AOR; the domain is
+// the switch's realm. The password is never stored, only the digest HA1s.
+type User struct {
+	Username    string `yaml:"username" json:"username"`
+	DisplayName string `yaml:"display_name" json:"display_name"`
+	Agency      string `yaml:"agency" json:"agency"`
+	Role        Role   `yaml:"role" json:"role"`
+	Extension   string `yaml:"extension" json:"extension"`
+	HA1MD5      string `yaml:"ha1_md5" json:"ha1_md5"`
+	HA1SHA256   string `yaml:"ha1_sha256" json:"ha1_sha256"`
+}
+
+// Binding is one registered contact of a user (RFC 3261 §10).
+type Binding struct {
+	AOR       string    `json:"aor"`       // username
+	Contact   string    `json:"contact"`   // the Contact URI as registered
+	Source    string    `json:"source"`    // ip:port the REGISTER came from (NAT)
+	Transport string    `json:"transport"` // udp, tcp, tls, ws, wss
+	Node      string    `json:"node"`      // id of the node holding the phone's flow
+	CallID    string    `json:"call_id"`
+	CSeq      uint32    `json:"cseq"`
+	UserAgent string    `json:"user_agent,omitempty"`
+	Expires   time.Time `json:"expires"`
+}
+
+// Store is the directory. Implementations are safe for concurrent use.
+// Lookups return ErrNotFound (wrapped or not) when nothing matches.
+type Store interface {
+	Agency(ctx context.Context, code string) (Agency, error)
+	AgencyByNumber(ctx context.Context, number string) (Agency, error)
+	AgencyByPrefix(ctx context.Context, prefix string) (Agency, error)
+	Agencies(ctx context.Context) ([]Agency, error)
+	PutAgency(ctx context.Context, a Agency) error
+	DeleteAgency(ctx context.Context, code string) error
+
+	User(ctx context.Context, username string) (User, error)
+	UserByExtension(ctx context.Context, agency, extension string) (User, error)
+	Users(ctx context.Context, agency string) ([]User, error) // agency "" lists all
+	PutUser(ctx context.Context, u User) error
+	DeleteUser(ctx context.Context, username string) error
+
+	// Bindings returns the unexpired bindings of an AOR.
+	Bindings(ctx context.Context, aor string) ([]Binding, error)
+	// PutBinding inserts or replaces the binding of (AOR, Contact).
+	PutBinding(ctx context.Context, b Binding) error
+	DeleteBinding(ctx context.Context, aor, contact string) error
+	// AllBindings lists every unexpired binding; for operators, not the call path.
+	AllBindings(ctx context.Context) ([]Binding, error)
+
+	Ping(ctx context.Context) error
+	Close() error
+}

@@ -1,0 +1,224 @@
+package sip
+
+import (
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"hash"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/icholy/digest"
+)
+
+// Digest algorithms offered in every challenge, strongest first (RFC 8760 §2.4:
+// one WWW-Authenticate per algorithm, in order of preference).
+var digestAlgorithms = []string{"SHA-256", "MD5"}
+
+// nonceAuthority issues and checks digest nonces. A nonce is self-contained:
+// issue time, a sequence number, randomness and an HMAC over them plus the
+// client's IP, so it is bound to the address it was given to and expires
+// without per-nonce allocation. Replays are stopped as Kamailio's auth module
+// does: the sequence number indexes a fixed ring of "highest nonce-count
+// seen"; a nonce whose slot has been reused by a newer one is treated as stale,
+// so memory stays bounded whatever the registration rate.
+type nonceAuthority struct {
+	key  [32]byte
+	ttl  time.Duration
+	now  func() time.Time
+	next atomic.Uint32
+	ncs  []atomic.Uint32 // highest nc seen per slot
+}
+
+const (
+	nonceRawLen = 8 + 4 + 4 + 16 // issued (unix ns) | index | random | mac
+	nonceSlots  = 1 << 20
+)
+
+func newNonceAuthority(ttl time.Duration) *nonceAuthority {
+	n := &nonceAuthority{ttl: ttl, now: time.Now, ncs: make([]atomic.Uint32, nonceSlots)}
+	if _, err := rand.Read(n.key[:]); err != nil {
+		panic("sip: no randomness for nonce key: " + err.Error())
+	}
+	return n
+}
+
+func (n *nonceAuthority) mac(body []byte, ip netip.Addr) []byte {
+	m := hmac.New(sha256.New, n.key[:])
+	m.Write(body)
+	m.Write(ip.Unmap().AsSlice())
+	return m.Sum(nil)[:16]
+}
+
+// issue returns a fresh nonce for a client at ip.
+func (n *nonceAuthority) issue(ip netip.Addr) string {
+	var raw [nonceRawLen]byte
+	idx := n.next.Add(1)
+	n.ncs[idx%nonceSlots].Store(0)
+	binary.BigEndian.PutUint64(raw[:8], uint64(n.now().UnixNano()))
+	binary.BigEndian.PutUint32(raw[8:12], idx)
+	_, _ = rand.Read(raw[12:16])
+	copy(raw[16:], n.mac(raw[:16], ip))
+	return base64.RawURLEncoding.EncodeToString(raw[:])
+}
+
+type nonceVerdict int
+
+const (
+	nonceValid nonceVerdict = iota
+	nonceStale              // genuine but expired: the client may retry with stale=true
+	nonceBad                // forged, bound to another address, or replayed
+)
+
+// check verifies a nonce presented with nonce-count nc and records the use.
+func (n *nonceAuthority) check(nonce string, nc int, ip netip.Addr) nonceVerdict {
+	raw, err := base64.RawURLEncoding.DecodeString(nonce)
+	if err != nil || len(raw) != nonceRawLen {
+		return nonceBad
+	}
+	if !hmac.Equal(raw[16:], n.mac(raw[:16], ip)) {
+		return nonceBad
+	}
+	issued := time.Unix(0, int64(binary.BigEndian.Uint64(raw[:8])))
+	now := n.now()
+	idx := binary.BigEndian.Uint32(raw[8:12])
+	if now.Sub(issued) > n.ttl || issued.After(now.Add(time.Minute)) || n.next.Load()-idx >= nonceSlots {
+		return nonceStale
+	}
+	if nc <= 0 {
+		nc = 1 // RFC 2069 clients send no nc: one use only
+	}
+	slot := &n.ncs[idx%nonceSlots]
+	for {
+		last := slot.Load()
+		if uint32(nc) <= last {
+			return nonceBad
+		}
+		if slot.CompareAndSwap(last, uint32(nc)) {
+			return nonceValid
+		}
+	}
+}
+
+// challenges returns one challenge header value per algorithm.
+func (n *nonceAuthority) challenges(realm string, ip netip.Addr, stale bool) []string {
+	out := make([]string, 0, len(digestAlgorithms))
+	for _, alg := range digestAlgorithms {
+		c := digest.Challenge{Realm: realm, Nonce: n.issue(ip), Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
+		out = append(out, c.String())
+	}
+	return out
+}
+
+// digestResponse computes the expected response of credentials c for a
+// request with the given method, from the stored HA1 of the algorithm.
+func digestResponse(c *digest.Credentials, method, ha1 string) string {
+	var h hash.Hash
+	if strings.EqualFold(c.Algorithm, "SHA-256") {
+		h = sha256.New()
+	} else {
+		h = md5.New()
+	}
+	sum := func(parts ...string) string {
+		h.Reset()
+		h.Write([]byte(strings.Join(parts, ":")))
+		return hex.EncodeToString(h.Sum(nil))
+	}
+	ha2 := sum(method, c.URI)
+	if c.QOP == "" {
+		return sum(ha1, c.Nonce, ha2)
+	}
+	return sum(ha1, c.Nonce, hexCount(c.Nc), c.Cnonce, c.QOP, ha2)
+}
+
+func hexCount(nc int) string {
+	const digits = "0123456789abcdef"
+	var b [8]byte
+	for i := 7; i >= 0; i-- {
+		b[i] = digits[nc&0xf]
+		nc >>= 4
+	}
+	return string(b[:])
+}
+
+func constantTimeEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// failureThrottle counts authentication failures per source IP and blocks a
+// source that fails too often, as Kamailio's pike and htable recipes do.
+type failureThrottle struct {
+	max     int
+	window  time.Duration
+	blockFor time.Duration
+	now     func() time.Time
+
+	mu      sync.Mutex
+	sources map[netip.Addr]*failures
+}
+
+type failures struct {
+	count        int
+	windowStart  time.Time
+	blockedUntil time.Time
+}
+
+func newFailureThrottle(max int, window, blockFor time.Duration) *failureThrottle {
+	return &failureThrottle{max: max, window: window, blockFor: blockFor, now: time.Now, sources: make(map[netip.Addr]*failures)}
+}
+
+// blocked reports whether ip is currently blocked.
+func (t *failureThrottle) blocked(ip netip.Addr) bool {
+	if t.max <= 0 {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, ok := t.sources[ip]
+	return ok && t.now().Before(f.blockedUntil)
+}
+
+// fail records a failure from ip and reports whether ip is now blocked.
+func (t *failureThrottle) fail(ip netip.Addr) bool {
+	if t.max <= 0 {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if len(t.sources) > 65536 {
+		for k, f := range t.sources {
+			if now.Sub(f.windowStart) > t.window && now.After(f.blockedUntil) {
+				delete(t.sources, k)
+			}
+		}
+	}
+	f, ok := t.sources[ip]
+	if !ok || now.Sub(f.windowStart) > t.window {
+		f = &failures{windowStart: now}
+		t.sources[ip] = f
+	}
+	f.count++
+	if f.count >= t.max {
+		f.blockedUntil = now.Add(t.blockFor)
+		f.count = 0
+		f.windowStart = now
+		return true
+	}
+	return false
+}
+
+// succeed forgets the failures of ip.
+func (t *failureThrottle) succeed(ip netip.Addr) {
+	t.mu.Lock()
+	delete(t.sources, ip)
+	t.mu.Unlock()
+}

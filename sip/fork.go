@@ -1,0 +1,335 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// branchTarget is one forwarded copy of a request. direct means it goes
+// straight to a phone, whose answers then get their Contact fixed.
+type branchTarget struct {
+	req    *sip.Request
+	direct bool
+}
+
+// forker runs the client side of a stateful proxy transaction (RFC 3261
+// §16.6–16.7): it sends branches in groups (a group rings in parallel, groups
+// ring one after another), relays provisional answers, forwards every 2xx at
+// once and cancels the rest, and otherwise answers with the best final
+// response once every branch has ended.
+type forker struct {
+	s       *Switch
+	req     *sip.Request
+	tx      sip.ServerTransaction
+	started time.Time
+	onFirst func(*sip.Response) // first 18x or 2xx relayed, for setup time
+
+	mu        sync.Mutex
+	best      *sip.Response
+	final     int // code of the final answer given upstream
+	cancelled bool
+	firstSeen bool
+	live      []*branch
+	challenge []sip.Header // WWW/Proxy-Authenticate of 401/407 branches, aggregated
+}
+
+type branch struct {
+	branchTarget
+	tx          sip.ClientTransaction
+	provisional bool // CANCEL may be sent only after a provisional response
+	cancelAsked bool
+	done        bool
+}
+
+func newForker(s *Switch, req *sip.Request, tx sip.ServerTransaction, onFirst func(*sip.Response)) *forker {
+	f := &forker{s: s, req: req, tx: tx, started: time.Now(), onFirst: onFirst}
+	if req.IsInvite() {
+		tx.OnCancel(func(*sip.Request) {
+			// sipgo has answered the CANCEL (200) and the INVITE (487) upstream.
+			f.mu.Lock()
+			f.cancelled = true
+			f.final = 487
+			f.cancelAllLocked()
+			f.mu.Unlock()
+		})
+	}
+	return f
+}
+
+// run sends the groups one after another, each for at most timeout, and
+// answers upstream if no branch did.
+func (f *forker) run(ctx context.Context, groups [][]branchTarget, timeout time.Duration) {
+	for _, g := range groups {
+		f.runGroup(g, timeout)
+		f.mu.Lock()
+		stop := f.final != 0 || f.cancelled || (f.best != nil && f.best.StatusCode >= 600)
+		f.mu.Unlock()
+		if stop {
+			break
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.final != 0 {
+		return
+	}
+	res := f.best
+	if res == nil {
+		res = sip.NewResponseFromRequest(f.req, 408, "Request Timeout", nil)
+	} else {
+		res = f.relay(res, false)
+		if res.StatusCode == 401 || res.StatusCode == 407 {
+			name := "WWW-Authenticate"
+			if res.StatusCode == 407 {
+				name = "Proxy-Authenticate"
+			}
+			res.RemoveHeader(name)
+			for _, h := range f.challenge {
+				res.AppendHeader(h)
+			}
+		}
+		if res.StatusCode == 503 {
+			// A 503 from downstream means that hop is overloaded, not us (§16.7 step 6).
+			res.StatusCode, res.Reason = 500, "Server Internal Error"
+		}
+	}
+	f.final = res.StatusCode
+	f.s.send(f.req, f.tx, res)
+	f.s.metrics.txSeconds.WithLabelValues(string(f.req.Method)).Observe(time.Since(f.started).Seconds())
+}
+
+// finalCode is the final status the caller got (0 if none).
+func (f *forker) finalCode() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.final
+}
+
+func (f *forker) runGroup(targets []branchTarget, timeout time.Duration) {
+	var wg sync.WaitGroup
+	f.mu.Lock()
+	f.live = f.live[:0]
+	for _, t := range targets {
+		tx, err := f.s.client.TransactionRequest(context.Background(), t.req, asIs)
+		if err != nil {
+			f.s.log.Debug("branch not sent", "call_id", callID(f.req), "dest", t.req.Destination(), "error", err)
+			f.consider(sip.NewResponseFromRequest(f.req, 503, "Service Unavailable", nil))
+			continue
+		}
+		b := &branch{branchTarget: t, tx: tx}
+		f.live = append(f.live, b)
+		if t.req.IsInvite() {
+			tx.OnRetransmission(func(res *sip.Response) {
+				// A retransmitted 2xx from a phone whose ACK got lost.
+				if res.IsSuccess() {
+					f.s.forwardStrayResponse(res)
+				}
+			})
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.follow(b)
+		}()
+	}
+	if f.cancelled {
+		f.cancelAllLocked()
+	}
+	f.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return
+	case <-timer.C:
+	}
+	// No answer in time: cancel what still rings and say so if nobody answers.
+	f.mu.Lock()
+	if f.final == 0 && f.req.IsInvite() {
+		f.consider(sip.NewResponseFromRequest(f.req, 408, "Request Timeout", nil))
+		f.cancelAllLocked()
+	}
+	f.mu.Unlock()
+	<-done
+}
+
+// follow reads the responses of one branch until its transaction ends.
+func (f *forker) follow(b *branch) {
+	defer b.tx.Terminate()
+	for {
+		select {
+		case res := <-b.tx.Responses():
+			if f.onResponse(b, res) {
+				return
+			}
+		case <-b.tx.Done():
+			f.mu.Lock()
+			b.done = true
+			err := b.tx.Err()
+			if errors.Is(err, sip.ErrTransactionTimeout) {
+				f.consider(sip.NewResponseFromRequest(f.req, 408, "Request Timeout", nil))
+			} else if err != nil && !errors.Is(err, sip.ErrTransactionTerminated) {
+				f.consider(sip.NewResponseFromRequest(f.req, 503, "Service Unavailable", nil))
+			}
+			f.mu.Unlock()
+			return
+		}
+	}
+}
+
+// onResponse handles one response of a branch; it returns true when the
+// branch has its final response.
+func (f *forker) onResponse(b *branch, res *sip.Response) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case res.StatusCode == 100:
+		b.provisional = true
+		f.sendCancelIfAsked(b)
+		return false
+	case res.IsProvisional():
+		b.provisional = true
+		if f.sendCancelIfAsked(b) || f.final != 0 || f.cancelled {
+			return false
+		}
+		f.forwardLocked(f.relay(res, b.direct))
+		return false
+	case res.IsSuccess():
+		b.done = true
+		if !f.req.IsInvite() && f.final != 0 {
+			return true
+		}
+		// Every 2xx to an INVITE goes upstream: the caller must ACK each dialog.
+		f.final = res.StatusCode
+		f.forwardLocked(f.relay(res, b.direct))
+		f.s.metrics.txSeconds.WithLabelValues(string(f.req.Method)).Observe(time.Since(f.started).Seconds())
+		f.cancelAllLocked()
+		return true
+	default:
+		b.done = true
+		f.consider(res)
+		return true
+	}
+}
+
+func (f *forker) forwardLocked(res *sip.Response) {
+	if !f.firstSeen && f.onFirst != nil && res.StatusCode != 100 {
+		f.firstSeen = true
+		f.onFirst(res)
+	}
+	f.s.send(f.req, f.tx, res)
+}
+
+// relay makes the upstream copy of a downstream response: our Via removed,
+// addressed to where the request came from.
+func (f *forker) relay(res *sip.Response, direct bool) *sip.Response {
+	up := res.Clone()
+	up.RemoveHeader("Via")
+	if direct && res.Contact() != nil {
+		fixContact(up, res.Source(), res.Transport())
+	}
+	up.SetTransport(f.req.Transport())
+	up.SetDestination(f.req.Source())
+	return up
+}
+
+// consider keeps the best final response so far (RFC 3261 §16.7 step 6):
+// a 6xx beats everything; otherwise the lowest class wins, and within 4xx the
+// answers a caller can act on beat timeouts and our own cancellations.
+func (f *forker) consider(res *sip.Response) {
+	if res.StatusCode == 401 || res.StatusCode == 407 {
+		for _, name := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
+			for _, h := range res.GetHeaders(name) {
+				f.challenge = append(f.challenge, sip.HeaderClone(h))
+			}
+		}
+	}
+	if f.best == nil || rank(res.StatusCode) < rank(f.best.StatusCode) {
+		f.best = res
+	}
+}
+
+func rank(code int) int {
+	switch {
+	case code >= 600:
+		return 0
+	case code == 401 || code == 407 || code == 415 || code == 420 || code == 484:
+		return 1
+	case code >= 300 && code < 400:
+		return 2
+	case code == 486:
+		return 3
+	case code == 408:
+		return 5
+	case code == 487:
+		return 6
+	case code >= 400 && code < 500:
+		return 4
+	default: // 5xx
+		return 7
+	}
+}
+
+// cancelAllLocked cancels every INVITE branch still ringing (RFC 3261 §9.1: a
+// CANCEL waits until the branch has had a provisional response).
+func (f *forker) cancelAllLocked() {
+	for _, b := range f.live {
+		if b.done || b.cancelAsked || !b.req.IsInvite() {
+			continue
+		}
+		b.cancelAsked = true
+		if b.provisional {
+			f.sendCancel(b)
+		}
+	}
+}
+
+func (f *forker) sendCancelIfAsked(b *branch) bool {
+	if b.cancelAsked && !b.done {
+		f.sendCancel(b)
+		return true
+	}
+	return false
+}
+
+func (f *forker) sendCancel(b *branch) {
+	inv := b.req
+	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	c.AppendHeader(sip.HeaderClone(inv.Via()))
+	sip.CopyHeaders("Route", inv, c)
+	c.AppendHeader(sip.HeaderClone(inv.From()))
+	c.AppendHeader(sip.HeaderClone(inv.To()))
+	c.AppendHeader(sip.HeaderClone(inv.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	if h := f.req.GetHeader("Reason"); h != nil {
+		c.AppendHeader(sip.HeaderClone(h))
+	} else if f.final >= 200 && f.final < 300 {
+		c.AppendHeader(sip.NewHeader("Reason", `SIP;cause=200;text="Call completed elsewhere"`))
+	}
+	c.SetTransport(inv.Transport())
+	c.SetDestination(inv.Destination())
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
+		defer cancel()
+		tx, err := f.s.client.TransactionRequest(ctx, c, asIs)
+		if err != nil {
+			f.s.log.Debug("CANCEL not sent", "call_id", callID(inv), "error", err)
+			return
+		}
+		defer tx.Terminate()
+		select {
+		case <-tx.Responses():
+		case <-tx.Done():
+		case <-ctx.Done():
+		}
+	}()
+}

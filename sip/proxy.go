@@ -1,0 +1,427 @@
+package sip
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/lineamica/centralino/routing"
+	"github.com/lineamica/centralino/routing/directory"
+)
+
+const branchMagic = "z9hG4bK"
+
+// asIs is a client request option that leaves a forwarded request exactly as
+// the proxy prepared it (sipgo would otherwise rebuild headers).
+func asIs(*sipgo.Client, *sip.Request) error { return nil }
+
+func (s *Switch) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if inDialog(req) {
+		s.handleInDialog(req, tx)
+		return
+	}
+	if s.draining.Load() {
+		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
+		return
+	}
+	s.handleInitial(req, tx)
+}
+
+// handleRequest proxies every method but INVITE, ACK, CANCEL and REGISTER.
+func (s *Switch) handleRequest(req *sip.Request, tx sip.ServerTransaction) {
+	if inDialog(req) {
+		s.handleInDialog(req, tx)
+		return
+	}
+	switch req.Method {
+	case sip.BYE, sip.PRACK, sip.UPDATE, sip.NOTIFY, sip.INFO:
+		s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	s.handleInitial(req, tx)
+}
+
+func inDialog(req *sip.Request) bool {
+	return req.To().Params.Has("tag")
+}
+
+// prepare applies RFC 3261 §16.3–16.4 to a request to forward: Max-Forwards,
+// loop detection, Proxy-Require, and removal of our own Route entries. It
+// returns the request to forward (a copy), whether a Route of ours was on it,
+// and a non-zero code when the request must be answered instead.
+func (s *Switch) prepare(req *sip.Request) (fwd *sip.Request, routed bool, code int, reason string) {
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		return nil, false, 483, "Too Many Hops"
+	}
+	if s.looped(req) {
+		return nil, false, 482, "Loop Detected"
+	}
+	if h := req.GetHeader("Proxy-Require"); h != nil {
+		return nil, false, 420, "Bad Extension"
+	}
+	fwd = req.Clone()
+	if mf := fwd.MaxForwards(); mf != nil {
+		mf.Dec()
+	} else {
+		m := sip.MaxForwardsHeader(70)
+		fwd.AppendHeader(&m)
+	}
+	for r := fwd.Route(); r != nil && s.isUs(r.Address); r = fwd.Route() {
+		fwd.RemoveHeader("Route")
+		routed = true
+	}
+	return fwd, routed, 0, ""
+}
+
+// loopKey identifies a request for loop detection (RFC 3261 §16.6 step 8):
+// the same key on one of our own Via entries means the request came back.
+func loopKey(req *sip.Request, ruri string) string {
+	h := sha256.New()
+	h.Write([]byte(ruri))
+	h.Write([]byte{0})
+	h.Write([]byte(callID(req)))
+	h.Write([]byte{0})
+	tag, _ := req.From().Params.Get("tag")
+	h.Write([]byte(tag))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)))
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+func (s *Switch) looped(req *sip.Request) bool {
+	vias := req.GetHeaders("Via")
+	if len(vias) < 2 {
+		return false
+	}
+	prefix := branchMagic + "-" + loopKey(req, req.Recipient.String()) + "-"
+	for _, h := range vias {
+		v, ok := h.(*sip.ViaHeader)
+		if !ok || v.Host != s.host {
+			continue
+		}
+		if b, _ := v.Params.Get("branch"); strings.HasPrefix(b, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// addVia puts our Via on a request about to leave on transport tp, and marks
+// the previous hop's Via with received/rport (RFC 3261 §18.2.1, RFC 3581).
+func (s *Switch) addVia(fwd *sip.Request, src *sip.Request, tp string) {
+	if v := fwd.Via(); v != nil && src != nil {
+		host, port, _ := sip.ParseAddr(src.Source())
+		if v.Params.Has("rport") {
+			v.Params.Add("rport", strconv.Itoa(port))
+		}
+		if v.Host != host {
+			v.Params.Add("received", host)
+		}
+	}
+	via := &sip.ViaHeader{
+		ProtocolName:    "SIP",
+		ProtocolVersion: "2.0",
+		Transport:       strings.ToUpper(tp),
+		Host:            s.host,
+		Port:            s.ports[strings.ToLower(tp)],
+		Params:          sip.NewParams(),
+	}
+	via.Params.Add("branch", branchMagic+"-"+loopKey(fwd, fwd.Recipient.String())+"-"+sip.GenerateBranchN(10)[len(branchMagic):])
+	fwd.PrependHeader(via)
+}
+
+// addRecordRoute keeps the switch on the path of in-dialog requests. When the
+// two sides use different transports, two entries are written (RFC 5658), one
+// for each side.
+func (s *Switch) addRecordRoute(fwd *sip.Request, inTp, outTp string) {
+	in, out := strings.ToLower(inTp), strings.ToLower(outTp)
+	fwd.PrependHeader(s.recordRoute(in))
+	if in != out {
+		fwd.PrependHeader(s.recordRoute(out))
+	}
+}
+
+func (s *Switch) recordRoute(tp string) *sip.RecordRouteHeader {
+	params := sip.NewParams()
+	if tp != "udp" {
+		params.Add("transport", tp)
+	}
+	params.Add("lr", "")
+	return &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: s.host, Port: s.ports[tp], UriParams: params}}
+}
+
+// fixContact points the Contact of a message that came straight from a phone
+// at the address it really came from, so that in-dialog requests reach a
+// phone behind NAT or on a connection-oriented transport (Kamailio's
+// fix_nated_contact).
+func fixContact(m interface{ Contact() *sip.ContactHeader }, source, transport string) {
+	c := m.Contact()
+	if c == nil || c.Address.Wildcard {
+		return
+	}
+	host, port, err := sip.ParseAddr(source)
+	if err != nil {
+		return
+	}
+	c.Address.Host, c.Address.Port = host, port
+	tp := strings.ToLower(transport)
+	c.Address.UriParams = c.Address.UriParams.Clone()
+	c.Address.UriParams.Remove("transport")
+	if tp != "udp" {
+		c.Address.UriParams.Add("transport", tp)
+	}
+}
+
+// nextHop sets where a request leaves to: its top Route, else its
+// Request-URI. It returns the transport.
+func nextHop(fwd *sip.Request) string {
+	u := fwd.Recipient
+	if r := fwd.Route(); r != nil {
+		u = r.Address
+	}
+	tp := "udp"
+	if u.IsEncrypted() {
+		tp = "tls"
+	}
+	if t, ok := u.UriParams.Get("transport"); ok && t != "" {
+		tp = strings.ToLower(t)
+	}
+	port := u.Port
+	if port == 0 {
+		port = sip.DefaultPort(tp)
+	}
+	fwd.SetTransport(strings.ToUpper(tp))
+	fwd.SetDestination(joinHostPort(u.Host, port))
+	return tp
+}
+
+func joinHostPort(host string, port int) string {
+	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+		host = "[" + host + "]"
+	}
+	return host + ":" + strconv.Itoa(port)
+}
+
+// handleInDialog forwards a request of an established dialog along its route set.
+func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
+	fwd, routed, code, reason := s.prepare(req)
+	if code != 0 {
+		s.respond(req, tx, code, reason)
+		return
+	}
+	if !routed {
+		// Not on a route set we recorded: we are not an open relay.
+		s.respond(req, tx, 404, "Not Here")
+		return
+	}
+	if len(req.GetHeaders("Via")) == 1 {
+		fixContact(fwd, req.Source(), req.Transport())
+	}
+	direct := fwd.Route() == nil
+	tp := nextHop(fwd)
+	s.addVia(fwd, req, tp)
+	if fwd.IsInvite() {
+		s.addRecordRoute(fwd, req.Transport(), tp)
+	}
+	f := newForker(s, req, tx, nil)
+	f.run(context.Background(), [][]branchTarget{{{req: fwd, direct: direct}}}, s.cfg.RingTimeout)
+	if req.Method == sip.BYE {
+		s.endCall(callID(req), f.finalCode())
+	}
+}
+
+// handleAck forwards the ACK of a 2xx statelessly (it is its own transaction).
+func (s *Switch) handleAck(req *sip.Request, tx sip.ServerTransaction) {
+	fwd, routed, code, _ := s.prepare(req)
+	if code != 0 || !routed {
+		return
+	}
+	tp := nextHop(fwd)
+	s.addVia(fwd, req, tp)
+	if err := s.client.WriteRequest(fwd, asIs); err != nil {
+		s.log.Debug("ACK not forwarded", "call_id", callID(req), "error", err)
+	}
+}
+
+// handleInitial authenticates, routes and forwards a dialog-creating or
+// out-of-dialog request.
+func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fwd, _, code, reason := s.prepare(req)
+	if code != 0 {
+		s.respond(req, tx, code, reason)
+		return
+	}
+	caller := routing.Request{Caller: req.From().Address.User, Dialled: req.Recipient.User, Time: start}
+	if !s.trusted(sourceIP(req)) && req.Method != sip.OPTIONS {
+		user, ok := s.authenticate(ctx, req, tx, true)
+		if !ok {
+			return
+		}
+		if req.From().Address.User != user.Username {
+			s.metrics.authFailures.WithLabelValues("from_mismatch").Inc()
+			s.respond(req, tx, 403, "Forbidden")
+			return
+		}
+		caller.CallerAgency = user.Agency
+	}
+	fwd.RemoveHeader("Proxy-Authorization")
+
+	dec, err := s.router.Route(ctx, caller)
+	if err != nil {
+		s.log.Error("routing failed", "call_id", callID(req), "error", err)
+		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		return
+	}
+	isCall := req.IsInvite()
+	if isCall {
+		s.metrics.callAttempts.WithLabelValues(label(caller.CallerAgency), label(dec.DestAgency)).Inc()
+	}
+	outcome := func(code int) {
+		if isCall {
+			s.metrics.callOutcomes.WithLabelValues(label(caller.CallerAgency), label(dec.DestAgency), outcomeOf(code)).Inc()
+		}
+	}
+	if dec.Status != 0 {
+		s.respond(req, tx, dec.Status, dec.Reason)
+		outcome(dec.Status)
+		return
+	}
+	groups, err := s.branches(ctx, req, fwd, dec)
+	if err != nil {
+		s.log.Error("location lookup failed", "call_id", callID(req), "error", err)
+		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		return
+	}
+	if len(groups) == 0 {
+		s.respond(req, tx, 480, "Temporarily Unavailable")
+		outcome(480)
+		return
+	}
+	f := newForker(s, req, tx, func(first *sip.Response) {
+		if isCall {
+			s.metrics.setupSeconds.Observe(time.Since(start).Seconds())
+		}
+	})
+	timeout := dec.RingTimeout
+	if timeout <= 0 {
+		timeout = s.cfg.RingTimeout
+	}
+	f.run(ctx, groups, timeout)
+	code = f.finalCode()
+	outcome(code)
+	if isCall && code >= 200 && code < 300 {
+		s.startCall(callID(req), caller.CallerAgency, dec.DestAgency)
+	}
+}
+
+// branches turns a routing decision into the requests to send: one group per
+// ring step, one request per registered contact.
+func (s *Switch) branches(ctx context.Context, req, fwd *sip.Request, dec routing.Decision) ([][]branchTarget, error) {
+	var groups [][]branchTarget
+	var group []branchTarget
+	for _, t := range dec.Targets {
+		bindings, err := s.dir.Bindings(ctx, t.Username)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bindings {
+			if br := s.branchFor(req, fwd, b); br != nil {
+				group = append(group, branchTarget{req: br, direct: true})
+			}
+		}
+		if !dec.Parallel && len(group) > 0 {
+			groups, group = append(groups, group), nil
+		}
+	}
+	if len(group) > 0 {
+		groups = append(groups, group)
+	}
+	return groups, nil
+}
+
+// branchFor builds the request for one registered contact: Request-URI set to
+// the contact, sent to the address and transport the phone registered from.
+func (s *Switch) branchFor(req, fwd *sip.Request, b directory.Binding) *sip.Request {
+	var uri sip.Uri
+	if err := sip.ParseUri(b.Contact, &uri); err != nil {
+		s.log.Warn("unusable binding", "aor", b.AOR, "contact", b.Contact, "error", err)
+		return nil
+	}
+	br := fwd.Clone()
+	br.Recipient = uri
+	if len(req.GetHeaders("Via")) == 1 {
+		fixContact(br, req.Source(), req.Transport())
+	}
+	br.SetTransport(strings.ToUpper(b.Transport))
+	br.SetDestination(b.Source)
+	s.addVia(br, req, b.Transport)
+	if req.IsInvite() || req.Method == sip.SUBSCRIBE || req.Method == sip.REFER {
+		s.addRecordRoute(br, req.Transport(), b.Transport)
+	}
+	return br
+}
+
+func label(agency string) string {
+	if agency == "" {
+		return "external"
+	}
+	return agency
+}
+
+func outcomeOf(code int) string {
+	switch {
+	case code >= 200 && code < 300:
+		return "answered"
+	case code == 486 || code == 600:
+		return "busy"
+	case code == 487:
+		return "cancelled"
+	case code == 408 || code == 480:
+		return "no_answer"
+	case code == 404 || code == 484 || code == 604:
+		return "not_found"
+	case code >= 500:
+		return "failed"
+	default:
+		return "rejected"
+	}
+}
+
+// forwardStrayResponse forwards a response no client transaction matched,
+// such as a retransmitted 2xx to INVITE, statelessly along its Via.
+func (s *Switch) forwardStrayResponse(res *sip.Response) {
+	v := res.Via()
+	if v == nil || v.Host != s.host {
+		return
+	}
+	fwd := res.Clone()
+	fwd.RemoveHeader("Via")
+	next := fwd.Via()
+	if next == nil {
+		return
+	}
+	host, port := next.Host, next.Port
+	if r, ok := next.Params.Get("received"); ok && r != "" {
+		host = r
+	}
+	if p, ok := next.Params.Get("rport"); ok && p != "" {
+		port, _ = strconv.Atoi(p)
+	}
+	if port == 0 {
+		port = sip.DefaultPort(next.Transport)
+	}
+	fwd.SetTransport(next.Transport)
+	fwd.SetDestination(joinHostPort(host, port))
+	if err := s.ua.TransportLayer().WriteMsg(fwd); err != nil {
+		s.log.Debug("stray response not forwarded", "call_id", callID(res), "error", err)
+	}
+}

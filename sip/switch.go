@@ -1,0 +1,308 @@
+// Package sip is the switch's protocol core: transports, registrar, digest
+// authentication and an RFC 3261 §16 stateful proxy built on sipgo's transport
+// and transaction layers. It asks routing/ where a call goes and never knows
+// about concrete modules.
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lineamica/centralino/routing"
+	"github.com/lineamica/centralino/routing/directory"
+)
+
+// Listener is one SIP socket.
+type Listener struct {
+	Transport string // udp, tcp, tls, ws, wss
+	Addr      string // host:port
+	TLS       *tls.Config
+}
+
+// Config is what the switch needs to know; cmd/centralino fills it from the
+// config file.
+type Config struct {
+	NodeID    string
+	Realm     string
+	Advertise string // host written in Via and Record-Route; default: the first listener's host
+	Listeners []Listener
+
+	MinExpires, MaxExpires, DefaultExpires time.Duration
+
+	NonceTTL     time.Duration
+	Trusted      []netip.Prefix // sources whose requests are not challenged (trunks, load generators)
+	MaxFailures  int           // auth failures per source within FailureWindow before it is blocked
+	FailureWindow, BlockFor time.Duration
+
+	RingTimeout time.Duration
+}
+
+// Router decides where calls go; *routing.Router implements it.
+type Router interface {
+	Route(ctx context.Context, req routing.Request) (routing.Decision, error)
+}
+
+// Switch is a registrar and stateful proxy.
+type Switch struct {
+	cfg     Config
+	dir     directory.Store
+	router  Router
+	log     *slog.Logger
+	metrics *metrics
+
+	ua     *sipgo.UserAgent
+	server *sipgo.Server
+	client *sipgo.Client
+
+	host  string         // advertised host
+	ports map[string]int // listening port per transport (lower case)
+
+	nonces   *nonceAuthority
+	throttle *failureThrottle
+
+	draining atomic.Bool
+	calls    sync.Map // Call-ID -> *call, for confirmed dialogs
+	active   atomic.Int64
+}
+
+// New builds a switch; Serve starts its listeners.
+func New(cfg Config, dir directory.Store, router Router, reg prometheus.Registerer, log *slog.Logger) (*Switch, error) {
+	if len(cfg.Listeners) == 0 {
+		return nil, errors.New("sip: no listener")
+	}
+	s := &Switch{
+		cfg:      cfg,
+		dir:      dir,
+		router:   router,
+		log:      log,
+		ports:    make(map[string]int),
+		nonces:   newNonceAuthority(cfg.NonceTTL),
+		throttle: newFailureThrottle(cfg.MaxFailures, cfg.FailureWindow, cfg.BlockFor),
+	}
+	s.metrics = newMetrics(reg, s)
+	for _, l := range cfg.Listeners {
+		host, port, err := net.SplitHostPort(l.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("sip: listener %s: %w", l.Addr, err)
+		}
+		p, _ := strconv.Atoi(port)
+		tp := strings.ToLower(l.Transport)
+		if _, dup := s.ports[tp]; !dup {
+			s.ports[tp] = p
+		}
+		if s.host == "" {
+			s.host = host
+		}
+	}
+	if cfg.Advertise != "" {
+		s.host = cfg.Advertise
+	}
+
+	// sipgo logs each unparsable message at error level with its full text;
+	// countingHandler turns that into a metric and a bounded debug line.
+	sipLog := slog.New(&countingHandler{next: log.Handler(), malformed: s.metrics.malformed})
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent("Centralino"),
+		sipgo.WithUserAgentHostname(s.host),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(sipLog),
+			sip.WithTransactionLayerUnhandledResponseHandler(s.forwardStrayResponse),
+		),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	s.ua = ua
+	if s.server, err = sipgo.NewServer(ua, sipgo.WithServerLogger(sipLog)); err != nil {
+		return nil, err
+	}
+	if s.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(sipLog)); err != nil {
+		return nil, err
+	}
+	s.server.OnRegister(s.instrument(s.handleRegister))
+	s.server.OnAck(s.handleAck)
+	s.server.OnCancel(s.instrument(s.handleStrayCancel))
+	s.server.OnInvite(s.instrument(s.handleInvite))
+	s.server.OnOptions(s.instrument(s.handleOptions))
+	for _, m := range []sip.RequestMethod{sip.BYE, sip.INFO, sip.UPDATE, sip.REFER, sip.NOTIFY, sip.MESSAGE, sip.PRACK, sip.SUBSCRIBE, sip.PUBLISH} {
+		s.server.OnRequest(m, s.instrument(s.handleRequest))
+	}
+	return s, nil
+}
+
+// Serve starts every listener and returns once they all listen, or the first
+// error. Listeners stop when ctx ends.
+func (s *Switch) Serve(ctx context.Context) error {
+	errc := make(chan error, len(s.cfg.Listeners))
+	for _, l := range s.cfg.Listeners {
+		ready := make(chan struct{})
+		lctx := context.WithValue(ctx, sipgo.ListenReadyCtxKey, sipgo.ListenReadyCtxValue(ready))
+		go func() {
+			var err error
+			tp := strings.ToLower(l.Transport)
+			if tp == "tls" || tp == "wss" {
+				err = s.server.ListenAndServeTLS(lctx, tp, l.Addr, l.TLS)
+			} else {
+				err = s.server.ListenAndServe(lctx, tp, l.Addr)
+			}
+			if err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("sip: listen %s %s: %w", l.Transport, l.Addr, err)
+			}
+		}()
+		select {
+		case <-ready:
+			s.log.Info("listening", "transport", l.Transport, "addr", l.Addr)
+		case err := <-errc:
+			return err
+		case <-time.After(5 * time.Second):
+			return fmt.Errorf("sip: listen %s %s: not ready after 5s", l.Transport, l.Addr)
+		}
+	}
+	return nil
+}
+
+// Drain makes the switch refuse new calls (503) while calls in progress go on.
+func (s *Switch) Drain() { s.draining.Store(true) }
+
+// ActiveCalls is the number of confirmed calls through the switch.
+func (s *Switch) ActiveCalls() int64 { return s.active.Load() }
+
+// Close stops the user agent and its transports.
+func (s *Switch) Close() error { return s.ua.Close() }
+
+// instrument counts requests and the final answers the switch gives.
+func (s *Switch) instrument(h sipgo.RequestHandler) sipgo.RequestHandler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		s.metrics.requests.WithLabelValues(string(req.Method)).Inc()
+		if err := validate(req); err != nil {
+			s.metrics.malformed.WithLabelValues(strings.ToLower(req.Transport())).Inc()
+			s.respond(req, tx, 400, err.Error())
+			return
+		}
+		h(req, tx)
+	}
+}
+
+// validate checks what the proxy needs (RFC 3261 §16.3); sipgo has already
+// rejected requests without Via or CSeq.
+func validate(req *sip.Request) error {
+	switch {
+	case req.From() == nil:
+		return errors.New("Missing From")
+	case req.To() == nil:
+		return errors.New("Missing To")
+	case req.CallID() == nil || req.CallID().Value() == "":
+		return errors.New("Missing Call-ID")
+	case req.CSeq() == nil || req.CSeq().MethodName != req.Method:
+		return errors.New("Bad CSeq")
+	case req.Recipient.Host == "":
+		return errors.New("Bad Request-URI")
+	}
+	return nil
+}
+
+// respond answers a request with a final or provisional response of ours.
+func (s *Switch) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	s.send(req, tx, res)
+}
+
+func (s *Switch) send(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("response not sent", "call_id", callID(req), "code", res.StatusCode, "error", err)
+		return
+	}
+	s.metrics.responses.WithLabelValues(string(req.Method), strconv.Itoa(res.StatusCode)).Inc()
+}
+
+func (s *Switch) handleOptions(req *sip.Request, tx sip.ServerTransaction) {
+	// OPTIONS to the switch itself (no user part, or addressed to us) is a
+	// keepalive or a health probe: answer it. Otherwise it is for a user.
+	if req.Recipient.User == "" {
+		s.respond(req, tx, 200, "OK",
+			sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY, MESSAGE, PRACK, SUBSCRIBE"),
+			sip.NewHeader("Accept", "application/sdp"))
+		return
+	}
+	s.handleRequest(req, tx)
+}
+
+func (s *Switch) handleStrayCancel(req *sip.Request, tx sip.ServerTransaction) {
+	// sipgo answers CANCELs that match a pending INVITE itself; this one matches nothing.
+	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+}
+
+// isUs reports whether a URI points at this switch.
+func (s *Switch) isUs(u sip.Uri) bool {
+	if u.Host != s.host && u.Host != s.cfg.Realm {
+		if !s.isOurIP(u.Host) {
+			return false
+		}
+	}
+	if u.Port == 0 {
+		return true
+	}
+	for _, p := range s.ports {
+		if p == u.Port {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Switch) isOurIP(host string) bool {
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	if err != nil {
+		return false
+	}
+	for _, l := range s.cfg.Listeners {
+		h, _, _ := net.SplitHostPort(l.Addr)
+		if lip, err := netip.ParseAddr(h); err == nil && (lip == ip || lip.IsUnspecified()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Switch) trusted(ip netip.Addr) bool {
+	for _, p := range s.cfg.Trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func callID(m sip.Message) string {
+	if h := m.CallID(); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// sourceIP is the IP a request came from.
+func sourceIP(req *sip.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}

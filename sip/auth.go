@@ -156,10 +156,10 @@ func constantTimeEqual(a, b string) bool {
 // failureThrottle counts authentication failures per source IP and blocks a
 // source that fails too often, as Kamailio's pike and htable recipes do.
 type failureThrottle struct {
-	max     int
-	window  time.Duration
+	max      int
+	window   time.Duration
 	blockFor time.Duration
-	now     func() time.Time
+	now      func() time.Time
 
 	mu      sync.Mutex
 	sources map[netip.Addr]*failures

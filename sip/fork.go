@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -232,12 +233,33 @@ func (f *forker) forwardLocked(res *sip.Response) {
 func (f *forker) relay(res *sip.Response, direct bool) *sip.Response {
 	up := res.Clone()
 	up.RemoveHeader("Via")
-	if direct && res.Contact() != nil {
+	if direct && contactNATed(res) {
 		fixContact(up, res.Source(), res.Transport())
 	}
 	up.SetTransport(f.req.Transport())
 	up.SetDestination(f.req.Source())
 	return up
+}
+
+// contactNATed reports whether a phone's answer must have its Contact fixed:
+// it came over a connection, or from an address other than its Contact.
+func contactNATed(res *sip.Response) bool {
+	c := res.Contact()
+	if c == nil {
+		return false
+	}
+	if reliable(res.Transport()) {
+		return true
+	}
+	host, port, err := sip.ParseAddr(res.Source())
+	if err != nil {
+		return false
+	}
+	cport := c.Address.Port
+	if cport == 0 {
+		cport = 5060
+	}
+	return strings.Trim(c.Address.Host, "[]") != host || cport != port
 }
 
 // consider keeps the best final response so far (RFC 3261 §16.7 step 6):

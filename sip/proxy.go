@@ -178,6 +178,31 @@ func fixContact(m interface{ Contact() *sip.ContactHeader }, source, transport s
 	}
 }
 
+// fromPhone reports whether a request came straight from a phone that must be
+// reached back at its source address: behind NAT or over a connection.
+func fromPhone(req *sip.Request) bool {
+	return len(req.GetHeaders("Via")) == 1 && (reliable(req.Transport()) || viaNATed(req))
+}
+
+// viaNATed reports whether a request's sent-by differs from where it came
+// from (Kamailio's nat_uac_test 2 and 16).
+func viaNATed(req *sip.Request) bool {
+	v := req.Via()
+	host, port, err := sip.ParseAddr(req.Source())
+	if v == nil || err != nil {
+		return false
+	}
+	vport := v.Port
+	if vport == 0 {
+		vport = sip.DefaultPort(v.Transport)
+	}
+	return strings.Trim(v.Host, "[]") != host || vport != port
+}
+
+func reliable(transport string) bool {
+	return !strings.EqualFold(transport, "udp")
+}
+
 // nextHop sets where a request leaves to: its top Route, else its
 // Request-URI. It returns the transport.
 func nextHop(fwd *sip.Request) string {
@@ -220,7 +245,7 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 404, "Not Here")
 		return
 	}
-	if len(req.GetHeaders("Via")) == 1 {
+	if fromPhone(req) {
 		fixContact(fwd, req.Source(), req.Transport())
 	}
 	direct := fwd.Route() == nil
@@ -358,11 +383,15 @@ func (s *Switch) branchFor(req, fwd *sip.Request, b directory.Binding) *sip.Requ
 	}
 	br := fwd.Clone()
 	br.Recipient = uri
-	if len(req.GetHeaders("Via")) == 1 {
+	if fromPhone(req) {
 		fixContact(br, req.Source(), req.Transport())
 	}
 	br.SetTransport(strings.ToUpper(b.Transport))
-	br.SetDestination(b.Source)
+	if b.Flow {
+		br.SetDestination(b.Source)
+	} else {
+		nextHop(br)
+	}
 	s.addVia(br, req, b.Transport)
 	if req.IsInvite() || req.Method == sip.SUBSCRIBE || req.Method == sip.REFER {
 		s.addRecordRoute(br, req.Transport(), b.Transport)

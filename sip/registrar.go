@@ -240,6 +240,7 @@ func (s *Switch) applyBindings(ctx context.Context, aor string, existing []direc
 			Contact:   u.contact,
 			Source:    req.Source(),
 			Transport: strings.ToLower(req.Transport()),
+			Flow:      reliable(req.Transport()) || viaNATed(req),
 			Node:      s.cfg.NodeID,
 			CallID:    cid,
 			CSeq:      seq,

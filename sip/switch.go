@@ -43,9 +43,9 @@ type Config struct {
 
 	MinExpires, MaxExpires, DefaultExpires time.Duration
 
-	NonceTTL     time.Duration
-	Trusted      []netip.Prefix // sources whose requests are not challenged (trunks, load generators)
-	MaxFailures  int           // auth failures per source within FailureWindow before it is blocked
+	NonceTTL                time.Duration
+	Trusted                 []netip.Prefix // sources whose requests are not challenged (trunks, load generators)
+	MaxFailures             int            // auth failures per source within FailureWindow before it is blocked
 	FailureWindow, BlockFor time.Duration
 
 	RingTimeout time.Duration
@@ -178,6 +178,9 @@ func (s *Switch) Serve(ctx context.Context) error {
 
 // Drain makes the switch refuse new calls (503) while calls in progress go on.
 func (s *Switch) Drain() { s.draining.Store(true) }
+
+// Draining reports whether Drain was called.
+func (s *Switch) Draining() bool { return s.draining.Load() }
 
 // ActiveCalls is the number of confirmed calls through the switch.
 func (s *Switch) ActiveCalls() int64 { return s.active.Load() }

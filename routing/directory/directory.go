@@ -29,10 +29,10 @@ const (
 type Agency struct {
 	Code     string   `yaml:"code" json:"code"`
 	Name     string   `yaml:"name" json:"name"`
-	Region   string   `yaml:"region" json:"region"` // "" for central bodies
-	Sector   string   `yaml:"sector" json:"sector"` // general, health, pensions, tax, labour, tourism
-	Prefix   string   `yaml:"prefix" json:"prefix"` // full number of a user = Prefix + Extension
-	Numbers  []string `yaml:"numbers" json:"numbers"`   // public numbers, ringing the agency's operators
+	Region   string   `yaml:"region" json:"region"`                         // "" for central bodies
+	Sector   string   `yaml:"sector" json:"sector"`                         // general, health, pensions, tax, labour, tourism
+	Prefix   string   `yaml:"prefix" json:"prefix"`                         // full number of a user = Prefix + Extension
+	Numbers  []string `yaml:"numbers" json:"numbers"`                       // public numbers, ringing the agency's operators
 	Overflow string   `yaml:"overflow,omitempty" json:"overflow,omitempty"` // next agency's IPA code
 }
 
@@ -50,9 +50,13 @@ type User struct {
 
 // Binding is one registered contact of a user (RFC 3261 §10).
 type Binding struct {
-	AOR       string    `json:"aor"`       // username
-	Contact   string    `json:"contact"`   // the Contact URI as registered
-	Source    string    `json:"source"`    // ip:port the REGISTER came from (NAT)
+	AOR     string `json:"aor"`     // username
+	Contact string `json:"contact"` // the Contact URI as registered
+	Source  string `json:"source"`  // ip:port the REGISTER came from
+	// Flow says the phone must be reached at Source rather than at its
+	// Contact: it is behind NAT, or registered over a connection (TCP, TLS, WS)
+	// that requests to it must reuse.
+	Flow      bool      `json:"flow,omitempty"`
 	Transport string    `json:"transport"` // udp, tcp, tls, ws, wss
 	Node      string    `json:"node"`      // id of the node holding the phone's flow
 	CallID    string    `json:"call_id"`

@@ -19,9 +19,11 @@ import (
 	"github.com/icholy/digest"
 )
 
-// Digest algorithms offered in every challenge, strongest first (RFC 8760 §2.4:
-// one WWW-Authenticate per algorithm, in order of preference).
-var digestAlgorithms = []string{"SHA-256", "MD5"}
+// DefaultAlgorithms are the digest algorithms offered in every challenge, in
+// order of preference (RFC 8760 §2.4: one challenge header per algorithm).
+// Some older user agents (sipp 3.6, some desk phones) only read the first
+// challenge; a network with such phones lists MD5 first in its config.
+var DefaultAlgorithms = []string{"SHA-256", "MD5"}
 
 // nonceAuthority issues and checks digest nonces. A nonce is self-contained:
 // issue time, a sequence number, randomness and an HMAC over them plus the
@@ -109,9 +111,9 @@ func (n *nonceAuthority) check(nonce string, nc int, ip netip.Addr) nonceVerdict
 }
 
 // challenges returns one challenge header value per algorithm.
-func (n *nonceAuthority) challenges(realm string, ip netip.Addr, stale bool) []string {
-	out := make([]string, 0, len(digestAlgorithms))
-	for _, alg := range digestAlgorithms {
+func (n *nonceAuthority) challenges(realm string, algorithms []string, ip netip.Addr, stale bool) []string {
+	out := make([]string, 0, len(algorithms))
+	for _, alg := range algorithms {
 		c := digest.Challenge{Realm: realm, Nonce: n.issue(ip), Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
 		out = append(out, c.String())
 	}

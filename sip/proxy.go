@@ -263,6 +263,7 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 
 // handleAck forwards the ACK of a 2xx statelessly (it is its own transaction).
 func (s *Switch) handleAck(req *sip.Request, tx sip.ServerTransaction) {
+	s.metrics.requests.WithLabelValues(string(sip.ACK)).Inc()
 	fwd, routed, code, _ := s.prepare(req)
 	if code != 0 || !routed {
 		return

@@ -25,7 +25,7 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 	ip := sourceIP(req)
 	challenge := func(stale bool) {
 		res := sip.NewResponseFromRequest(req, code, reason, nil)
-		for _, c := range s.nonces.challenges(s.cfg.Realm, ip, stale) {
+		for _, c := range s.nonces.challenges(s.cfg.Realm, s.cfg.Algorithms, ip, stale) {
 			res.AppendHeader(sip.NewHeader(authn, c))
 		}
 		s.send(req, tx, res)

@@ -43,6 +43,7 @@ type Config struct {
 
 	MinExpires, MaxExpires, DefaultExpires time.Duration
 
+	Algorithms              []string // digest algorithms offered, in order of preference; default DefaultAlgorithms
 	NonceTTL                time.Duration
 	Trusted                 []netip.Prefix // sources whose requests are not challenged (trunks, load generators)
 	MaxFailures             int            // auth failures per source within FailureWindow before it is blocked
@@ -92,6 +93,9 @@ func New(cfg Config, dir directory.Store, router Router, reg prometheus.Register
 		ports:    make(map[string]int),
 		nonces:   newNonceAuthority(cfg.NonceTTL),
 		throttle: newFailureThrottle(cfg.MaxFailures, cfg.FailureWindow, cfg.BlockFor),
+	}
+	if len(s.cfg.Algorithms) == 0 {
+		s.cfg.Algorithms = DefaultAlgorithms
 	}
 	s.metrics = newMetrics(reg, s)
 	for _, l := range cfg.Listeners {

@@ -1,0 +1,471 @@
+package sip
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/lineamica/centralino/routing"
+	"github.com/lineamica/centralino/routing/directory"
+)
+
+const testRealm = "test.lineamica.gov.it"
+
+// testSwitch runs a switch on loopback with two agencies and four users whose
+// password is "pw-" + username.
+type testSwitch struct {
+	*Switch
+	addr string // host:port of the UDP and TCP listeners
+	dir  *directory.Memory
+	reg  *prometheus.Registry
+}
+
+func startSwitch(t *testing.T, edit func(*Config)) *testSwitch {
+	t.Helper()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := Config{
+		NodeID: "test", Realm: testRealm,
+		Listeners:      []Listener{{Transport: "udp", Addr: addr}, {Transport: "tcp", Addr: addr}},
+		MinExpires:     60 * time.Second, MaxExpires: time.Hour, DefaultExpires: 600 * time.Second,
+		NonceTTL:       time.Minute,
+		MaxFailures:    5, FailureWindow: time.Minute, BlockFor: time.Minute,
+		RingTimeout:    5 * time.Second,
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	dir := directory.NewMemory()
+	ctx := context.Background()
+	agencies := []directory.Agency{
+		{Code: "r_campan", Name: "URP Campania", Region: "Campania", Sector: "general", Prefix: "8100", Numbers: []string{"8100000"}},
+		{Code: "inps", Name: "INPS", Sector: "pensions", Prefix: "8300", Numbers: []string{"8300000"}},
+	}
+	users := []directory.User{
+		{Username: "alice", Agency: "r_campan", Role: directory.RolePhone, Extension: "101"},
+		{Username: "bob", Agency: "r_campan", Role: directory.RolePhone, Extension: "102"},
+		{Username: "carla", Agency: "inps", Role: directory.RoleOperator, Extension: "201"},
+		{Username: "dario", Agency: "inps", Role: directory.RolePhone, Extension: "101"},
+	}
+	for i := range users {
+		users[i].SetPassword(testRealm, "pw-"+users[i].Username)
+	}
+	if err := directory.Load(ctx, dir, agencies, users); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sw, err := New(cfg, dir, &routing.Router{Dir: dir, RingTimeout: cfg.RingTimeout}, reg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	if err := sw.Serve(sctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); sw.Close() })
+	return &testSwitch{Switch: sw, addr: addr, dir: dir, reg: reg}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return p
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// phone is a Go user agent on sipgo: it registers, calls and answers.
+type phone struct {
+	t         *testing.T
+	user      string
+	transport string
+	ua        *sipgo.UserAgent
+	client    *sipgo.Client
+	server    *sipgo.Server
+	listen    string // host:port of its own listener (UDP phones)
+	sw        *testSwitch
+	invites   chan *sip.Request
+}
+
+// newPhone starts a phone. A UDP phone listens on its own port; a TCP phone
+// is reached over the connection it registers on.
+func newPhone(t *testing.T, sw *testSwitch, user, transport string) *phone {
+	t.Helper()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-" + user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &phone{t: t, user: user, transport: transport, ua: ua, sw: sw, invites: make(chan *sip.Request, 4)}
+	p.server, _ = sipgo.NewServer(ua)
+	p.server.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		p.invites <- req
+		tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+		res := sip.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\n"))
+		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: "127.0.0.1", Port: p.port()}})
+		tx.Respond(res)
+	})
+	p.server.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	p.server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	opts := []sipgo.ClientOption{sipgo.WithClientHostname("127.0.0.1")}
+	if transport == "udp" {
+		port := freePort(t)
+		p.listen = fmt.Sprintf("127.0.0.1:%d", port)
+		ctx, cancel := context.WithCancel(context.Background())
+		ready := make(chan struct{})
+		go p.server.ListenAndServe(context.WithValue(ctx, sipgo.ListenReadyCtxKey, sipgo.ListenReadyCtxValue(ready)), "udp", p.listen)
+		<-ready
+		t.Cleanup(cancel)
+		opts = append(opts, sipgo.WithClientPort(port))
+	}
+	p.client, _ = sipgo.NewClient(ua, opts...)
+	t.Cleanup(func() { ua.Close() })
+	return p
+}
+
+func (p *phone) port() int {
+	if p.listen == "" {
+		return 5060
+	}
+	_, port, _ := sip.ParseAddr(p.listen)
+	return port
+}
+
+func (p *phone) uri(user string) sip.Uri {
+	host, port, _ := sip.ParseAddr(p.sw.addr)
+	u := sip.Uri{Scheme: "sip", User: user, Host: host, Port: port}
+	if p.transport != "udp" {
+		u.UriParams = sip.NewParams()
+		u.UriParams.Add("transport", p.transport)
+	}
+	return u
+}
+
+func (p *phone) request(method sip.RequestMethod, to string) *sip.Request {
+	req := sip.NewRequest(method, p.uri(to))
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: testRealm}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(8))
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: to, Host: testRealm}, Params: sip.NewParams()})
+	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: "127.0.0.1", Port: p.port()}})
+	return req
+}
+
+func (p *phone) do(req *sip.Request) *sip.Response {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p.client.Do(ctx, req)
+	if err != nil {
+		p.t.Fatalf("%s: %v", req.Method, err)
+	}
+	return res
+}
+
+// register registers the phone with its password and returns the final response.
+func (p *phone) register(password string, expires int) *sip.Response {
+	p.t.Helper()
+	req := p.request(sip.REGISTER, p.user)
+	req.Recipient.User = ""
+	req.AppendHeader(sip.NewHeader("Expires", fmt.Sprint(expires)))
+	res := p.do(req)
+	if res.StatusCode != 401 {
+		return res
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: password})
+	if err != nil {
+		p.t.Fatalf("REGISTER with auth: %v", err)
+	}
+	return res
+}
+
+func TestRegisterOffersSHA256AndMD5(t *testing.T) {
+	sw := startSwitch(t, nil)
+	p := newPhone(t, sw, "alice", "udp")
+	res := p.do(p.request(sip.REGISTER, "alice"))
+	if res.StatusCode != 401 {
+		t.Fatalf("unauthenticated REGISTER: got %d, want 401", res.StatusCode)
+	}
+	var algs []string
+	for _, h := range res.GetHeaders("WWW-Authenticate") {
+		c, err := digest.ParseChallenge(h.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Realm != testRealm || !c.SupportsQOP("auth") {
+			t.Errorf("challenge %q: want realm %s and qop=auth", h.Value(), testRealm)
+		}
+		algs = append(algs, c.Algorithm)
+	}
+	if strings.Join(algs, ",") != "SHA-256,MD5" {
+		t.Fatalf("algorithms offered: %v, want SHA-256 then MD5", algs)
+	}
+	// sipgo's client picks the first challenge: SHA-256.
+	if res := p.register("pw-alice", 300); res.StatusCode != 200 {
+		t.Fatalf("REGISTER with SHA-256 digest: %d", res.StatusCode)
+	}
+	bs, _ := sw.dir.Bindings(context.Background(), "alice")
+	if len(bs) != 1 || bs[0].Transport != "udp" || bs[0].Source == "" {
+		t.Fatalf("bindings: %+v", bs)
+	}
+}
+
+func TestRegisterWithMD5(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.Algorithms = []string{"MD5"} })
+	p := newPhone(t, sw, "bob", "udp")
+	if res := p.register("pw-bob", 300); res.StatusCode != 200 {
+		t.Fatalf("REGISTER with MD5 digest: %d", res.StatusCode)
+	}
+}
+
+// authorize computes credentials for req against the challenge of res.
+func authorize(t *testing.T, req *sip.Request, res *sip.Response, user, password string, nc int) string {
+	t.Helper()
+	chal, err := digest.ParseChallenge(res.GetHeader("WWW-Authenticate").Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := digest.Digest(chal, digest.Options{Method: string(req.Method), URI: req.Recipient.Addr(), Username: user, Password: password, Count: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cred.String()
+}
+
+func TestNonceCannotBeReplayed(t *testing.T) {
+	sw := startSwitch(t, nil)
+	p := newPhone(t, sw, "alice", "udp")
+	first := p.request(sip.REGISTER, "alice")
+	first.Recipient.User = ""
+	chal := p.do(first)
+	auth := authorize(t, first, chal, "alice", "pw-alice", 1)
+
+	send := func(cseq uint32, authz string) int {
+		req := p.request(sip.REGISTER, "alice")
+		req.Recipient.User = ""
+		req.AppendHeader(sip.NewHeader("Authorization", authz))
+		req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.REGISTER})
+		return p.do(req).StatusCode
+	}
+	if code := send(2, auth); code != 200 {
+		t.Fatalf("first use of the nonce: %d", code)
+	}
+	if code := send(3, auth); code != 401 {
+		t.Fatalf("replayed credentials: got %d, want 401", code)
+	}
+	// The same nonce with a higher nonce-count is a legitimate reuse.
+	if code := send(4, authorize(t, first, chal, "alice", "pw-alice", 2)); code != 200 {
+		t.Fatalf("nonce reused with nc=2: %d", code)
+	}
+}
+
+func TestExpiredNonceIsStale(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.NonceTTL = 200 * time.Millisecond })
+	p := newPhone(t, sw, "alice", "udp")
+	req := p.request(sip.REGISTER, "alice")
+	req.Recipient.User = ""
+	chal := p.do(req)
+	time.Sleep(300 * time.Millisecond)
+	again := p.request(sip.REGISTER, "alice")
+	again.Recipient.User = ""
+	again.AppendHeader(sip.NewHeader("Authorization", authorize(t, req, chal, "alice", "pw-alice", 1)))
+	res := p.do(again)
+	if res.StatusCode != 401 || !strings.Contains(res.GetHeader("WWW-Authenticate").Value(), "stale=true") {
+		t.Fatalf("expired nonce: got %d %v, want 401 with stale=true", res.StatusCode, res.GetHeader("WWW-Authenticate"))
+	}
+	if v := testutil.ToFloat64(sw.metrics.authFailures.WithLabelValues("credentials")); v != 0 {
+		t.Errorf("a stale nonce counted as a credential failure")
+	}
+}
+
+func TestUnknownUserAndWrongPasswordLookAlike(t *testing.T) {
+	sw := startSwitch(t, nil)
+	shape := func(user, password string) string {
+		p := newPhone(t, sw, user, "udp")
+		res := p.register(password, 300)
+		var params []string
+		for _, h := range res.GetHeaders("WWW-Authenticate") {
+			c, _ := digest.ParseChallenge(h.Value())
+			params = append(params, fmt.Sprintf("%s/%v/%s", c.Algorithm, c.Stale, c.Realm))
+		}
+		return fmt.Sprintf("%d %s %v", res.StatusCode, res.Reason, params)
+	}
+	wrong, unknown := shape("alice", "not-her-password"), shape("mallory", "whatever")
+	if wrong != unknown {
+		t.Fatalf("wrong password answered %q, unknown user %q", wrong, unknown)
+	}
+	if !strings.HasPrefix(wrong, "401 ") {
+		t.Fatalf("want a fresh 401 challenge, got %q", wrong)
+	}
+}
+
+func TestRepeatedFailuresBlockTheSource(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.MaxFailures = 3 })
+	p := newPhone(t, sw, "alice", "udp")
+	for range 3 {
+		p.register("guess", 300)
+	}
+	if res := p.register("pw-alice", 300); res.StatusCode != 403 {
+		t.Fatalf("after 3 failures the right password got %d, want 403 while blocked", res.StatusCode)
+	}
+	if v := testutil.ToFloat64(sw.metrics.authFailures.WithLabelValues("blocked")); v < 1 {
+		t.Errorf("blocked attempts not counted")
+	}
+}
+
+func TestRegistrarExpiryRules(t *testing.T) {
+	sw := startSwitch(t, nil)
+	p := newPhone(t, sw, "alice", "udp")
+	res := p.register("pw-alice", 10)
+	if res.StatusCode != 423 || res.GetHeader("Min-Expires") == nil || res.GetHeader("Min-Expires").Value() != "60" {
+		t.Fatalf("Expires 10: got %d %v, want 423 with Min-Expires: 60", res.StatusCode, res.GetHeader("Min-Expires"))
+	}
+	res = p.register("pw-alice", 99999)
+	if res.StatusCode != 200 || !strings.Contains(res.GetHeader("Contact").Value(), "expires=3600") {
+		t.Fatalf("Expires 99999: got %d %v, want 200 capped at 3600", res.StatusCode, res.GetHeader("Contact"))
+	}
+	// A second device of the same user adds a binding; the 200 lists both.
+	other := newPhone(t, sw, "alice", "udp")
+	res = other.register("pw-alice", 300)
+	if n := len(res.GetHeaders("Contact")); res.StatusCode != 200 || n != 2 {
+		t.Fatalf("second device: %d with %d contacts, want 200 with 2", res.StatusCode, n)
+	}
+	// Contact: * with Expires: 0 removes them all.
+	req := other.request(sip.REGISTER, "alice")
+	req.Recipient.User = ""
+	req.RemoveHeader("Contact")
+	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Wildcard: true}})
+	req.AppendHeader(sip.NewHeader("Expires", "0"))
+	chal := other.do(req)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := other.client.DoDigestAuth(ctx, req, chal, sipgo.DigestAuth{Username: "alice", Password: "pw-alice"})
+	if err != nil || res.StatusCode != 200 || res.GetHeader("Contact") != nil {
+		t.Fatalf("Contact: *: %v %v, want 200 with no contact", err, res)
+	}
+	if bs, _ := sw.dir.Bindings(context.Background(), "alice"); len(bs) != 0 {
+		t.Fatalf("bindings left after Contact: *: %+v", bs)
+	}
+}
+
+// invite places an authenticated call and returns the final response.
+func (p *phone) invite(to string) (*sip.Response, *sip.Request) {
+	p.t.Helper()
+	req := p.request(sip.INVITE, to)
+	req.SetBody([]byte("v=0\r\n"))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res := p.do(req)
+	if res.StatusCode == 407 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		res, err = p.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: "pw-" + p.user})
+		if err != nil {
+			p.t.Fatalf("INVITE with auth: %v", err)
+		}
+	}
+	return res, req
+}
+
+func TestCallFromUDPPhoneToTCPPhone(t *testing.T) {
+	sw := startSwitch(t, nil)
+	callee := newPhone(t, sw, "carla", "tcp")
+	if res := callee.register("pw-carla", 300); res.StatusCode != 200 {
+		t.Fatalf("TCP REGISTER: %d", res.StatusCode)
+	}
+	caller := newPhone(t, sw, "alice", "udp")
+	// Alice (Campania) dials INPS's full number for Carla: 8300 + 201.
+	res, _ := caller.invite("8300201")
+	if res.StatusCode != 200 {
+		t.Fatalf("call to a TCP phone: %d %s", res.StatusCode, res.Reason)
+	}
+	select {
+	case inv := <-callee.invites:
+		if inv.Transport() != "TCP" {
+			t.Errorf("callee got the INVITE over %s, want TCP", inv.Transport())
+		}
+		if len(inv.GetHeaders("Record-Route")) != 2 {
+			t.Errorf("UDP to TCP needs two Record-Route entries (RFC 5658), got %v", inv.GetHeaders("Record-Route"))
+		}
+	default:
+		t.Fatal("callee saw no INVITE")
+	}
+	if rr := res.GetHeaders("Record-Route"); len(rr) != 2 {
+		t.Errorf("caller sees Record-Route %v, want 2 entries", rr)
+	}
+}
+
+func TestMaxForwardsAndLoop(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.Trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
+	p := newPhone(t, sw, "alice", "udp")
+	req := p.request(sip.INVITE, "bob")
+	mf := sip.MaxForwardsHeader(0)
+	req.AppendHeader(&mf)
+	if res := p.do(req); res.StatusCode != 483 {
+		t.Fatalf("Max-Forwards 0: got %d, want 483", res.StatusCode)
+	}
+}
+
+func TestOptionsKeepalive(t *testing.T) {
+	sw := startSwitch(t, nil)
+	p := newPhone(t, sw, "alice", "udp")
+	if res := p.do(p.request(sip.OPTIONS, "")); res.StatusCode != 200 {
+		t.Fatalf("OPTIONS to the switch: %d", res.StatusCode)
+	}
+}
+
+func TestMalformedMessagesAreCountedNotFatal(t *testing.T) {
+	sw := startSwitch(t, nil)
+	conn, err := net.Dial("udp", sw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	garbage := []string{
+		"NOT SIP AT ALL\r\n\r\n",
+		"INVITE sip:bob@x SIP/2.0\r\nVia: broken\r\n\r\n",
+		"INVITE sip:bob@x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx\r\nCSeq: 1 INVITE\r\nCall-ID: x\r\nContent-Length: 99999\r\n\r\n",
+		"REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKy\r\nCSeq: 1 REGISTER\r\nCall-ID: y\r\n\r\n",
+		string([]byte{0xff, 0xfe, 0, 1, 2, 3}),
+	}
+	for range 50 {
+		for _, g := range garbage {
+			conn.Write([]byte(g))
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	p := newPhone(t, sw, "alice", "udp")
+	if res := p.do(p.request(sip.OPTIONS, "")); res.StatusCode != 200 {
+		t.Fatalf("switch does not answer after garbage: %d", res.StatusCode)
+	}
+	if v := testutil.CollectAndCount(sw.metrics.malformed); v == 0 {
+		t.Fatal("malformed messages not counted")
+	}
+}

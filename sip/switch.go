@@ -68,6 +68,8 @@ type Switch struct {
 	ua     *sipgo.UserAgent
 	server *sipgo.Server
 	client *sipgo.Client
+	// handlers by method, as given to sipgo's server (kept for the fuzz target)
+	handlers map[sip.RequestMethod]sipgo.RequestHandler
 
 	host  string         // advertised host
 	ports map[string]int // listening port per transport (lower case)
@@ -138,13 +140,18 @@ func New(cfg Config, dir directory.Store, router Router, reg prometheus.Register
 	if s.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(sipLog)); err != nil {
 		return nil, err
 	}
-	s.server.OnRegister(s.instrument(s.handleRegister))
-	s.server.OnAck(s.handleAck)
-	s.server.OnCancel(s.instrument(s.handleStrayCancel))
-	s.server.OnInvite(s.instrument(s.handleInvite))
-	s.server.OnOptions(s.instrument(s.handleOptions))
+	s.handlers = map[sip.RequestMethod]sipgo.RequestHandler{
+		sip.REGISTER: s.instrument(s.handleRegister),
+		sip.ACK:      s.handleAck,
+		sip.CANCEL:   s.instrument(s.handleStrayCancel),
+		sip.INVITE:   s.instrument(s.handleInvite),
+		sip.OPTIONS:  s.instrument(s.handleOptions),
+	}
 	for _, m := range []sip.RequestMethod{sip.BYE, sip.INFO, sip.UPDATE, sip.REFER, sip.NOTIFY, sip.MESSAGE, sip.PRACK, sip.SUBSCRIBE, sip.PUBLISH} {
-		s.server.OnRequest(m, s.instrument(s.handleRequest))
+		s.handlers[m] = s.instrument(s.handleRequest)
+	}
+	for m, h := range s.handlers {
+		s.server.OnRequest(m, h)
 	}
 	return s, nil
 }

@@ -32,7 +32,7 @@ type testSwitch struct {
 	reg  *prometheus.Registry
 }
 
-func startSwitch(t *testing.T, edit func(*Config)) *testSwitch {
+func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	t.Helper()
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -79,7 +79,7 @@ func startSwitch(t *testing.T, edit func(*Config)) *testSwitch {
 	return &testSwitch{Switch: sw, addr: addr, dir: dir, reg: reg}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

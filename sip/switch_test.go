@@ -38,11 +38,11 @@ func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := Config{
 		NodeID: "test", Realm: testRealm,
-		Listeners:      []Listener{{Transport: "udp", Addr: addr}, {Transport: "tcp", Addr: addr}},
-		MinExpires:     60 * time.Second, MaxExpires: time.Hour, DefaultExpires: 600 * time.Second,
-		NonceTTL:       time.Minute,
-		MaxFailures:    5, FailureWindow: time.Minute, BlockFor: time.Minute,
-		RingTimeout:    5 * time.Second,
+		Listeners:  []Listener{{Transport: "udp", Addr: addr}, {Transport: "tcp", Addr: addr}},
+		MinExpires: 60 * time.Second, MaxExpires: time.Hour, DefaultExpires: 600 * time.Second,
+		NonceTTL:    time.Minute,
+		MaxFailures: 5, FailureWindow: time.Minute, BlockFor: time.Minute,
+		RingTimeout: 5 * time.Second,
 	}
 	if edit != nil {
 		edit(&cfg)

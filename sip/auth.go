@@ -21,9 +21,10 @@ import (
 
 // DefaultAlgorithms are the digest algorithms offered in every challenge, in
 // order of preference (RFC 8760 §2.4: one challenge header per algorithm).
-// Some older user agents (sipp 3.6, some desk phones) only read the first
-// challenge; a network with such phones lists MD5 first in its config.
-var DefaultAlgorithms = []string{"SHA-256", "MD5"}
+// MD5 comes first by default because many deployed user agents (baresip 1.0,
+// sipp 3.6, older desk phones) read only the first challenge and give up on
+// one they do not know; a network of RFC 8760 phones lists SHA-256 first.
+var DefaultAlgorithms = []string{"MD5", "SHA-256"}
 
 // nonceAuthority issues and checks digest nonces. A nonce is self-contained:
 // issue time, a sequence number, randomness and an HMAC over them plus the

@@ -206,7 +206,7 @@ func (p *phone) register(password string, expires int) *sip.Response {
 	return res
 }
 
-func TestRegisterOffersSHA256AndMD5(t *testing.T) {
+func TestRegisterOffersMD5AndSHA256(t *testing.T) {
 	sw := startSwitch(t, nil)
 	p := newPhone(t, sw, "alice", "udp")
 	res := p.do(p.request(sip.REGISTER, "alice"))
@@ -224,12 +224,12 @@ func TestRegisterOffersSHA256AndMD5(t *testing.T) {
 		}
 		algs = append(algs, c.Algorithm)
 	}
-	if strings.Join(algs, ",") != "SHA-256,MD5" {
-		t.Fatalf("algorithms offered: %v, want SHA-256 then MD5", algs)
+	if strings.Join(algs, ",") != "MD5,SHA-256" {
+		t.Fatalf("algorithms offered: %v, want MD5 then SHA-256", algs)
 	}
-	// sipgo's client picks the first challenge: SHA-256.
+	// sipgo's client answers the first challenge: MD5.
 	if res := p.register("pw-alice", 300); res.StatusCode != 200 {
-		t.Fatalf("REGISTER with SHA-256 digest: %d", res.StatusCode)
+		t.Fatalf("REGISTER with MD5 digest: %d", res.StatusCode)
 	}
 	bs, _ := sw.dir.Bindings(context.Background(), "alice")
 	if len(bs) != 1 || bs[0].Transport != "udp" || bs[0].Source == "" {
@@ -237,11 +237,18 @@ func TestRegisterOffersSHA256AndMD5(t *testing.T) {
 	}
 }
 
-func TestRegisterWithMD5(t *testing.T) {
-	sw := startSwitch(t, func(c *Config) { c.Algorithms = []string{"MD5"} })
+func TestRegisterWithSHA256(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.Algorithms = []string{"SHA-256", "MD5"} })
 	p := newPhone(t, sw, "bob", "udp")
 	if res := p.register("pw-bob", 300); res.StatusCode != 200 {
-		t.Fatalf("REGISTER with MD5 digest: %d", res.StatusCode)
+		t.Fatalf("REGISTER with SHA-256 digest: %d", res.StatusCode)
+	}
+	// The HA1 really is the SHA-256 one: a user with only an MD5 HA1 fails.
+	u, _ := sw.dir.User(context.Background(), "bob")
+	u.HA1SHA256 = directory.HA1("SHA-256", "bob", testRealm, "another password")
+	sw.dir.PutUser(context.Background(), u)
+	if res := newPhone(t, sw, "bob", "udp").register("pw-bob", 300); res.StatusCode != 401 {
+		t.Fatalf("SHA-256 digest checked against the wrong HA1: %d", res.StatusCode)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"hash"
+	"hash/fnv"
 	"net/netip"
 	"strings"
 	"sync"
@@ -224,4 +225,77 @@ func (t *failureThrottle) succeed(ip netip.Addr) {
 	t.mu.Lock()
 	delete(t.sources, ip)
 	t.mu.Unlock()
+}
+
+// legacyClients remembers user agents that cannot answer a challenge listing
+// several algorithms (libre-based phones such as Debian's baresip 1.0 give up
+// on the whole response when one challenge names an algorithm they do not
+// know). Such a client sends its request again without credentials; from
+// then on its IP address gets challenges with MD5 alone, as a per-endpoint
+// "supported algorithms" setting would in Asterisk, but learnt.
+type legacyClients struct {
+	now func() time.Time
+	// challenged holds, per hash of (source, Call-ID), when a multi-algorithm
+	// challenge was sent: a fixed table, so memory does not grow with load.
+	challenged []atomic.Int64
+
+	mu     sync.Mutex
+	legacy map[string]time.Time // source -> until
+}
+
+const (
+	legacySlots    = 1 << 16
+	legacyMemory   = 24 * time.Hour
+	legacyMaxHosts = 65536
+)
+
+func newLegacyClients() *legacyClients {
+	return &legacyClients{now: time.Now, challenged: make([]atomic.Int64, legacySlots), legacy: make(map[string]time.Time)}
+}
+
+func legacySlot(source, callID string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(source))
+	h.Write([]byte{0})
+	h.Write([]byte(callID))
+	return h.Sum32() % legacySlots
+}
+
+// isLegacy reports whether source must be challenged with MD5 alone. A
+// request without credentials that follows a multi-algorithm challenge of
+// the same call marks the source.
+func (l *legacyClients) isLegacy(source, callID string, hasCredentials bool) bool {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if until, ok := l.legacy[source]; ok {
+		if now.Before(until) {
+			return true
+		}
+		delete(l.legacy, source)
+	}
+	if hasCredentials {
+		return false
+	}
+	sent := l.challenged[legacySlot(source, callID)].Load()
+	if sent == 0 || now.Sub(time.Unix(0, sent)) > time.Minute {
+		return false
+	}
+	if len(l.legacy) >= legacyMaxHosts {
+		for k, until := range l.legacy {
+			if now.After(until) {
+				delete(l.legacy, k)
+			}
+		}
+		if len(l.legacy) >= legacyMaxHosts {
+			return false
+		}
+	}
+	l.legacy[source] = now.Add(legacyMemory)
+	return true
+}
+
+// challengedWithSeveral records a multi-algorithm challenge to (source, Call-ID).
+func (l *legacyClients) challengedWithSeveral(source, callID string) {
+	l.challenged[legacySlot(source, callID)].Store(l.now().UnixNano())
 }

@@ -23,10 +23,18 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 		code, reason, authz, authn = 407, "Proxy Authentication Required", "Proxy-Authorization", "Proxy-Authenticate"
 	}
 	ip := sourceIP(req)
+	hasCredentials := req.GetHeader(authz) != nil
+	algorithms := s.cfg.Algorithms
+	if len(algorithms) > 1 && s.legacy.isLegacy(ip.String(), callID(req), hasCredentials) {
+		algorithms = []string{"MD5"}
+	}
 	challenge := func(stale bool) {
 		res := sip.NewResponseFromRequest(req, code, reason, nil)
-		for _, c := range s.nonces.challenges(s.cfg.Realm, s.cfg.Algorithms, ip, stale) {
+		for _, c := range s.nonces.challenges(s.cfg.Realm, algorithms, ip, stale) {
 			res.AppendHeader(sip.NewHeader(authn, c))
+		}
+		if len(algorithms) > 1 {
+			s.legacy.challengedWithSeveral(ip.String(), callID(req))
 		}
 		s.send(req, tx, res)
 	}

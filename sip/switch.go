@@ -75,6 +75,7 @@ type Switch struct {
 	ports map[string]int // listening port per transport (lower case)
 
 	nonces   *nonceAuthority
+	legacy   *legacyClients
 	throttle *failureThrottle
 
 	draining atomic.Bool
@@ -94,6 +95,7 @@ func New(cfg Config, dir directory.Store, router Router, reg prometheus.Register
 		log:      log,
 		ports:    make(map[string]int),
 		nonces:   newNonceAuthority(cfg.NonceTTL),
+		legacy:   newLegacyClients(),
 		throttle: newFailureThrottle(cfg.MaxFailures, cfg.FailureWindow, cfg.BlockFor),
 	}
 	if len(s.cfg.Algorithms) == 0 {

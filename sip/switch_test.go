@@ -476,3 +476,28 @@ func TestMalformedMessagesAreCountedNotFatal(t *testing.T) {
 		t.Fatal("malformed messages not counted")
 	}
 }
+
+func TestClientThatCannotAnswerTwoChallengesGetsMD5Alone(t *testing.T) {
+	sw := startSwitch(t, nil)
+	p := newPhone(t, sw, "alice", "udp")
+	req := p.request(sip.REGISTER, "alice")
+	req.Recipient.User = ""
+	cid := sip.CallIDHeader("legacy-phone-1")
+	req.AppendHeader(&cid)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REGISTER})
+	if n := len(p.do(req).GetHeaders("WWW-Authenticate")); n != 2 {
+		t.Fatalf("first challenge has %d algorithms, want 2", n)
+	}
+	// The phone gave up on that and registers again, still without credentials.
+	again := req.Clone()
+	again.RemoveHeader("Via")
+	again.CSeq().SeqNo = 2
+	res := p.do(again)
+	chals := res.GetHeaders("WWW-Authenticate")
+	if len(chals) != 1 || !strings.Contains(chals[0].Value(), "algorithm=MD5") {
+		t.Fatalf("retry got %v, want a single MD5 challenge", chals)
+	}
+	if res := p.register("pw-alice", 300); res.StatusCode != 200 {
+		t.Fatalf("legacy phone cannot register with MD5: %d", res.StatusCode)
+	}
+}

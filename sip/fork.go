@@ -27,7 +27,7 @@ type forker struct {
 	req     *sip.Request
 	tx      sip.ServerTransaction
 	started time.Time
-	onFirst func(*sip.Response) // first 18x or 2xx relayed, for setup time
+	hooks   forkHooks
 
 	mu        sync.Mutex
 	best      *sip.Response
@@ -46,8 +46,14 @@ type branch struct {
 	done        bool
 }
 
-func newForker(s *Switch, req *sip.Request, tx sip.ServerTransaction, onFirst func(*sip.Response)) *forker {
-	f := &forker{s: s, req: req, tx: tx, started: time.Now(), onFirst: onFirst}
+// forkHooks are called, with the forker locked, as the call progresses.
+type forkHooks struct {
+	first  func() // first 18x or 2xx relayed: the caller hears something
+	answer func() // a 2xx is about to be relayed: the dialog exists from now
+}
+
+func newForker(s *Switch, req *sip.Request, tx sip.ServerTransaction, hooks forkHooks) *forker {
+	f := &forker{s: s, req: req, tx: tx, started: time.Now(), hooks: hooks}
 	if req.IsInvite() {
 		tx.OnCancel(func(*sip.Request) {
 			// sipgo has answered the CANCEL (200) and the INVITE (487) upstream.
@@ -209,6 +215,9 @@ func (f *forker) onResponse(b *branch, res *sip.Response) bool {
 		}
 		// Every 2xx to an INVITE goes upstream: the caller must ACK each dialog.
 		f.final = res.StatusCode
+		if f.hooks.answer != nil {
+			f.hooks.answer()
+		}
 		f.forwardLocked(f.relay(res, b.direct))
 		f.s.metrics.txSeconds.WithLabelValues(string(f.req.Method)).Observe(time.Since(f.started).Seconds())
 		f.cancelAllLocked()
@@ -221,9 +230,9 @@ func (f *forker) onResponse(b *branch, res *sip.Response) bool {
 }
 
 func (f *forker) forwardLocked(res *sip.Response) {
-	if !f.firstSeen && f.onFirst != nil && res.StatusCode != 100 {
+	if !f.firstSeen && f.hooks.first != nil {
 		f.firstSeen = true
-		f.onFirst(res)
+		f.hooks.first()
 	}
 	f.s.send(f.req, f.tx, res)
 }

@@ -240,8 +240,9 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, code, reason)
 		return
 	}
-	if !routed {
-		// Not on a route set we recorded: we are not an open relay.
+	if !routed || fwd.Route() == nil && s.isUs(fwd.Recipient) {
+		// Not on a route set we recorded (we are not an open relay), or
+		// addressed to the switch itself, which holds no dialogs.
 		s.respond(req, tx, 404, "Not Here")
 		return
 	}
@@ -254,18 +255,23 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if fwd.IsInvite() {
 		s.addRecordRoute(fwd, req.Transport(), tp)
 	}
-	f := newForker(s, req, tx, nil)
+	f := newForker(s, req, tx, forkHooks{})
 	f.run(context.Background(), [][]branchTarget{{{req: fwd, direct: direct}}}, s.cfg.RingTimeout)
 	if req.Method == sip.BYE {
 		s.endCall(callID(req), f.finalCode())
 	}
 }
 
-// handleAck forwards the ACK of a 2xx statelessly (it is its own transaction).
+// handleAck forwards the ACK of a 2xx statelessly (it is its own
+// transaction). Other ACKs are for a non-2xx answer of ours whose
+// transaction has ended (at once on TCP): they stop here.
 func (s *Switch) handleAck(req *sip.Request, tx sip.ServerTransaction) {
 	s.metrics.requests.WithLabelValues(string(sip.ACK)).Inc()
+	if _, ok := s.calls.Load(callID(req)); !ok {
+		return
+	}
 	fwd, routed, code, _ := s.prepare(req)
-	if code != 0 || !routed {
+	if code != 0 || !routed || fwd.Route() == nil && s.isUs(fwd.Recipient) {
 		return
 	}
 	tp := nextHop(fwd)
@@ -332,21 +338,18 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		outcome(480)
 		return
 	}
-	f := newForker(s, req, tx, func(first *sip.Response) {
-		if isCall {
-			s.metrics.setupSeconds.Observe(time.Since(start).Seconds())
-		}
-	})
+	var hooks forkHooks
+	if isCall {
+		hooks.first = func() { s.metrics.setupSeconds.Observe(time.Since(start).Seconds()) }
+		hooks.answer = func() { s.startCall(callID(req), caller.CallerAgency, dec.DestAgency) }
+	}
+	f := newForker(s, req, tx, hooks)
 	timeout := dec.RingTimeout
 	if timeout <= 0 {
 		timeout = s.cfg.RingTimeout
 	}
 	f.run(ctx, groups, timeout)
-	code = f.finalCode()
-	outcome(code)
-	if isCall && code >= 200 && code < 300 {
-		s.startCall(callID(req), caller.CallerAgency, dec.DestAgency)
-	}
+	outcome(f.finalCode())
 }
 
 // branches turns a routing decision into the requests to send: one group per

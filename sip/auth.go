@@ -281,6 +281,26 @@ func (l *legacyClients) isLegacy(source, callID string, hasCredentials bool) boo
 	if sent == 0 || now.Sub(time.Unix(0, sent)) > time.Minute {
 		return false
 	}
+	l.rememberLocked(source, now)
+	return true
+}
+
+// known reports whether source is remembered as a legacy client.
+func (l *legacyClients) known(source string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	until, ok := l.legacy[source]
+	return ok && l.now().Before(until)
+}
+
+// remember marks source as a legacy client.
+func (l *legacyClients) remember(source string) {
+	l.mu.Lock()
+	l.rememberLocked(source, l.now())
+	l.mu.Unlock()
+}
+
+func (l *legacyClients) rememberLocked(source string, now time.Time) {
 	if len(l.legacy) >= legacyMaxHosts {
 		for k, until := range l.legacy {
 			if now.After(until) {
@@ -288,11 +308,10 @@ func (l *legacyClients) isLegacy(source, callID string, hasCredentials bool) boo
 			}
 		}
 		if len(l.legacy) >= legacyMaxHosts {
-			return false
+			return
 		}
 	}
 	l.legacy[source] = now.Add(legacyMemory)
-	return true
 }
 
 // challengedWithSeveral records a multi-algorithm challenge to (source, Call-ID).

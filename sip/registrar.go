@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,7 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 	ip := sourceIP(req)
 	hasCredentials := req.GetHeader(authz) != nil
 	algorithms := s.cfg.Algorithms
-	if len(algorithms) > 1 && s.legacy.isLegacy(ip.String(), callID(req), hasCredentials) {
+	if len(algorithms) > 1 && s.md5Only(ctx, req, ip, hasCredentials) {
 		algorithms = []string{"MD5"}
 	}
 	challenge := func(stale bool) {
@@ -92,6 +93,27 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 	}
 	s.throttle.succeed(ip)
 	return user, true
+}
+
+// md5Only reports whether the client of req must be challenged with MD5
+// alone: learnt from this request, remembered for its address, or recorded on
+// a binding of the user it claims to be from that address (which survives a
+// restart of the node and is seen by every node).
+func (s *Switch) md5Only(ctx context.Context, req *sip.Request, ip netip.Addr, hasCredentials bool) bool {
+	if s.legacy.isLegacy(ip.String(), callID(req), hasCredentials) {
+		return true
+	}
+	bindings, err := s.dir.Bindings(ctx, req.From().Address.User)
+	if err != nil {
+		return false
+	}
+	for _, b := range bindings {
+		if b.MD5Only && sourceIPOf(b.Source) == ip {
+			s.legacy.remember(ip.String())
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
@@ -249,6 +271,7 @@ func (s *Switch) applyBindings(ctx context.Context, aor string, existing []direc
 			Source:    req.Source(),
 			Transport: strings.ToLower(req.Transport()),
 			Flow:      reliable(req.Transport()) || viaNATed(req),
+			MD5Only:   s.legacy.known(sourceIP(req).String()),
 			Node:      s.cfg.NodeID,
 			CallID:    cid,
 			CSeq:      seq,

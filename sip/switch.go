@@ -315,8 +315,10 @@ func callID(m sip.Message) string {
 }
 
 // sourceIP is the IP a request came from.
-func sourceIP(req *sip.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(req.Source())
+func sourceIP(req *sip.Request) netip.Addr { return sourceIPOf(req.Source()) }
+
+func sourceIPOf(hostPort string) netip.Addr {
+	ap, err := netip.ParseAddrPort(hostPort)
 	if err != nil {
 		return netip.Addr{}
 	}

@@ -56,7 +56,10 @@ type Binding struct {
 	// Flow says the phone must be reached at Source rather than at its
 	// Contact: it is behind NAT, or registered over a connection (TCP, TLS, WS)
 	// that requests to it must reuse.
-	Flow      bool      `json:"flow,omitempty"`
+	Flow bool `json:"flow,omitempty"`
+	// MD5Only says the phone cannot answer a challenge that lists several
+	// digest algorithms; requests from its address are challenged with MD5 alone.
+	MD5Only   bool      `json:"md5_only,omitempty"`
 	Transport string    `json:"transport"` // udp, tcp, tls, ws, wss
 	Node      string    `json:"node"`      // id of the node holding the phone's flow
 	CallID    string    `json:"call_id"`

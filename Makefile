@@ -1,0 +1,43 @@
+# Centralino — make run: the demo network; make test: every test.
+SHELL    := /bin/bash
+GO       ?= go
+FUZZTIME ?= 10s
+BIN      := bin/centralino
+
+# Fuzz targets run by `make fuzz` (package:Target), a short time each in `make test`.
+FUZZ_TARGETS := ./sip:FuzzHandleRequest ./configs:FuzzParse ./media:FuzzRewriteSDP ./media:FuzzRTPPacket
+
+.PHONY: run build test unit e2e fuzz vet bench clean
+
+run:
+	$(GO) run ./cmd/centralino serve
+
+build:
+	$(GO) build -o $(BIN) ./cmd/centralino
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l cmd sip media routing modules configs test)" || { gofmt -l cmd sip media routing modules configs test; echo "gofmt needed"; exit 1; }
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+e2e:
+	$(GO) test -count=1 -v ./test/e2e/ 2>&1 | tee .e2e.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|panic' ; exit $${PIPESTATUS[0]}
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		if ! $(GO) test -list "^$$name\$$" $$pkg 2>/dev/null | grep -qx "$$name"; then \
+			echo "fuzz target $$name not found in $$pkg"; exit 1; fi; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+test: vet unit e2e fuzz
+
+bench:
+	./test/bench/run.sh
+
+clean:
+	rm -rf bin .e2e.log

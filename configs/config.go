@@ -225,16 +225,16 @@ var unknownField = regexp.MustCompile(`^(line \d+): field (.+) not found in type
 
 // yamlError turns a yaml.v3 error, possibly several lines, into one line.
 func yamlError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg := te.Errors[0]
+		msg = te.Errors[0]
 		if m := unknownField.FindStringSubmatch(msg); m != nil {
 			msg = fmt.Sprintf("%s: unknown field %q", m[1], m[2])
 		}
-		return errors.New("config: " + msg)
 	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	return errors.New("config: " + strings.ReplaceAll(msg, "\n", " "))
+	// Messages may quote values that span lines.
+	return errors.New("config: " + strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(msg))
 }
 
 // Users returns the directory users of the network, with their HA1s.

@@ -101,7 +101,8 @@ type Network struct {
 }
 
 // User is a directory user as written in the config: either a plaintext
-// Password (demo only) or both HA1s. Parse replaces the password by the HA1s.
+// Password (demo only) or both HA1s. Parse replaces the password by the HA1s
+// and gives a user without a role the role phone.
 type User struct {
 	directory.User `yaml:",inline"`
 	Password       string `yaml:"password,omitempty"`
@@ -135,7 +136,8 @@ var defaultAddr = map[string]string{
 }
 
 // Default returns the configuration used for every field a file leaves out.
-// It listens on loopback only, so an unconfigured node is not exposed.
+// It listens on loopback only, so an unconfigured node is not exposed: SIP on
+// udp and tcp 127.0.0.1:5060 and ws 127.0.0.1:5066, HTTP on 127.0.0.1:8080.
 func Default() *Config {
 	host, err := os.Hostname()
 	if err != nil || host == "" {

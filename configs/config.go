@@ -77,7 +77,11 @@ type Registrar struct {
 
 // Auth configures digest authentication and brute-force blocking.
 type Auth struct {
-	NonceTTL Duration `yaml:"nonce_ttl"`
+	// Algorithms are the digest algorithms offered in each challenge, in
+	// order of preference: MD5, SHA-256. MD5 first suits phones that read
+	// only the first challenge (see docs/architecture.md).
+	Algorithms []string `yaml:"algorithms"`
+	NonceTTL   Duration `yaml:"nonce_ttl"`
 	// Trusted lists CIDRs (or single IPs) whose requests are not challenged:
 	// trunks, load generators.
 	Trusted []string `yaml:"trusted,omitempty"`
@@ -156,6 +160,7 @@ func Default() *Config {
 		Directory: Directory{Backend: "memory"},
 		Registrar: Registrar{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 600},
 		Auth: Auth{
+			Algorithms:    []string{"MD5", "SHA-256"},
 			NonceTTL:      Duration(5 * time.Minute),
 			MaxFailures:   10,
 			FailureWindow: Duration(time.Minute),
@@ -406,6 +411,16 @@ func (c *Config) validateServices() error {
 
 func (c *Config) validateAuth() error {
 	a := c.Auth
+	if len(a.Algorithms) == 0 {
+		return fieldError("auth.algorithms", "must list at least one of MD5, SHA-256")
+	}
+	seen := map[string]bool{}
+	for i, alg := range a.Algorithms {
+		if alg != "MD5" && alg != "SHA-256" || seen[alg] {
+			return fieldError(fmt.Sprintf("auth.algorithms[%d]", i), "%q is not one of MD5, SHA-256, or is repeated", alg)
+		}
+		seen[alg] = true
+	}
 	if a.NonceTTL <= 0 {
 		return fieldError("auth.nonce_ttl", "must be positive, got %s", a.NonceTTL)
 	}

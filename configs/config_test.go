@@ -77,6 +77,8 @@ func TestValidateErrors(t *testing.T) {
 		{"ring timeout", func(c *Config) { c.Proxy.RingTimeout = 0 }, `proxy.ring_timeout: must be positive`},
 		{"drain period", func(c *Config) { c.Proxy.DrainPeriod = Duration(-time.Second) }, `proxy.drain_period: must not be negative, got -1s`},
 		{"nonce ttl", func(c *Config) { c.Auth.NonceTTL = 0 }, `auth.nonce_ttl: must be positive`},
+		{"no algorithm", func(c *Config) { c.Auth.Algorithms = nil }, `auth.algorithms: must list at least one`},
+		{"unknown algorithm", func(c *Config) { c.Auth.Algorithms = []string{"MD5", "SHA-1"} }, `auth.algorithms[1]: "SHA-1" is not one of MD5, SHA-256`},
 		{"trusted CIDR", func(c *Config) { c.Auth.Trusted = []string{"10.0.0/8"} }, `config: auth.trusted[0]: invalid CIDR "10.0.0/8"`},
 		{"max failures", func(c *Config) { c.Auth.MaxFailures = -1 }, `auth.max_failures: must not be negative`},
 		{"failure window", func(c *Config) { c.Auth.FailureWindow = 0 }, `auth.failure_window: must be positive`},
@@ -377,5 +379,18 @@ func TestExampleRedis(t *testing.T) {
 	}
 	if c.Directory.Backend != "redis" {
 		t.Errorf("backend = %q", c.Directory.Backend)
+	}
+}
+
+func TestAlgorithmsReplaceTheDefault(t *testing.T) {
+	cfg, err := Parse([]byte("auth:\n  algorithms: [SHA-256, MD5]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Auth.Algorithms, ","); got != "SHA-256,MD5" {
+		t.Fatalf("algorithms = %s, want SHA-256,MD5", got)
+	}
+	if got := strings.Join(Default().Auth.Algorithms, ","); got != "MD5,SHA-256" {
+		t.Fatalf("default algorithms = %s, want MD5,SHA-256", got)
 	}
 }

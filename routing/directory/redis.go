@@ -1,0 +1,635 @@
+package directory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Key layout. Every key of an entity carries its hash tag, so keys of one
+// agency share a Cluster slot; the network-wide indexes share the {idx} slot.
+// No command touches keys of two slots: writes are pipelines of single-key
+// commands and single-key scripts, hence not atomic across keys. Lookups
+// through an index therefore check the record they land on, so a stale index
+// entry (a crash mid-write, two writers racing) reads as not found rather than
+// as a wrong answer.
+const (
+	agenciesKey = "cen:{idx}:agencies" // set of agency codes
+	usersKey    = "cen:{idx}:users"    // set of usernames
+	numbersKey  = "cen:{idx}:numbers"  // hash public number → agency code
+	prefixesKey = "cen:{idx}:prefixes" // hash prefix → agency code
+	aorsKey     = "cen:{idx}:aors"     // set of AORs that may have bindings
+
+	// invalidateChannel carries "something in the directory changed" between
+	// nodes as "<sender id> <what>"; receivers flush, the rest is for people
+	// reading MONITOR.
+	invalidateChannel = "cen:invalidate"
+)
+
+func agencyKey(code string) string      { return "cen:{ag:" + code + "}" }       // JSON Agency
+func agencyUsersKey(code string) string { return "cen:{ag:" + code + "}:users" } // set of usernames
+func agencyExtKey(code string) string   { return "cen:{ag:" + code + "}:ext" }   // hash extension → username
+func userKey(name string) string        { return "cen:{u:" + name + "}" }        // JSON User
+func bindingsKey(aor string) string     { return "cen:{aor:" + aor + "}:b" }     // hash contact → "<expires ms>|JSON Binding"
+
+// hdelIf deletes the fields ARGV[2..] of hash KEYS[1] that still map to
+// ARGV[1], so dropping an index entry never removes one that another entity
+// has taken over.
+var hdelIf = redis.NewScript(`
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n`)
+
+// putBinding sets field ARGV[1] of the AOR's hash KEYS[1] to ARGV[2]
+// ("<expires ms>|JSON"), drops expired fields and keeps the key's TTL at the
+// latest expiry, so an AOR's bindings vanish on their own. ARGV[3] is the
+// caller's clock in ms: TTLs are relative, so node and server clocks need not
+// agree. With ARGV[4] == "1" (Redis 7.4+) each field also gets its own TTL.
+var putBinding = redis.NewScript(`
+local now = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local last = 0
+local kv = redis.call('HGETALL', KEYS[1])
+for i = 1, #kv, 2 do
+  local exp = tonumber(string.match(kv[i+1], '^(%d+)|'))
+  if exp <= now then
+    redis.call('HDEL', KEYS[1], kv[i])
+  elseif exp > last then
+    last = exp
+  end
+end
+if last > 0 then
+  redis.call('PEXPIRE', KEYS[1], last - now)
+  if ARGV[4] == '1' then
+    local exp = tonumber(string.match(ARGV[2], '^(%d+)|'))
+    if exp > now then
+      redis.call('HPEXPIRE', KEYS[1], exp - now, 'FIELDS', 1, ARGV[1])
+    end
+  end
+end
+return 1`)
+
+// RedisOptions tunes NewRedis. The zero value is usable.
+type RedisOptions struct {
+	Registerer   prometheus.Registerer // where to export metrics; nil: nowhere
+	Logger       *slog.Logger          // nil: slog.Default()
+	CacheTTL     time.Duration         // freshness of cached User/Agency lookups; 0: 5s
+	PingInterval time.Duration         // health check period; 0: 3s
+}
+
+// Redis is a Store in Redis, shared by every node of the network. User and
+// agency lookups go through a local cache that other nodes invalidate on
+// write; bindings always come from Redis.
+type Redis struct {
+	id       string // tells this store's own invalidations apart
+	rdb      *redis.Client
+	pubsub   *redis.PubSub
+	hexpire  bool // server has per-field hash TTLs (HPEXPIRE)
+	log      *slog.Logger
+	metrics  *redisMetrics
+	down     atomic.Bool // last health check failed
+	agencies *cache[Agency]
+	users    *cache[User]
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+var _ Store = (*Redis)(nil)
+
+// NewRedis connects to url (redis://host:port/db, rediss://... for TLS,
+// unix:///path/to/sock?db=N) and fails if the server does not answer.
+func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error) {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("directory: redis url: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.CacheTTL <= 0 {
+		opts.CacheTTL = 5 * time.Second
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 3 * time.Second
+	}
+	r := &Redis{
+		id:       rand.Text(),
+		rdb:      redis.NewClient(o),
+		log:      opts.Logger.With("redis", o.Addr),
+		agencies: newCache(opts.CacheTTL, cloneAgency),
+		users:    newCache(opts.CacheTTL, func(u User) User { return u }),
+	}
+	if err := r.connect(ctx, opts.Registerer); err != nil {
+		r.rdb.Close()
+		return nil, fmt.Errorf("directory: redis %s: %w", o.Addr, err)
+	}
+	bg, stop := context.WithCancel(context.Background())
+	r.stop = stop
+	r.wg.Go(r.listen)
+	r.wg.Go(func() { r.watch(bg, opts.PingInterval) })
+	return r, nil
+}
+
+// connect checks the server, learns its features, subscribes to
+// invalidations and registers the metrics. On error the caller closes rdb.
+func (r *Redis) connect(ctx context.Context, reg prometheus.Registerer) error {
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return err
+	}
+	// COMMAND INFO answers nil for a command the server lacks.
+	info, err := r.rdb.Do(ctx, "COMMAND", "INFO", "HPEXPIRE").Slice()
+	if err != nil {
+		return err
+	}
+	r.hexpire = len(info) == 1 && info[0] != nil
+	r.pubsub = r.rdb.Subscribe(ctx, invalidateChannel)
+	// Wait for the confirmation: invalidations are missed until then.
+	if _, err := r.pubsub.Receive(ctx); err != nil {
+		r.pubsub.Close()
+		return err
+	}
+	if r.metrics, err = newRedisMetrics(reg); err != nil {
+		r.pubsub.Close()
+		return err
+	}
+	r.metrics.up.Set(1)
+	r.rdb.AddHook(r.metrics)
+	return nil
+}
+
+// listen flushes the caches on every invalidation from another store, and
+// on every resubscription after a lost connection, as invalidations may have
+// been missed meanwhile. Own invalidations are skipped: the writer flushed
+// already, and a late second flush would only cost a reload.
+func (r *Redis) listen() {
+	for msg := range r.pubsub.ChannelWithSubscriptions() {
+		if m, ok := msg.(*redis.Message); ok && strings.HasPrefix(m.Payload, r.id+" ") {
+			continue
+		}
+		r.flush()
+	}
+}
+
+// watch pings Redis every interval, keeps centralino_redis_up current and
+// logs each change of state once.
+func (r *Redis) watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, every)
+		err := r.rdb.Ping(pctx).Err()
+		cancel()
+		if ctx.Err() != nil {
+			return // closing, not down
+		}
+		down := err != nil
+		if r.down.Swap(down) == down {
+			continue
+		}
+		if down {
+			r.metrics.up.Set(0)
+			r.log.Error("redis is down; serving cached directory lookups", "err", err)
+		} else {
+			r.metrics.up.Set(1)
+			r.log.Info("redis is up again")
+			r.flush() // invalidations sent while down were lost
+		}
+	}
+}
+
+func (r *Redis) flush() {
+	r.agencies.flush()
+	r.users.flush()
+}
+
+// invalidate drops this node's cached lookups and tells the other nodes to
+// do the same. The write has happened by then, so a failed publish is only
+// logged: the other nodes catch up within CacheTTL.
+func (r *Redis) invalidate(ctx context.Context, what string) {
+	r.flush()
+	if err := r.rdb.Publish(ctx, invalidateChannel, r.id+" "+what).Err(); err != nil {
+		r.log.Warn("redis: cannot publish cache invalidation", "what", what, "err", err)
+	}
+}
+
+// Ping reports whether Redis answers, for /readyz.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("directory: redis: %w", err)
+	}
+	return nil
+}
+
+// Close stops the background work, unregisters the metrics and closes the
+// connections.
+func (r *Redis) Close() error {
+	r.stop()
+	err := r.pubsub.Close() // ends listen
+	r.wg.Wait()
+	r.metrics.unregister()
+	return errors.Join(err, r.rdb.Close())
+}
+
+func (r *Redis) Agency(ctx context.Context, code string) (Agency, error) {
+	return r.agencies.lookup("code:"+code, r.down.Load(), func() (Agency, error) {
+		return r.loadAgency(ctx, code)
+	})
+}
+
+func (r *Redis) AgencyByNumber(ctx context.Context, number string) (Agency, error) {
+	return r.agencies.lookup("number:"+number, r.down.Load(), func() (Agency, error) {
+		return r.agencyVia(ctx, numbersKey, "number", number, func(a Agency) bool {
+			return slices.Contains(a.Numbers, number)
+		})
+	})
+}
+
+func (r *Redis) AgencyByPrefix(ctx context.Context, prefix string) (Agency, error) {
+	return r.agencies.lookup("prefix:"+prefix, r.down.Load(), func() (Agency, error) {
+		return r.agencyVia(ctx, prefixesKey, "prefix", prefix, func(a Agency) bool {
+			return a.Prefix == prefix
+		})
+	})
+}
+
+// agencyVia resolves key through the index hash and checks that the agency
+// found still matches.
+func (r *Redis) agencyVia(ctx context.Context, index, kind, key string, matches func(Agency) bool) (Agency, error) {
+	code, err := r.hget(ctx, index, key, kind)
+	if err != nil {
+		return Agency{}, err
+	}
+	a, err := r.loadAgency(ctx, code)
+	if errors.Is(err, ErrNotFound) || err == nil && !matches(a) {
+		return Agency{}, notFound(kind, key)
+	}
+	return a, err
+}
+
+func (r *Redis) loadAgency(ctx context.Context, code string) (Agency, error) {
+	return getJSON[Agency](ctx, r.rdb, agencyKey(code), "agency", code)
+}
+
+func (r *Redis) Agencies(ctx context.Context) ([]Agency, error) {
+	as, err := r.loadSet(ctx, agenciesKey, agencyKey)
+	if err != nil {
+		return nil, err
+	}
+	out, err := decodeAll[Agency](as)
+	return sortAgencies(out), err
+}
+
+func (r *Redis) PutAgency(ctx context.Context, a Agency) error {
+	if err := checkAgency(a); err != nil {
+		return err
+	}
+	old, err := r.loadAgency(ctx, a.Code)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	data, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, agencyKey(a.Code), data, 0)
+		p.SAdd(ctx, agenciesKey, a.Code)
+		for _, n := range a.Numbers {
+			if n != "" {
+				p.HSet(ctx, numbersKey, n, a.Code)
+			}
+		}
+		if a.Prefix != "" {
+			p.HSet(ctx, prefixesKey, a.Prefix, a.Code)
+		}
+		return nil
+	})
+	if err == nil {
+		err = r.unindexAgency(ctx, old, a)
+	}
+	r.invalidate(ctx, "agency "+a.Code)
+	return wrap(err)
+}
+
+// DeleteAgency removes the agency and its number and prefix indexes. Its users
+// stay: they are deleted on their own.
+func (r *Redis) DeleteAgency(ctx context.Context, code string) error {
+	old, err := r.loadAgency(ctx, code)
+	if err != nil {
+		return err
+	}
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, agencyKey(code))
+		p.SRem(ctx, agenciesKey, code)
+		return nil
+	})
+	if err == nil {
+		err = r.unindexAgency(ctx, old, Agency{})
+	}
+	r.invalidate(ctx, "agency "+code)
+	return wrap(err)
+}
+
+// unindexAgency drops the index entries of old that cur no longer has.
+func (r *Redis) unindexAgency(ctx context.Context, old, cur Agency) error {
+	return errors.Join(
+		r.hdelIf(ctx, numbersKey, old.Code, dropped(old.Numbers, cur.Numbers)),
+		r.hdelIf(ctx, prefixesKey, old.Code, dropped([]string{old.Prefix}, []string{cur.Prefix})),
+	)
+}
+
+func (r *Redis) hdelIf(ctx context.Context, key, owner string, fields []string) error {
+	if len(fields) == 0 {
+		return nil
+	}
+	args := append([]any{owner}, anys(fields)...)
+	return hdelIf.Run(ctx, r.rdb, []string{key}, args...).Err()
+}
+
+func (r *Redis) User(ctx context.Context, username string) (User, error) {
+	return r.users.lookup("name:"+username, r.down.Load(), func() (User, error) {
+		return r.loadUser(ctx, username)
+	})
+}
+
+func (r *Redis) UserByExtension(ctx context.Context, agency, extension string) (User, error) {
+	key := agency + "/" + extension
+	return r.users.lookup("ext:"+key, r.down.Load(), func() (User, error) {
+		name, err := r.hget(ctx, agencyExtKey(agency), extension, "extension")
+		if err != nil {
+			return User{}, err
+		}
+		u, err := r.loadUser(ctx, name)
+		if errors.Is(err, ErrNotFound) || err == nil && (u.Agency != agency || u.Extension != extension) {
+			return User{}, notFound("extension", key)
+		}
+		return u, err
+	})
+}
+
+func (r *Redis) loadUser(ctx context.Context, username string) (User, error) {
+	return getJSON[User](ctx, r.rdb, userKey(username), "user", username)
+}
+
+func (r *Redis) Users(ctx context.Context, agency string) ([]User, error) {
+	set := usersKey
+	if agency != "" {
+		set = agencyUsersKey(agency)
+	}
+	vals, err := r.loadSet(ctx, set, userKey)
+	if err != nil {
+		return nil, err
+	}
+	us, err := decodeAll[User](vals)
+	if agency != "" {
+		// The set may still list a user who has just moved elsewhere.
+		us = slices.DeleteFunc(us, func(u User) bool { return u.Agency != agency })
+	}
+	return sortUsers(us), err
+}
+
+func (r *Redis) PutUser(ctx context.Context, u User) error {
+	if err := checkUser(u); err != nil {
+		return err
+	}
+	old, err := r.loadUser(ctx, u.Username)
+	found := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	data, err := json.Marshal(u)
+	if err != nil {
+		return err
+	}
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, userKey(u.Username), data, 0)
+		p.SAdd(ctx, usersKey, u.Username)
+		p.SAdd(ctx, agencyUsersKey(u.Agency), u.Username)
+		if u.Extension != "" {
+			p.HSet(ctx, agencyExtKey(u.Agency), u.Extension, u.Username)
+		}
+		if found && old.Agency != u.Agency {
+			p.SRem(ctx, agencyUsersKey(old.Agency), u.Username)
+		}
+		return nil
+	})
+	if err == nil && found && (old.Agency != u.Agency || old.Extension != u.Extension) {
+		err = r.hdelIf(ctx, agencyExtKey(old.Agency), u.Username, []string{old.Extension})
+	}
+	r.invalidate(ctx, "user "+u.Username)
+	return wrap(err)
+}
+
+// DeleteUser removes the user, its indexes and its bindings, so a deleted
+// account stops ringing at once.
+func (r *Redis) DeleteUser(ctx context.Context, username string) error {
+	old, err := r.loadUser(ctx, username)
+	if err != nil {
+		return err
+	}
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, userKey(username))
+		p.Del(ctx, bindingsKey(username))
+		p.SRem(ctx, aorsKey, username)
+		p.SRem(ctx, usersKey, username)
+		p.SRem(ctx, agencyUsersKey(old.Agency), username)
+		return nil
+	})
+	if err == nil {
+		err = r.hdelIf(ctx, agencyExtKey(old.Agency), username, []string{old.Extension})
+	}
+	r.invalidate(ctx, "user "+username)
+	return wrap(err)
+}
+
+func (r *Redis) Bindings(ctx context.Context, aor string) ([]Binding, error) {
+	kv, err := r.rdb.HGetAll(ctx, bindingsKey(aor)).Result()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	bs, err := decodeBindings(nil, kv)
+	return live(bs, time.Now()), err
+}
+
+// PutBinding stores b; a binding that has already expired removes the
+// contact instead, like a REGISTER with Expires: 0.
+func (r *Redis) PutBinding(ctx context.Context, b Binding) error {
+	b, err := checkBinding(b)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if !b.Expires.After(now) {
+		return r.DeleteBinding(ctx, b.AOR, b.Contact)
+	}
+	data, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	val := strconv.FormatInt(b.Expires.UnixMilli(), 10) + "|" + string(data)
+	hexpire := "0"
+	if r.hexpire {
+		hexpire = "1"
+	}
+	err = putBinding.Run(ctx, r.rdb, []string{bindingsKey(b.AOR)}, b.Contact, val, now.UnixMilli(), hexpire).Err()
+	if err == nil {
+		err = r.rdb.SAdd(ctx, aorsKey, b.AOR).Err()
+	}
+	return wrap(err)
+}
+
+// DeleteBinding is idempotent: removing a missing binding is not an error.
+func (r *Redis) DeleteBinding(ctx context.Context, aor, contact string) error {
+	return wrap(r.rdb.HDel(ctx, bindingsKey(aor), contact).Err())
+}
+
+// AllBindings reads the bindings of every AOR in the AOR index, and drops
+// from the index the AORs whose bindings have all expired. A phone that
+// registers at that very moment may lose its index entry; its next REGISTER
+// restores it, and its own lookups never depend on the index.
+func (r *Redis) AllBindings(ctx context.Context) ([]Binding, error) {
+	aors, err := r.rdb.SMembers(ctx, aorsKey).Result()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(aors))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, aor := range aors {
+			cmds[i] = p.HGetAll(ctx, bindingsKey(aor))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var out []Binding
+	var gone []any
+	for i, c := range cmds {
+		if len(c.Val()) == 0 {
+			gone = append(gone, aors[i])
+		}
+		if out, err = decodeBindings(out, c.Val()); err != nil {
+			return nil, err
+		}
+	}
+	if len(gone) > 0 {
+		if err := r.rdb.SRem(ctx, aorsKey, gone...).Err(); err != nil {
+			r.log.Warn("redis: cannot prune the AOR index", "err", err)
+		}
+	}
+	return live(out, time.Now()), nil
+}
+
+// decodeBindings appends the bindings of one AOR's hash to bs.
+func decodeBindings(bs []Binding, kv map[string]string) ([]Binding, error) {
+	for _, v := range kv {
+		_, data, ok := strings.Cut(v, "|")
+		var b Binding
+		if !ok {
+			return bs, fmt.Errorf("directory: redis: malformed binding %q", v)
+		}
+		if err := json.Unmarshal([]byte(data), &b); err != nil {
+			return bs, fmt.Errorf("directory: redis: binding: %w", err)
+		}
+		bs = append(bs, b)
+	}
+	return bs, nil
+}
+
+// hget returns field of hash key, or a not-found error naming kind.
+func (r *Redis) hget(ctx context.Context, key, field, kind string) (string, error) {
+	v, err := r.rdb.HGet(ctx, key, field).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", notFound(kind, field)
+	}
+	return v, wrap(err)
+}
+
+// loadSet reads the members of set and returns the values of the string keys
+// keyOf(member) that exist.
+func (r *Redis) loadSet(ctx context.Context, set string, keyOf func(string) string) ([]string, error) {
+	members, err := r.rdb.SMembers(ctx, set).Result()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	cmds := make([]*redis.StringCmd, len(members))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range members {
+			cmds[i] = p.Get(ctx, keyOf(m))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, wrap(err)
+	}
+	vals := make([]string, 0, len(cmds))
+	for _, c := range cmds {
+		if c.Err() == nil {
+			vals = append(vals, c.Val())
+		}
+	}
+	return vals, nil
+}
+
+func getJSON[T any](ctx context.Context, rdb *redis.Client, key, kind, name string) (T, error) {
+	var v T
+	data, err := rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return v, notFound(kind, name)
+	}
+	if err != nil {
+		return v, wrap(err)
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fmt.Errorf("directory: redis: %s %q: %w", kind, name, err)
+	}
+	return v, nil
+}
+
+func decodeAll[T any](vals []string) ([]T, error) {
+	out := make([]T, 0, len(vals))
+	for _, s := range vals {
+		var v T
+		if err := json.Unmarshal([]byte(s), &v); err != nil {
+			return out, fmt.Errorf("directory: redis: %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+func wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("directory: redis: %w", err)
+}

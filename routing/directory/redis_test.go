@@ -1,0 +1,279 @@
+package directory
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/lineamica/centralino/test/redisserver"
+)
+
+func TestRedis(t *testing.T) {
+	testStore(t, func(t *testing.T) Store {
+		return newRedis(t, redisserver.Start(t).URL(), RedisOptions{})
+	})
+}
+
+func newRedis(t *testing.T, url string, opts RedisOptions) *Redis {
+	t.Helper()
+	r, err := NewRedis(t.Context(), url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// rawClient talks to the server behind the store's back.
+func rawClient(t *testing.T, url string) *redis.Client {
+	t.Helper()
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// eventually polls cond every 20ms until it holds or within passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+	}
+}
+
+func TestRedisBadURL(t *testing.T) {
+	t.Parallel()
+	for _, url := range []string{"http://localhost:6379", "unix:///nonexistent/redis.sock", "redis://127.0.0.1:1/0"} {
+		if r, err := NewRedis(t.Context(), url, RedisOptions{}); err == nil {
+			r.Close()
+			t.Errorf("NewRedis(%q) succeeded", url)
+		}
+	}
+}
+
+// Bindings must leave Redis by themselves, not only be filtered on read.
+func TestRedisBindingsExpireInRedis(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	r, raw := newRedis(t, srv.URL(), RedisOptions{}), rawClient(t, srv.URL())
+	ctx := t.Context()
+	must(t, r.PutBinding(ctx, binding("mario", "sip:mario@192.0.2.10", time.Second)))
+	must(t, r.PutBinding(ctx, binding("mario", "sip:mario@192.0.2.20", 1500*time.Millisecond)))
+	ttl, err := raw.PTTL(ctx, bindingsKey("mario")).Result()
+	if err != nil || ttl <= time.Second || ttl > 1500*time.Millisecond {
+		t.Fatalf("PTTL = %v, %v; want the latest expiry, in (1s, 1.5s]", ttl, err)
+	}
+	time.Sleep(1700 * time.Millisecond)
+	if n, err := raw.Exists(ctx, bindingsKey("mario")).Result(); n != 0 || err != nil {
+		t.Fatalf("EXISTS after expiry = %d, %v; want 0", n, err)
+	}
+	// AllBindings prunes the AOR index.
+	all, err := r.AllBindings(ctx)
+	wantEqual(t, "AllBindings", all, err, []Binding(nil))
+	if n, err := raw.SCard(ctx, aorsKey).Result(); n != 0 || err != nil {
+		t.Fatalf("AOR index after AllBindings = %d, %v; want empty", n, err)
+	}
+}
+
+func TestRedisCacheInvalidation(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	// A long TTL: only an invalidation can make node B see a change in time.
+	opts := RedisOptions{CacheTTL: time.Hour}
+	a, raw := newRedis(t, srv.URL(), opts), rawClient(t, srv.URL())
+	ctx := t.Context()
+	mario := user("mario", "r_campan", "100")
+	must(t, a.PutUser(ctx, mario))
+	must(t, a.PutAgency(ctx, campania))
+	// B subscribes after these writes: their invalidations cannot reach it
+	// late and spoil the cache check below.
+	b := newRedis(t, srv.URL(), opts)
+	got, err := b.User(ctx, "mario")
+	wantEqual(t, "B reads the user", got, err, mario)
+	ag, err := b.AgencyByNumber(ctx, "800123456")
+	wantEqual(t, "B reads the agency", ag, err, campania)
+
+	// B really caches: a write behind the store's back goes unseen.
+	sneaky := mario
+	sneaky.DisplayName = "written behind the store's back"
+	data, _ := json.Marshal(sneaky)
+	must(t, raw.Set(ctx, userKey("mario"), data, 0).Err())
+	got, err = b.User(ctx, "mario")
+	wantEqual(t, "B serves its cache", got, err, mario)
+
+	mario.DisplayName, mario.Extension = "Mario Rossi", "200"
+	must(t, a.PutUser(ctx, mario))
+	eventually(t, time.Second, "B sees A's user change", func() bool {
+		got, err := b.User(ctx, "mario")
+		return err == nil && got == mario
+	})
+	moved := cloneAgency(campania)
+	moved.Numbers = []string{"0817962222"}
+	must(t, a.PutAgency(ctx, moved))
+	eventually(t, time.Second, "B sees A's dropped number", func() bool {
+		_, err := b.AgencyByNumber(ctx, "800123456")
+		return errors.Is(err, ErrNotFound)
+	})
+	must(t, a.DeleteUser(ctx, "mario"))
+	eventually(t, time.Second, "B sees A's delete", func() bool {
+		_, err := b.User(ctx, "mario")
+		return errors.Is(err, ErrNotFound)
+	})
+}
+
+// Closing and reopening the store, as a restarting node does, loses nothing.
+func TestRedisReopen(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	ctx := t.Context()
+	first, err := NewRedis(ctx, srv.URL(), RedisOptions{})
+	must(t, err)
+	mario, b := user("mario", "r_campan", "100"), binding("mario", "sip:mario@192.0.2.10", time.Hour)
+	must(t, Load(ctx, first, []Agency{campania}, []User{mario}))
+	must(t, first.PutBinding(ctx, b))
+	must(t, first.Close())
+
+	r := newRedis(t, srv.URL(), RedisOptions{})
+	bs, err := r.Bindings(ctx, "mario")
+	wantEqual(t, "Bindings after reopen", bs, err, []Binding{b})
+	got, err := r.UserByExtension(ctx, "r_campan", "100")
+	wantEqual(t, "User after reopen", got, err, mario)
+	ag, err := r.AgencyByPrefix(ctx, campania.Prefix)
+	wantEqual(t, "Agency after reopen", ag, err, campania)
+}
+
+func TestRedisOutage(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	reg := prometheus.NewRegistry()
+	var logs syncBuffer
+	r := newRedis(t, srv.URL(), RedisOptions{
+		Registerer:   reg,
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+		CacheTTL:     50 * time.Millisecond, // so lookups in the outage are stale
+		PingInterval: 50 * time.Millisecond,
+	})
+	ctx := t.Context()
+	mario := user("mario", "r_campan", "100")
+	must(t, r.PutUser(ctx, mario))
+	_, err := r.User(ctx, "mario")
+	must(t, err)
+	if up := metricValue(t, reg, "centralino_redis_up"); up != 1 {
+		t.Fatalf("centralino_redis_up = %v before the outage, want 1", up)
+	}
+
+	srv.Stop()
+	eventually(t, 3*time.Second, "centralino_redis_up goes 0", func() bool {
+		return metricValue(t, reg, "centralino_redis_up") == 0
+	})
+	if err := r.Ping(ctx); err == nil {
+		t.Error("Ping succeeded with Redis down")
+	}
+	got, err := r.User(ctx, "mario")
+	wantEqual(t, "cached User in the outage", got, err, mario)
+	if _, err := r.User(ctx, "anna"); err == nil || errors.Is(err, ErrNotFound) {
+		t.Errorf("uncached User in the outage: err = %v, want a connection error", err)
+	}
+	if _, err := r.Bindings(ctx, "mario"); err == nil {
+		t.Error("Bindings succeeded with Redis down")
+	}
+	if n := metricValue(t, reg, "centralino_redis_errors_total"); n == 0 {
+		t.Error("centralino_redis_errors_total did not count the failures")
+	}
+
+	srv.Restart() // an empty server on the same socket
+	eventually(t, 5*time.Second, "centralino_redis_up goes 1", func() bool {
+		return metricValue(t, reg, "centralino_redis_up") == 1
+	})
+	must(t, r.Ping(ctx))
+	_, err = r.User(ctx, "mario")
+	wantNotFound(t, "User from the restarted, empty server", err)
+	must(t, r.PutUser(ctx, mario))
+	got, err = r.User(ctx, "mario")
+	wantEqual(t, "User after the outage", got, err, mario)
+	b := binding("mario", "sip:mario@192.0.2.10", time.Hour)
+	must(t, r.PutBinding(ctx, b))
+	bs, err := r.Bindings(ctx, "mario")
+	wantEqual(t, "Bindings after the outage", bs, err, []Binding{b})
+
+	out := logs.String()
+	if n := strings.Count(out, "redis is down"); n != 1 {
+		t.Errorf("logged the down transition %d times, want once:\n%s", n, out)
+	}
+	if n := strings.Count(out, "redis is up again"); n != 1 {
+		t.Errorf("logged the up transition %d times, want once:\n%s", n, out)
+	}
+}
+
+func TestRedisMetrics(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	reg := prometheus.NewRegistry()
+	r := newRedis(t, srv.URL(), RedisOptions{Registerer: reg})
+	_, err := r.User(t.Context(), "nobody")
+	wantNotFound(t, "User", err)
+	if n := metricValue(t, reg, "centralino_redis_operation_duration_seconds"); n == 0 {
+		t.Error("no Redis operation timed")
+	}
+	if n := metricValue(t, reg, "centralino_redis_errors_total"); n != 0 {
+		t.Errorf("centralino_redis_errors_total = %v after a miss, want 0", n)
+	}
+	if _, err := NewRedis(t.Context(), srv.URL(), RedisOptions{Registerer: reg}); err == nil {
+		t.Error("a second store registered the same metrics")
+	}
+	must(t, r.Close())
+	again, err := NewRedis(t.Context(), srv.URL(), RedisOptions{Registerer: reg})
+	if err != nil {
+		t.Fatalf("registering again after Close: %v", err)
+	}
+	again.Close()
+}
+
+// metricValue sums a gauge's or counter's values, or a histogram's counts.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return sum
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

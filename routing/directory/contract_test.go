@@ -52,7 +52,7 @@ func user(name, agency, ext string) User {
 // binding expires ttl from now, in the UTC form stores return.
 func binding(aor, contact string, ttl time.Duration) Binding {
 	return Binding{
-		AOR: aor, Contact: contact, Source: "192.0.2.10:5060", Transport: "udp", Node: "napoli-1",
+		AOR: aor, Contact: contact, Source: "192.0.2.10:5060", Flow: true, Transport: "udp", Node: "napoli-1",
 		CallID: "call-" + contact, CSeq: 1, UserAgent: "test", Expires: time.Now().Add(ttl).UTC(),
 	}
 }

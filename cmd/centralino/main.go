@@ -1,0 +1,283 @@
+// Command centralino is the Linea Amica switching core.
+//
+//	centralino serve [--config FILE] [--log-format text|json] [--log-level LEVEL]
+//	centralino check-config FILE
+//	centralino directory [--redis URL | --file FILE] COMMAND ...
+//
+// With no --config, serve runs the demo network compiled into the binary.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lineamica/centralino/configs"
+	"github.com/lineamica/centralino/routing"
+	"github.com/lineamica/centralino/routing/directory"
+	"github.com/lineamica/centralino/sip"
+)
+
+const usage = `usage:
+  centralino serve [--config FILE] [--log-format text|json] [--log-level debug|info|warn|error]
+  centralino check-config FILE
+  centralino directory [--redis URL | --file FILE] COMMAND   (centralino directory --help)
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(args[1:], stderr)
+	case "check-config":
+		err = checkConfig(args[1:], stdout)
+	case "directory":
+		err = directoryCmd(args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		err = fmt.Errorf("unknown command %q", args[0])
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, "centralino:", err)
+	return 1
+}
+
+func checkConfig(args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return errors.New("check-config: want exactly one FILE")
+	}
+	cfg, err := configs.Load(args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d agencies, %d users, %d listeners)\n", args[0], len(cfg.Network.Agencies), len(cfg.Network.Users), len(cfg.Listen))
+	return nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format: %q is not one of text, json", format)
+}
+
+// openStore opens the directory the config names.
+func openStore(ctx context.Context, cfg *configs.Config, reg prometheus.Registerer, log *slog.Logger) (directory.Store, error) {
+	if cfg.Directory.Backend == "redis" {
+		return directory.NewRedis(ctx, cfg.Directory.RedisURL, directory.RedisOptions{Registerer: reg, Logger: log})
+	}
+	return directory.NewMemory(), nil
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "YAML config file (default: the embedded demo network)")
+	logFormat := fs.String("log-format", "", "text or json (overrides the config)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (overrides the config)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := configs.Demo()
+	if *configFile != "" {
+		var err error
+		if cfg, err = configs.Load(*configFile); err != nil {
+			return err
+		}
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	if *logLevel != "" {
+		cfg.Log.Level = *logLevel
+	}
+	log, err := newLogger(stderr, cfg.Log.Format, cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := openStore(ctx, cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := directory.Load(ctx, store, cfg.Agencies(), cfg.Users()); err != nil {
+		return fmt.Errorf("loading the network into the directory: %w", err)
+	}
+
+	swCfg, err := switchConfig(cfg)
+	if err != nil {
+		return err
+	}
+	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout)}
+	sw, err := sip.New(swCfg, store, router, reg, log)
+	if err != nil {
+		return err
+	}
+	defer sw.Close()
+
+	httpSrv, err := startHTTP(cfg.HTTP.Addr, reg, store, sw, log)
+	if err != nil {
+		return err
+	}
+	if err := sw.Serve(ctx); err != nil {
+		return err
+	}
+	log.Info("centralino ready", "node", cfg.NodeID, "realm", cfg.Realm, "http", cfg.HTTP.Addr,
+		"directory", cfg.Directory.Backend, "agencies", len(cfg.Network.Agencies), "users", len(cfg.Network.Users))
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	sig := <-sigs
+	drain(sw, time.Duration(cfg.Proxy.DrainPeriod), sigs, log.With("signal", sig.String()))
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutdownCtx)
+	stop()
+	log.Info("stopped")
+	return nil
+}
+
+// drain refuses new calls and waits for the calls in progress to end, at most
+// period; a second signal ends the wait.
+func drain(sw *sip.Switch, period time.Duration, sigs <-chan os.Signal, log *slog.Logger) {
+	sw.Drain()
+	log.Info("draining: new calls get 503", "active_calls", sw.ActiveCalls(), "period", period)
+	deadline := time.NewTimer(period)
+	defer deadline.Stop()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for sw.ActiveCalls() > 0 {
+		select {
+		case <-deadline.C:
+			log.Warn("drain period over with calls still up", "active_calls", sw.ActiveCalls())
+			return
+		case <-sigs:
+			log.Warn("second signal: stopping now", "active_calls", sw.ActiveCalls())
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func switchConfig(cfg *configs.Config) (sip.Config, error) {
+	sc := sip.Config{
+		NodeID:         cfg.NodeID,
+		Realm:          cfg.Realm,
+		Advertise:      cfg.Advertise,
+		MinExpires:     time.Duration(cfg.Registrar.MinExpires) * time.Second,
+		MaxExpires:     time.Duration(cfg.Registrar.MaxExpires) * time.Second,
+		DefaultExpires: time.Duration(cfg.Registrar.DefaultExpires) * time.Second,
+		Algorithms:     cfg.Auth.Algorithms,
+		NonceTTL:       time.Duration(cfg.Auth.NonceTTL),
+		Trusted:        cfg.Auth.TrustedPrefixes(),
+		MaxFailures:    cfg.Auth.MaxFailures,
+		FailureWindow:  time.Duration(cfg.Auth.FailureWindow),
+		BlockFor:       time.Duration(cfg.Auth.BlockFor),
+		RingTimeout:    time.Duration(cfg.Proxy.RingTimeout),
+	}
+	for i, l := range cfg.Listen {
+		sl := sip.Listener{Transport: l.Transport, Addr: l.Addr}
+		if l.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+			if err != nil {
+				return sc, fmt.Errorf("config: listen[%d]: %w", i, err)
+			}
+			sl.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		sc.Listeners = append(sc.Listeners, sl)
+	}
+	return sc, nil
+}
+
+// startHTTP serves /metrics, /healthz, /readyz and the read-only registration
+// list on one listener.
+func startHTTP(addr string, reg *prometheus.Registry, store directory.Store, sw *sip.Switch, log *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		switch err := store.Ping(ctx); {
+		case sw.Draining():
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		case err != nil:
+			http.Error(w, "directory unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		default:
+			io.WriteString(w, "ready\n")
+		}
+	})
+	mux.HandleFunc("GET /api/registrations", func(w http.ResponseWriter, r *http.Request) {
+		bindings, err := store.AllBindings(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, bindings)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "error", err)
+		}
+	}()
+	return srv, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		slog.Debug("http response not written", "error", err)
+	}
+}

@@ -4,6 +4,7 @@
 package routing
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +18,9 @@ type Request struct {
 	Caller       string // username of an authenticated caller, or the caller's number
 	CallerAgency string // IPA code of the caller's agency; "" when unknown
 	Dialled      string // user part of the Request-URI
-	Time         time.Time
+	// Time is when the call arrived; office hours are judged at it. The zero
+	// value means now.
+	Time time.Time
 }
 
 // Target is one user to ring; the proxy turns it into that user's contacts.
@@ -35,17 +38,41 @@ type Decision struct {
 	DestAgency  string // IPA code of the agency reached, for metrics and events
 	Status      int
 	Reason      string
+	// Overflowed lists the agencies the call left, in order, before reaching
+	// DestAgency (or giving up: then DestAgency is the agency dialled).
+	Overflowed []Hop
 }
+
+// Hop is a call moving along an agency's overflow chain.
+type Hop struct {
+	From, To string // IPA codes
+	Reason   OverflowReason
+}
+
+// OverflowReason says why a call left an agency. The values are those of
+// modules.OverflowReason, so events can carry them as they are.
+type OverflowReason string
+
+const (
+	OverflowClosed      OverflowReason = "closed"      // outside office hours, a holiday or a closure
+	OverflowBusy        OverflowReason = "busy"        // every logged-in operator on a call
+	OverflowUnavailable OverflowReason = "unavailable" // no operator, or all paused or logged out
+)
 
 // Router turns requests into decisions.
 type Router struct {
 	Dir         directory.Store
 	RingTimeout time.Duration
+	// Queues holds operator states for agencies with a queue. When nil,
+	// their public numbers ring every operator at once, as without a queue.
+	Queues QueueState
 }
 
 // Route decides where a call goes. The numbering plan, in order:
 //  1. a username (sip:campania.rossi@...) rings that user;
-//  2. an agency's public number rings its operators, all at once;
+//  2. an agency's public number rings its operators: during office hours, all
+//     at once or by its queue; closed or without an available operator, the
+//     call follows the agency's overflow chain;
 //  3. a short extension rings that extension in the caller's own agency;
 //  4. a full number (agency prefix + extension) rings that user.
 //
@@ -62,7 +89,7 @@ func (r *Router) Route(ctx context.Context, req Request) (Decision, error) {
 		return Decision{}, err
 	}
 	if a, err := r.Dir.AgencyByNumber(ctx, d); err == nil {
-		return r.ringOperators(ctx, a)
+		return r.reachAgency(ctx, a, cmp.Or(req.Time, time.Now()))
 	} else if !errors.Is(err, directory.ErrNotFound) {
 		return Decision{}, err
 	}
@@ -103,10 +130,78 @@ func (r *Router) ringUser(u directory.User) Decision {
 	}
 }
 
-func (r *Router) ringOperators(ctx context.Context, a directory.Agency) (Decision, error) {
+// reachAgency offers the call to agency a, then along its overflow chain,
+// until one can take it. When none can, the answer is the refusal of a, the
+// agency the caller dialled: its opening hours are what the caller needs.
+func (r *Router) reachAgency(ctx context.Context, a directory.Agency, now time.Time) (Decision, error) {
+	var hops []Hop
+	var refusal Decision
+	for seen := map[string]bool{}; ; {
+		seen[a.Code] = true
+		dec, why, err := r.offer(ctx, a, now)
+		if err != nil {
+			return Decision{}, err
+		}
+		if why == "" {
+			dec.Overflowed = hops
+			return dec, nil
+		}
+		if hops == nil {
+			refusal = dec
+		}
+		if a.Overflow == "" || seen[a.Overflow] {
+			break
+		}
+		next, err := r.Dir.Agency(ctx, a.Overflow)
+		if errors.Is(err, directory.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return Decision{}, fmt.Errorf("routing: overflow of %s: %w", a.Code, err)
+		}
+		hops = append(hops, Hop{From: a.Code, To: next.Code, Reason: why})
+		a = next
+	}
+	refusal.Overflowed = hops
+	return refusal, nil
+}
+
+// offer decides how agency a alone takes a call. When it cannot, the decision
+// is its refusal and why says the reason to overflow.
+func (r *Router) offer(ctx context.Context, a directory.Agency, now time.Time) (Decision, OverflowReason, error) {
+	// Parsed per call rather than cached: it takes well under a microsecond,
+	// and the agency may have changed in the store since the last call.
+	h, err := ParseHours(a.Hours, a.Closures)
+	if err != nil {
+		return Decision{}, "", fmt.Errorf("routing: agency %s: %w", a.Code, err)
+	}
+	if !h.Open(now) {
+		return refuse(a, 480, closedReason(h, now)), OverflowClosed, nil
+	}
+	if a.Queue.Strategy == "" || r.Queues == nil {
+		return r.ringOperators(ctx, a)
+	}
+	s, err := ParseStrategy(a.Queue.Strategy)
+	if err != nil {
+		return Decision{}, "", fmt.Errorf("routing: agency %s: queue.strategy: %w", a.Code, err)
+	}
+	targets, busy, err := r.Queues.Pick(ctx, a.Code, s)
+	switch {
+	case err != nil:
+		return Decision{}, "", fmt.Errorf("routing: queue of %s: %w", a.Code, err)
+	case len(targets) > 0:
+		return r.ringQueue(a, s, targets), "", nil
+	case busy:
+		return refuse(a, 486, "Operatori tutti occupati"), OverflowBusy, nil
+	}
+	return refuse(a, 480, "Nessun operatore disponibile"), OverflowUnavailable, nil
+}
+
+// ringOperators rings every operator of an agency without a queue at once.
+func (r *Router) ringOperators(ctx context.Context, a directory.Agency) (Decision, OverflowReason, error) {
 	users, err := r.Dir.Users(ctx, a.Code)
 	if err != nil {
-		return Decision{}, fmt.Errorf("routing: operators of %s: %w", a.Code, err)
+		return Decision{}, "", fmt.Errorf("routing: operators of %s: %w", a.Code, err)
 	}
 	dec := Decision{Parallel: true, RingTimeout: r.RingTimeout, DestAgency: a.Code}
 	for _, u := range users {
@@ -115,11 +210,64 @@ func (r *Router) ringOperators(ctx context.Context, a directory.Agency) (Decisio
 		}
 	}
 	if len(dec.Targets) == 0 {
-		dec.Status, dec.Reason = 480, "No operator available"
+		return refuse(a, 480, "Nessun operatore disponibile"), OverflowUnavailable, nil
 	}
-	return dec, nil
+	return dec, "", nil
+}
+
+// ringQueue rings the picked operators by strategy s. The proxy rings a
+// serial decision one target at a time for RingTimeout each, so MaxWait is
+// kept by ringing no more operators than fit in it.
+func (r *Router) ringQueue(a directory.Agency, s Strategy, targets []Target) Decision {
+	q := a.Queue
+	timeout := cmp.Or(q.RingTimeout, r.RingTimeout)
+	if q.MaxWait > 0 && (timeout == 0 || timeout > q.MaxWait) {
+		timeout = q.MaxWait
+	}
+	parallel := s == RingAll
+	if q.MaxWait > 0 && !parallel {
+		targets = targets[:min(len(targets), int(q.MaxWait/timeout))]
+	}
+	return Decision{Targets: targets, Parallel: parallel, RingTimeout: timeout, DestAgency: a.Code}
+}
+
+// closedReason is the reason phrase outside office hours, with the next
+// opening when there is one: "Ufficio chiuso, riapre il 07/04 alle 08:30".
+func closedReason(h Hours, now time.Time) string {
+	next, ok := h.NextOpen(now)
+	if !ok {
+		return "Ufficio chiuso"
+	}
+	return "Ufficio chiuso, riapre il " + next.Format("02/01") + " alle " + next.Format("15:04")
+}
+
+func refuse(a directory.Agency, status int, reason string) Decision {
+	return Decision{DestAgency: a.Code, Status: status, Reason: reason}
 }
 
 func reject(status int, reason string) Decision {
 	return Decision{Status: status, Reason: reason}
+}
+
+// ValidateAgency checks what routing reads from an agency's configuration:
+// hours, closures and queue. An error names the field and fits on one line,
+// so a config loader can prefix it with the agency's path.
+func ValidateAgency(a directory.Agency) error {
+	if _, err := ParseHours(a.Hours, a.Closures); err != nil {
+		return err
+	}
+	q := a.Queue
+	if q == (directory.QueueConfig{}) {
+		return nil
+	}
+	if _, err := ParseStrategy(q.Strategy); err != nil {
+		return fmt.Errorf("queue.strategy: %w", err)
+	}
+	if q.RingTimeout < 0 {
+		return fmt.Errorf("queue.ring_timeout: %s is negative", q.RingTimeout)
+	}
+	if q.MaxWait < 0 {
+		return fmt.Errorf("queue.max_wait: %s is negative", q.MaxWait)
+	}
+	return nil
 }

@@ -34,6 +34,23 @@ type Agency struct {
 	Prefix   string   `yaml:"prefix" json:"prefix"`                         // full number of a user = Prefix + Extension
 	Numbers  []string `yaml:"numbers" json:"numbers"`                       // public numbers, ringing the agency's operators
 	Overflow string   `yaml:"overflow,omitempty" json:"overflow,omitempty"` // next agency's IPA code
+
+	// Hours is the weekly schedule in Europe/Rome time, e.g.
+	// "mon-fri 08:30-13:30, tue,thu 14:30-17:00"; "" means always open.
+	// Outside it, and on national holidays and Closures, calls overflow.
+	Hours string `yaml:"hours,omitempty" json:"hours,omitempty"`
+	// Closures are extra closed days: "2026-12-24" once, "09-19" every year.
+	Closures []string `yaml:"closures,omitempty" json:"closures,omitempty"`
+	// Queue makes the public numbers ring logged-in operators by a strategy;
+	// its zero value rings every operator at once.
+	Queue QueueConfig `yaml:"queue,omitempty" json:"queue,omitzero"`
+}
+
+// QueueConfig is how an agency's queue rings its operators.
+type QueueConfig struct {
+	Strategy    string        `yaml:"strategy" json:"strategy"`                             // ring-all, round-robin, longest-idle, fewest-calls
+	RingTimeout time.Duration `yaml:"ring_timeout,omitempty" json:"ring_timeout,omitempty"` // per operator
+	MaxWait     time.Duration `yaml:"max_wait,omitempty" json:"max_wait,omitempty"`         // before the call overflows
 }
 
 // User is a SIP account. Username is the user part of its AOR; the domain is

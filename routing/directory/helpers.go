@@ -43,6 +43,7 @@ func checkBinding(b Binding) (Binding, error) {
 // share it.
 func cloneAgency(a Agency) Agency {
 	a.Numbers = slices.Clone(a.Numbers)
+	a.Closures = slices.Clone(a.Closures)
 	return a
 }
 

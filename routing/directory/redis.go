@@ -95,7 +95,9 @@ type RedisOptions struct {
 
 // Redis is a Store in Redis, shared by every node of the network. User and
 // agency lookups go through a local cache that other nodes invalidate on
-// write; bindings always come from Redis.
+// write; bindings always come from Redis, but the last ones read are kept to
+// answer while Redis is unreachable, so calls to phones that were called or
+// registered recently go on through an outage.
 type Redis struct {
 	id       string // tells this store's own invalidations apart
 	rdb      *redis.Client
@@ -106,6 +108,7 @@ type Redis struct {
 	down     atomic.Bool // last health check failed
 	agencies *cache[Agency]
 	users    *cache[User]
+	bindings *cache[[]Binding] // never fresh: read only when Redis fails
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -134,6 +137,7 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 		log:      opts.Logger.With("redis", o.Addr),
 		agencies: newCache(opts.CacheTTL, cloneAgency),
 		users:    newCache(opts.CacheTTL, func(u User) User { return u }),
+		bindings: newCache(0, slices.Clone[[]Binding]),
 	}
 	if err := r.connect(ctx, opts.Registerer); err != nil {
 		r.rdb.Close()
@@ -464,11 +468,13 @@ func (r *Redis) DeleteUser(ctx context.Context, username string) error {
 }
 
 func (r *Redis) Bindings(ctx context.Context, aor string) ([]Binding, error) {
-	kv, err := r.rdb.HGetAll(ctx, bindingsKey(aor)).Result()
-	if err != nil {
-		return nil, wrap(err)
-	}
-	bs, err := decodeBindings(nil, kv)
+	bs, err := r.bindings.lookup(aor, r.down.Load(), func() ([]Binding, error) {
+		kv, err := r.rdb.HGetAll(ctx, bindingsKey(aor)).Result()
+		if err != nil {
+			return nil, wrap(err)
+		}
+		return decodeBindings(nil, kv)
+	})
 	return live(bs, time.Now()), err
 }
 

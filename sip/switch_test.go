@@ -19,6 +19,7 @@ import (
 
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
+	"github.com/lineamica/centralino/test/sipua"
 )
 
 const testRealm = "test.lineamica.gov.it"
@@ -34,7 +35,7 @@ type testSwitch struct {
 
 func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	t.Helper()
-	port := freePort(t)
+	port := sipua.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := Config{
 		NodeID: "test", Realm: testRealm,
@@ -79,137 +80,21 @@ func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	return &testSwitch{Switch: sw, addr: addr, dir: dir, reg: reg}
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return p
-		}
-	}
-	t.Fatal("no free port")
-	return 0
+// newPhone starts a test phone of user with password "pw-"+user.
+func newPhone(t *testing.T, sw *testSwitch, user, transport string) *sipua.Phone {
+	return sipua.New(t, sw.addr, testRealm, user, "pw-"+user, transport)
 }
 
-// phone is a Go user agent on sipgo: it registers, calls and answers.
-type phone struct {
-	t         *testing.T
-	user      string
-	transport string
-	ua        *sipgo.UserAgent
-	client    *sipgo.Client
-	server    *sipgo.Server
-	listen    string // host:port of its own listener (UDP phones)
-	sw        *testSwitch
-	invites   chan *sip.Request
-}
-
-// newPhone starts a phone. A UDP phone listens on its own port; a TCP phone
-// is reached over the connection it registers on.
-func newPhone(t *testing.T, sw *testSwitch, user, transport string) *phone {
-	t.Helper()
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-" + user))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &phone{t: t, user: user, transport: transport, ua: ua, sw: sw, invites: make(chan *sip.Request, 4)}
-	p.server, _ = sipgo.NewServer(ua)
-	p.server.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-		p.invites <- req
-		tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
-		res := sip.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\n"))
-		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: "127.0.0.1", Port: p.port()}})
-		tx.Respond(res)
-	})
-	p.server.OnAck(func(*sip.Request, sip.ServerTransaction) {})
-	p.server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	opts := []sipgo.ClientOption{sipgo.WithClientHostname("127.0.0.1")}
-	if transport == "udp" {
-		port := freePort(t)
-		p.listen = fmt.Sprintf("127.0.0.1:%d", port)
-		ctx, cancel := context.WithCancel(context.Background())
-		ready := make(chan struct{})
-		go p.server.ListenAndServe(context.WithValue(ctx, sipgo.ListenReadyCtxKey, sipgo.ListenReadyCtxValue(ready)), "udp", p.listen)
-		<-ready
-		t.Cleanup(cancel)
-		opts = append(opts, sipgo.WithClientPort(port))
-	}
-	p.client, _ = sipgo.NewClient(ua, opts...)
-	t.Cleanup(func() { ua.Close() })
-	return p
-}
-
-func (p *phone) port() int {
-	if p.listen == "" {
-		return 5060
-	}
-	_, port, _ := sip.ParseAddr(p.listen)
-	return port
-}
-
-func (p *phone) uri(user string) sip.Uri {
-	host, port, _ := sip.ParseAddr(p.sw.addr)
-	u := sip.Uri{Scheme: "sip", User: user, Host: host, Port: port}
-	if p.transport != "udp" {
-		u.UriParams = sip.NewParams()
-		u.UriParams.Add("transport", p.transport)
-	}
-	return u
-}
-
-func (p *phone) request(method sip.RequestMethod, to string) *sip.Request {
-	req := sip.NewRequest(method, p.uri(to))
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: testRealm}, Params: sip.NewParams()}
-	from.Params.Add("tag", sip.GenerateTagN(8))
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: to, Host: testRealm}, Params: sip.NewParams()})
-	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: "127.0.0.1", Port: p.port()}})
-	return req
-}
-
-func (p *phone) do(req *sip.Request) *sip.Response {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := p.client.Do(ctx, req)
-	if err != nil {
-		p.t.Fatalf("%s: %v", req.Method, err)
-	}
-	return res
-}
-
-// register registers the phone with its password and returns the final response.
-func (p *phone) register(password string, expires int) *sip.Response {
-	p.t.Helper()
-	req := p.request(sip.REGISTER, p.user)
-	req.Recipient.User = ""
-	req.AppendHeader(sip.NewHeader("Expires", fmt.Sprint(expires)))
-	res := p.do(req)
-	if res.StatusCode != 401 {
-		return res
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := p.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: password})
-	if err != nil {
-		p.t.Fatalf("REGISTER with auth: %v", err)
-	}
-	return res
+// register registers p with password for expires seconds.
+func register(p *sipua.Phone, password string, expires int) *sip.Response {
+	p.Password = password
+	return p.Register(expires)
 }
 
 func TestRegisterOffersMD5AndSHA256(t *testing.T) {
 	sw := startSwitch(t, nil)
 	p := newPhone(t, sw, "alice", "udp")
-	res := p.do(p.request(sip.REGISTER, "alice"))
+	res := p.Do(p.Request(sip.REGISTER, "alice"))
 	if res.StatusCode != 401 {
 		t.Fatalf("unauthenticated REGISTER: got %d, want 401", res.StatusCode)
 	}
@@ -228,7 +113,7 @@ func TestRegisterOffersMD5AndSHA256(t *testing.T) {
 		t.Fatalf("algorithms offered: %v, want MD5 then SHA-256", algs)
 	}
 	// sipgo's client answers the first challenge: MD5.
-	if res := p.register("pw-alice", 300); res.StatusCode != 200 {
+	if res := register(p, "pw-alice", 300); res.StatusCode != 200 {
 		t.Fatalf("REGISTER with MD5 digest: %d", res.StatusCode)
 	}
 	bs, _ := sw.dir.Bindings(context.Background(), "alice")
@@ -240,14 +125,14 @@ func TestRegisterOffersMD5AndSHA256(t *testing.T) {
 func TestRegisterWithSHA256(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.Algorithms = []string{"SHA-256", "MD5"} })
 	p := newPhone(t, sw, "bob", "udp")
-	if res := p.register("pw-bob", 300); res.StatusCode != 200 {
+	if res := register(p, "pw-bob", 300); res.StatusCode != 200 {
 		t.Fatalf("REGISTER with SHA-256 digest: %d", res.StatusCode)
 	}
 	// The HA1 really is the SHA-256 one: a user with only an MD5 HA1 fails.
 	u, _ := sw.dir.User(context.Background(), "bob")
 	u.HA1SHA256 = directory.HA1("SHA-256", "bob", testRealm, "another password")
 	sw.dir.PutUser(context.Background(), u)
-	if res := newPhone(t, sw, "bob", "udp").register("pw-bob", 300); res.StatusCode != 401 {
+	if res := register(newPhone(t, sw, "bob", "udp"), "pw-bob", 300); res.StatusCode != 401 {
 		t.Fatalf("SHA-256 digest checked against the wrong HA1: %d", res.StatusCode)
 	}
 }
@@ -269,17 +154,17 @@ func authorize(t *testing.T, req *sip.Request, res *sip.Response, user, password
 func TestNonceCannotBeReplayed(t *testing.T) {
 	sw := startSwitch(t, nil)
 	p := newPhone(t, sw, "alice", "udp")
-	first := p.request(sip.REGISTER, "alice")
+	first := p.Request(sip.REGISTER, "alice")
 	first.Recipient.User = ""
-	chal := p.do(first)
+	chal := p.Do(first)
 	auth := authorize(t, first, chal, "alice", "pw-alice", 1)
 
 	send := func(cseq uint32, authz string) int {
-		req := p.request(sip.REGISTER, "alice")
+		req := p.Request(sip.REGISTER, "alice")
 		req.Recipient.User = ""
 		req.AppendHeader(sip.NewHeader("Authorization", authz))
 		req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.REGISTER})
-		return p.do(req).StatusCode
+		return p.Do(req).StatusCode
 	}
 	if code := send(2, auth); code != 200 {
 		t.Fatalf("first use of the nonce: %d", code)
@@ -296,14 +181,14 @@ func TestNonceCannotBeReplayed(t *testing.T) {
 func TestExpiredNonceIsStale(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.NonceTTL = 200 * time.Millisecond })
 	p := newPhone(t, sw, "alice", "udp")
-	req := p.request(sip.REGISTER, "alice")
+	req := p.Request(sip.REGISTER, "alice")
 	req.Recipient.User = ""
-	chal := p.do(req)
+	chal := p.Do(req)
 	time.Sleep(300 * time.Millisecond)
-	again := p.request(sip.REGISTER, "alice")
+	again := p.Request(sip.REGISTER, "alice")
 	again.Recipient.User = ""
 	again.AppendHeader(sip.NewHeader("Authorization", authorize(t, req, chal, "alice", "pw-alice", 1)))
-	res := p.do(again)
+	res := p.Do(again)
 	if res.StatusCode != 401 || !strings.Contains(res.GetHeader("WWW-Authenticate").Value(), "stale=true") {
 		t.Fatalf("expired nonce: got %d %v, want 401 with stale=true", res.StatusCode, res.GetHeader("WWW-Authenticate"))
 	}
@@ -316,7 +201,7 @@ func TestUnknownUserAndWrongPasswordLookAlike(t *testing.T) {
 	sw := startSwitch(t, nil)
 	shape := func(user, password string) string {
 		p := newPhone(t, sw, user, "udp")
-		res := p.register(password, 300)
+		res := register(p, password, 300)
 		var params []string
 		for _, h := range res.GetHeaders("WWW-Authenticate") {
 			c, _ := digest.ParseChallenge(h.Value())
@@ -337,9 +222,9 @@ func TestRepeatedFailuresBlockTheSource(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.MaxFailures = 3 })
 	p := newPhone(t, sw, "alice", "udp")
 	for range 3 {
-		p.register("guess", 300)
+		register(p, "guess", 300)
 	}
-	if res := p.register("pw-alice", 300); res.StatusCode != 403 {
+	if res := register(p, "pw-alice", 300); res.StatusCode != 403 {
 		t.Fatalf("after 3 failures the right password got %d, want 403 while blocked", res.StatusCode)
 	}
 	if v := testutil.ToFloat64(sw.metrics.authFailures.WithLabelValues("blocked")); v < 1 {
@@ -350,30 +235,30 @@ func TestRepeatedFailuresBlockTheSource(t *testing.T) {
 func TestRegistrarExpiryRules(t *testing.T) {
 	sw := startSwitch(t, nil)
 	p := newPhone(t, sw, "alice", "udp")
-	res := p.register("pw-alice", 10)
+	res := register(p, "pw-alice", 10)
 	if res.StatusCode != 423 || res.GetHeader("Min-Expires") == nil || res.GetHeader("Min-Expires").Value() != "60" {
 		t.Fatalf("Expires 10: got %d %v, want 423 with Min-Expires: 60", res.StatusCode, res.GetHeader("Min-Expires"))
 	}
-	res = p.register("pw-alice", 99999)
+	res = register(p, "pw-alice", 99999)
 	if res.StatusCode != 200 || !strings.Contains(res.GetHeader("Contact").Value(), "expires=3600") {
 		t.Fatalf("Expires 99999: got %d %v, want 200 capped at 3600", res.StatusCode, res.GetHeader("Contact"))
 	}
 	// A second device of the same user adds a binding; the 200 lists both.
 	other := newPhone(t, sw, "alice", "udp")
-	res = other.register("pw-alice", 300)
+	res = register(other, "pw-alice", 300)
 	if n := len(res.GetHeaders("Contact")); res.StatusCode != 200 || n != 2 {
 		t.Fatalf("second device: %d with %d contacts, want 200 with 2", res.StatusCode, n)
 	}
 	// Contact: * with Expires: 0 removes them all.
-	req := other.request(sip.REGISTER, "alice")
+	req := other.Request(sip.REGISTER, "alice")
 	req.Recipient.User = ""
 	req.RemoveHeader("Contact")
 	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Wildcard: true}})
 	req.AppendHeader(sip.NewHeader("Expires", "0"))
-	chal := other.do(req)
+	chal := other.Do(req)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := other.client.DoDigestAuth(ctx, req, chal, sipgo.DigestAuth{Username: "alice", Password: "pw-alice"})
+	res, err := other.Client.DoDigestAuth(ctx, req, chal, sipgo.DigestAuth{Username: "alice", Password: "pw-alice"})
 	if err != nil || res.StatusCode != 200 || res.GetHeader("Contact") != nil {
 		t.Fatalf("Contact: *: %v %v, want 200 with no contact", err, res)
 	}
@@ -382,39 +267,20 @@ func TestRegistrarExpiryRules(t *testing.T) {
 	}
 }
 
-// invite places an authenticated call and returns the final response.
-func (p *phone) invite(to string) (*sip.Response, *sip.Request) {
-	p.t.Helper()
-	req := p.request(sip.INVITE, to)
-	req.SetBody([]byte("v=0\r\n"))
-	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	res := p.do(req)
-	if res.StatusCode == 407 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		var err error
-		res, err = p.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: "pw-" + p.user})
-		if err != nil {
-			p.t.Fatalf("INVITE with auth: %v", err)
-		}
-	}
-	return res, req
-}
-
 func TestCallFromUDPPhoneToTCPPhone(t *testing.T) {
 	sw := startSwitch(t, nil)
 	callee := newPhone(t, sw, "carla", "tcp")
-	if res := callee.register("pw-carla", 300); res.StatusCode != 200 {
+	if res := register(callee, "pw-carla", 300); res.StatusCode != 200 {
 		t.Fatalf("TCP REGISTER: %d", res.StatusCode)
 	}
 	caller := newPhone(t, sw, "alice", "udp")
 	// Alice (Campania) dials INPS's full number for Carla: 8300 + 201.
-	res, _ := caller.invite("8300201")
+	res, _ := caller.Invite("8300201")
 	if res.StatusCode != 200 {
 		t.Fatalf("call to a TCP phone: %d %s", res.StatusCode, res.Reason)
 	}
 	select {
-	case inv := <-callee.invites:
+	case inv := <-callee.Invites:
 		if inv.Transport() != "TCP" {
 			t.Errorf("callee got the INVITE over %s, want TCP", inv.Transport())
 		}
@@ -432,10 +298,10 @@ func TestCallFromUDPPhoneToTCPPhone(t *testing.T) {
 func TestMaxForwardsAndLoop(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.Trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
 	p := newPhone(t, sw, "alice", "udp")
-	req := p.request(sip.INVITE, "bob")
+	req := p.Request(sip.INVITE, "bob")
 	mf := sip.MaxForwardsHeader(0)
 	req.AppendHeader(&mf)
-	if res := p.do(req); res.StatusCode != 483 {
+	if res := p.Do(req); res.StatusCode != 483 {
 		t.Fatalf("Max-Forwards 0: got %d, want 483", res.StatusCode)
 	}
 }
@@ -443,7 +309,7 @@ func TestMaxForwardsAndLoop(t *testing.T) {
 func TestOptionsKeepalive(t *testing.T) {
 	sw := startSwitch(t, nil)
 	p := newPhone(t, sw, "alice", "udp")
-	if res := p.do(p.request(sip.OPTIONS, "")); res.StatusCode != 200 {
+	if res := p.Do(p.Request(sip.OPTIONS, "")); res.StatusCode != 200 {
 		t.Fatalf("OPTIONS to the switch: %d", res.StatusCode)
 	}
 }
@@ -469,7 +335,7 @@ func TestMalformedMessagesAreCountedNotFatal(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	p := newPhone(t, sw, "alice", "udp")
-	if res := p.do(p.request(sip.OPTIONS, "")); res.StatusCode != 200 {
+	if res := p.Do(p.Request(sip.OPTIONS, "")); res.StatusCode != 200 {
 		t.Fatalf("switch does not answer after garbage: %d", res.StatusCode)
 	}
 	if v := testutil.CollectAndCount(sw.metrics.malformed); v == 0 {
@@ -480,24 +346,24 @@ func TestMalformedMessagesAreCountedNotFatal(t *testing.T) {
 func TestClientThatCannotAnswerTwoChallengesGetsMD5Alone(t *testing.T) {
 	sw := startSwitch(t, nil)
 	p := newPhone(t, sw, "alice", "udp")
-	req := p.request(sip.REGISTER, "alice")
+	req := p.Request(sip.REGISTER, "alice")
 	req.Recipient.User = ""
 	cid := sip.CallIDHeader("legacy-phone-1")
 	req.AppendHeader(&cid)
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REGISTER})
-	if n := len(p.do(req).GetHeaders("WWW-Authenticate")); n != 2 {
+	if n := len(p.Do(req).GetHeaders("WWW-Authenticate")); n != 2 {
 		t.Fatalf("first challenge has %d algorithms, want 2", n)
 	}
 	// The phone gave up on that and registers again, still without credentials.
 	again := req.Clone()
 	again.RemoveHeader("Via")
 	again.CSeq().SeqNo = 2
-	res := p.do(again)
+	res := p.Do(again)
 	chals := res.GetHeaders("WWW-Authenticate")
 	if len(chals) != 1 || !strings.Contains(chals[0].Value(), "algorithm=MD5") {
 		t.Fatalf("retry got %v, want a single MD5 challenge", chals)
 	}
-	if res := p.register("pw-alice", 300); res.StatusCode != 200 {
+	if res := register(p, "pw-alice", 300); res.StatusCode != 200 {
 		t.Fatalf("legacy phone cannot register with MD5: %d", res.StatusCode)
 	}
 }

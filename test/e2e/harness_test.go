@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/lineamica/centralino/configs"
 	"github.com/lineamica/centralino/test/redisserver"
+	"github.com/lineamica/centralino/test/sipua"
 )
 
 var binary string
@@ -55,26 +55,6 @@ func need(t testing.TB, tool string) string {
 	return p
 }
 
-// freePort returns a port free for both UDP and TCP on 127.0.0.1.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 // node is a running centralino process.
 type node struct {
 	SIPPort  int
@@ -96,7 +76,7 @@ type nodeOptions struct {
 func startNode(t *testing.T, o nodeOptions) *node {
 	t.Helper()
 	cfg := configs.Demo()
-	n := &node{SIPPort: freePort(t), WSPort: freePort(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	n := &node{SIPPort: sipua.FreePort(t), WSPort: sipua.FreePort(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", sipua.FreePort(t))}
 	cfg.NodeID = "e2e"
 	if o.nodeID != "" {
 		cfg.NodeID = o.nodeID

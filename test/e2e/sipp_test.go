@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lineamica/centralino/test/sipua"
 )
 
 const demoPassword = "demo-"
@@ -24,8 +26,8 @@ func registerWith(t *testing.T, n *node, user, contactAddr string) {
 // the function that waits for it.
 func sippCallee(t *testing.T, n *node, scenario string) (string, func() sippResult) {
 	t.Helper()
-	port := freePort(t)
-	wait := sippBackground(t, n, scenario, "-m", "1", "-p", strconv.Itoa(port), "-mp", strconv.Itoa(freePort(t)))
+	port := sipua.FreePort(t)
+	wait := sippBackground(t, n, scenario, "-m", "1", "-p", strconv.Itoa(port), "-mp", strconv.Itoa(sipua.FreePort(t)))
 	time.Sleep(300 * time.Millisecond) // let sipp bind before anyone calls it
 	return fmt.Sprintf("127.0.0.1:%d", port), wait
 }
@@ -33,7 +35,7 @@ func sippCallee(t *testing.T, n *node, scenario string) (string, func() sippResu
 func call(t *testing.T, n *node, scenario, user, dial string) sippResult {
 	t.Helper()
 	return sipp(t, n, scenario, "-m", "1", "-au", user, "-ap", demoPassword+user,
-		"-key", "aor", user, "-key", "dial", dial, "-p", strconv.Itoa(freePort(t)), "-mp", strconv.Itoa(freePort(t)))
+		"-key", "aor", user, "-key", "dial", dial, "-p", strconv.Itoa(sipua.FreePort(t)), "-mp", strconv.Itoa(sipua.FreePort(t)))
 }
 
 func TestSippRegisterWithDigest(t *testing.T) {

@@ -1,0 +1,211 @@
+// Package sipua is a SIP phone for tests, on sipgo: it registers with digest
+// auth, places calls and answers them. It talks to a real switch over real
+// sockets.
+package sipua
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// FreePort returns a port free for both UDP and TCP on 127.0.0.1.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return p
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// Phone is one user's phone. A UDP phone listens on a port of its own; a
+// TCP phone is reached over the connection it registered on.
+type Phone struct {
+	User, Password string
+	Realm          string
+	Transport      string // udp or tcp
+	Switch         string // host:port of the switch
+	Client         *sipgo.Client
+	// Invites receives each INVITE the phone answers (it rings, then answers 200).
+	Invites chan *sip.Request
+
+	t      testing.TB
+	listen string
+}
+
+// New starts a phone and stops it when the test ends.
+func New(t testing.TB, switchAddr, realm, user, password, transport string) *Phone {
+	t.Helper()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("sipua-" + user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Phone{User: user, Password: password, Realm: realm, Transport: transport, Switch: switchAddr,
+		Invites: make(chan *sip.Request, 8), t: t}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.OnInvite(p.answer)
+	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	opts := []sipgo.ClientOption{sipgo.WithClientHostname("127.0.0.1")}
+	if transport == "udp" {
+		port := FreePort(t)
+		p.listen = fmt.Sprintf("127.0.0.1:%d", port)
+		ctx, cancel := context.WithCancel(context.Background())
+		ready := make(chan struct{})
+		go srv.ListenAndServe(context.WithValue(ctx, sipgo.ListenReadyCtxKey, sipgo.ListenReadyCtxValue(ready)), "udp", p.listen)
+		select {
+		case <-ready:
+		case <-time.After(5 * time.Second):
+			t.Fatal("phone listener not ready")
+		}
+		t.Cleanup(cancel)
+		opts = append(opts, sipgo.WithClientPort(port))
+	}
+	if p.Client, err = sipgo.NewClient(ua, opts...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ua.Close() })
+	return p
+}
+
+func (p *Phone) answer(req *sip.Request, tx sip.ServerTransaction) {
+	select {
+	case p.Invites <- req:
+	default:
+	}
+	tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+	res := sip.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\n"))
+	res.AppendHeader(p.contact())
+	tx.Respond(res)
+}
+
+func (p *Phone) port() int {
+	if p.listen == "" {
+		return 5060
+	}
+	_, port, _ := sip.ParseAddr(p.listen)
+	return port
+}
+
+func (p *Phone) contact() *sip.ContactHeader {
+	return &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.User, Host: "127.0.0.1", Port: p.port()}}
+}
+
+// Request builds a request from the phone to user "to" (empty: the switch).
+func (p *Phone) Request(method sip.RequestMethod, to string) *sip.Request {
+	host, port, _ := sip.ParseAddr(p.Switch)
+	ruri := sip.Uri{Scheme: "sip", User: to, Host: host, Port: port}
+	if p.Transport != "udp" {
+		ruri.UriParams = sip.NewParams()
+		ruri.UriParams.Add("transport", p.Transport)
+	}
+	req := sip.NewRequest(method, ruri)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.User, Host: p.Realm}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(8))
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: to, Host: p.Realm}, Params: sip.NewParams()})
+	req.AppendHeader(p.contact())
+	return req
+}
+
+// Do sends a request and returns its final response.
+func (p *Phone) Do(req *sip.Request) *sip.Response {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p.Client.Do(ctx, req)
+	if err != nil {
+		p.t.Fatalf("%s: %v", req.Method, err)
+	}
+	return res
+}
+
+// DoAuth sends req and answers one 401/407 challenge with the phone's password.
+func (p *Phone) DoAuth(req *sip.Request) *sip.Response {
+	p.t.Helper()
+	res := p.Do(req)
+	if res.StatusCode != 401 && res.StatusCode != 407 {
+		return res
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p.Client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.User, Password: p.Password})
+	if err != nil {
+		p.t.Fatalf("%s with auth: %v", req.Method, err)
+	}
+	return res
+}
+
+// Register registers the phone for expires seconds.
+func (p *Phone) Register(expires int) *sip.Response {
+	p.t.Helper()
+	req := p.Request(sip.REGISTER, p.User)
+	req.Recipient.User = ""
+	req.AppendHeader(sip.NewHeader("Expires", fmt.Sprint(expires)))
+	return p.DoAuth(req)
+}
+
+// Invite calls "to" and returns the final response and the INVITE sent.
+func (p *Phone) Invite(to string) (*sip.Response, *sip.Request) {
+	p.t.Helper()
+	req := p.Request(sip.INVITE, to)
+	req.SetBody([]byte("v=0\r\n"))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	return p.DoAuth(req), req
+}
+
+// Ack acknowledges the 2xx res to the INVITE inv and returns the dialog's
+// next request builder: ACK and BYE follow the route set of res (RFC 3261 §12).
+func (p *Phone) Ack(inv *sip.Request, res *sip.Response) {
+	p.t.Helper()
+	ack := p.inDialog(sip.ACK, inv, res, inv.CSeq().SeqNo)
+	if err := p.Client.WriteRequest(ack); err != nil {
+		p.t.Fatalf("ACK: %v", err)
+	}
+}
+
+// Bye ends the call set up by inv and answered by res; it returns the final response.
+func (p *Phone) Bye(inv *sip.Request, res *sip.Response) *sip.Response {
+	p.t.Helper()
+	return p.Do(p.inDialog(sip.BYE, inv, res, inv.CSeq().SeqNo+1))
+}
+
+func (p *Phone) inDialog(method sip.RequestMethod, inv *sip.Request, res *sip.Response, cseq uint32) *sip.Request {
+	target := res.Contact().Address
+	req := sip.NewRequest(method, target)
+	// The caller's route set is the Record-Route of the answer, reversed.
+	rr := res.GetHeaders("Record-Route")
+	for i := len(rr) - 1; i >= 0; i-- {
+		req.AppendHeader(&sip.RouteHeader{Address: rr[i].(*sip.RecordRouteHeader).Address})
+	}
+	req.AppendHeader(sip.HeaderClone(inv.From()))
+	req.AppendHeader(sip.HeaderClone(res.To()))
+	req.AppendHeader(sip.HeaderClone(inv.CallID()))
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: method})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	req.SetTransport(inv.Transport())
+	req.SetDestination(p.Switch)
+	return req
+}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -107,6 +108,14 @@ func openStore(ctx context.Context, cfg *configs.Config, reg prometheus.Register
 	return directory.NewMemory(), nil
 }
 
+// redisLog sends go-redis's own messages (a line per failed dial while Redis
+// is down) to debug level: the directory logs outages once, itself.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.log.Debug(fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
 func serve(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -134,6 +143,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	slog.SetDefault(log)
+	redis.SetLogger(redisLog{log})
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

@@ -5,6 +5,7 @@ package sipua
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"testing"
@@ -35,11 +36,12 @@ func FreePort(t testing.TB) int {
 }
 
 // Phone is one user's phone. A UDP phone listens on a port of its own; a
-// TCP phone is reached over the connection it registered on.
+// TCP, TLS or WebSocket phone is reached over the connection it registered
+// on. TLS phones accept any server certificate (tests use self-signed ones).
 type Phone struct {
 	User, Password string
 	Realm          string
-	Transport      string // udp or tcp
+	Transport      string // udp, tcp, tls or ws
 	Switch         string // host:port of the switch
 	Client         *sipgo.Client
 	// Invites receives each INVITE the phone answers (it rings, then answers 200).
@@ -52,7 +54,8 @@ type Phone struct {
 // New starts a phone and stops it when the test ends.
 func New(t testing.TB, switchAddr, realm, user, password, transport string) *Phone {
 	t.Helper()
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("sipua-" + user))
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("sipua-"+user),
+		sipgo.WithUserAgenTLSConfig(&tls.Config{InsecureSkipVerify: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,10 +3,10 @@ package routing
 import (
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	_ "time/tzdata" // Europe/Rome even on hosts without a zoneinfo database
+	"unicode"
 )
 
 // rome is the time zone of every schedule: the network is Italian, and office
@@ -36,7 +36,7 @@ type closure struct {
 	day   int
 }
 
-const day = 24 * 60
+const dayMinutes = 24 * 60
 
 var weekdays = map[string]time.Weekday{
 	"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
@@ -59,7 +59,7 @@ func ParseHours(week string, closures []string) (Hours, error) {
 	h := Hours{holidays: strings.TrimSpace(week) != ""}
 	if !h.holidays {
 		for d := range h.week {
-			h.week[d] = []span{{0, day}}
+			h.week[d] = []span{{0, dayMinutes}}
 		}
 	} else if err := h.parseWeek(week); err != nil {
 		return Hours{}, fmt.Errorf("hours: %w", err)
@@ -75,7 +75,7 @@ func ParseHours(week string, closures []string) (Hours, error) {
 }
 
 func (h *Hours) parseWeek(s string) error {
-	sep := func(r rune) bool { return r == ',' || r == ';' || r == ' ' || r == '\t' }
+	sep := func(r rune) bool { return r == ',' || r == ';' || unicode.IsSpace(r) }
 	var days []time.Weekday // the current day group
 	group := ""             // its last day token, for the error
 	timed := false          // whether the current group has intervals yet
@@ -151,16 +151,14 @@ func parseSpan(tok string) (span, error) {
 
 // parseClock reads HH:MM as minutes after midnight, 00:00 to 24:00.
 func parseClock(s string) (int, bool) {
-	hh, mm, ok := strings.Cut(s, ":")
-	if !ok || len(hh) != 2 || len(mm) != 2 {
+	if s == "24:00" {
+		return dayMinutes, true
+	}
+	t, err := time.Parse("15:04", s)
+	if len(s) != len("15:04") || err != nil {
 		return 0, false
 	}
-	h, err1 := strconv.Atoi(hh)
-	m, err2 := strconv.Atoi(mm)
-	if err1 != nil || err2 != nil || h < 0 || m < 0 || m > 59 || h*60+m > day {
-		return 0, false
-	}
-	return h*60 + m, true
+	return t.Hour()*60 + t.Minute(), true
 }
 
 func (s span) String() string {

@@ -152,6 +152,7 @@ func TestParseHours(t *testing.T) {
 		{"fri-mon 09:00-10:00", "2026-03-08 09:30"}, // a range that wraps round Sunday
 		{"sat,sun 00:00-24:00", "2026-03-07 23:59"},
 		{"  mon 08:00-09:00,,  tue\t10:00-11:00 ", "2026-03-03 10:30"},
+		{"mon 08:00-09:00\ntue 10:00-11:00\n", "2026-03-03 10:30"}, // a YAML literal block
 	}
 	for _, tt := range valid {
 		h, err := ParseHours(tt.week, nil)
@@ -174,6 +175,7 @@ func TestParseHours(t *testing.T) {
 		{"mon-fri 08:30", nil, `hours: "08:30": want HH:MM-HH:MM`},
 		{"mon 08:00-24:01", nil, `hours: "08:00-24:01": want HH:MM-HH:MM`},
 		{"mon 08:60-09:00", nil, `hours: "08:60-09:00": want HH:MM-HH:MM`},
+		{"mon 08:00-+9:00", nil, `hours: "08:00-+9:00": want HH:MM-HH:MM`},
 		{"mon-fri 13:30-08:30", nil, `hours: "13:30-08:30": closes before it opens`},
 		{"lun 08:00-12:00", nil, `hours: "lun": want a day (mon, tue, wed, thu, fri, sat, sun) or a range like mon-fri`},
 		{"mon-xyz 08:00-12:00", nil, `hours: "mon-xyz": want a day (mon, tue, wed, thu, fri, sat, sun) or a range like mon-fri`},

@@ -146,8 +146,9 @@ func (r *Router) reachAgency(ctx context.Context, a directory.Agency, now time.T
 			dec.Overflowed = hops
 			return dec, nil
 		}
-		if hops == nil {
+		if hops == nil { // the agency dialled
 			refusal = dec
+			refusal.DestAgency = a.Code
 		}
 		if a.Overflow == "" || seen[a.Overflow] {
 			break
@@ -169,14 +170,14 @@ func (r *Router) reachAgency(ctx context.Context, a directory.Agency, now time.T
 // offer decides how agency a alone takes a call. When it cannot, the decision
 // is its refusal and why says the reason to overflow.
 func (r *Router) offer(ctx context.Context, a directory.Agency, now time.Time) (Decision, OverflowReason, error) {
-	// Parsed per call rather than cached: it takes well under a microsecond,
-	// and the agency may have changed in the store since the last call.
+	// Parsed per call rather than cached: about a microsecond, little beside a
+	// SIP transaction, and the agency may have changed since the last call.
 	h, err := ParseHours(a.Hours, a.Closures)
 	if err != nil {
 		return Decision{}, "", fmt.Errorf("routing: agency %s: %w", a.Code, err)
 	}
 	if !h.Open(now) {
-		return refuse(a, 480, closedReason(h, now)), OverflowClosed, nil
+		return reject(480, closedReason(h, now)), OverflowClosed, nil
 	}
 	if a.Queue.Strategy == "" || r.Queues == nil {
 		return r.ringOperators(ctx, a)
@@ -192,9 +193,9 @@ func (r *Router) offer(ctx context.Context, a directory.Agency, now time.Time) (
 	case len(targets) > 0:
 		return r.ringQueue(a, s, targets), "", nil
 	case busy:
-		return refuse(a, 486, "Operatori tutti occupati"), OverflowBusy, nil
+		return reject(486, "Operatori tutti occupati"), OverflowBusy, nil
 	}
-	return refuse(a, 480, "Nessun operatore disponibile"), OverflowUnavailable, nil
+	return reject(480, "Nessun operatore disponibile"), OverflowUnavailable, nil
 }
 
 // ringOperators rings every operator of an agency without a queue at once.
@@ -210,7 +211,7 @@ func (r *Router) ringOperators(ctx context.Context, a directory.Agency) (Decisio
 		}
 	}
 	if len(dec.Targets) == 0 {
-		return refuse(a, 480, "Nessun operatore disponibile"), OverflowUnavailable, nil
+		return reject(480, "Nessun operatore disponibile"), OverflowUnavailable, nil
 	}
 	return dec, "", nil
 }
@@ -239,10 +240,6 @@ func closedReason(h Hours, now time.Time) string {
 		return "Ufficio chiuso"
 	}
 	return "Ufficio chiuso, riapre il " + next.Format("02/01") + " alle " + next.Format("15:04")
-}
-
-func refuse(a directory.Agency, status int, reason string) Decision {
-	return Decision{DestAgency: a.Code, Status: status, Reason: reason}
 }
 
 func reject(status int, reason string) Decision {

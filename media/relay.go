@@ -119,11 +119,13 @@ type Relay struct {
 	closed  bool
 
 	sockets   atomic.Int64
+	releasing sync.WaitGroup // releases in flight, for Close
 	onTimeout atomic.Pointer[func(string, Quality)]
 	onDTMF    atomic.Pointer[func(string, string, rune, time.Duration)]
 	dtmf      chan dtmfEvent
 	stop      chan struct{}
-	wg        sync.WaitGroup
+
+	sweeperDone, dispatcherDone chan struct{}
 }
 
 type dtmfEvent struct {
@@ -175,6 +177,9 @@ func NewRelay(cfg Config) (*Relay, error) {
 		calls: map[string]*call{},
 		dtmf:  make(chan dtmfEvent, 256),
 		stop:  make(chan struct{}),
+
+		sweeperDone:    make(chan struct{}),
+		dispatcherDone: make(chan struct{}),
 	}
 	m, err := newMetrics(r, cfg.Registerer)
 	if err != nil {
@@ -182,7 +187,6 @@ func NewRelay(cfg Config) (*Relay, error) {
 	}
 	r.m = m
 	tick := min(time.Second, cfg.Timeout/4, cfg.HoldTimeout/4)
-	r.wg.Add(2)
 	go r.sweep(tick)
 	go r.dispatchDTMF()
 	return r, nil
@@ -384,6 +388,8 @@ func (r *Relay) Release(callID string) (Quality, bool) {
 		return Quality{}, false
 	}
 	c.releasing = true
+	r.releasing.Add(1)
+	defer r.releasing.Done()
 	r.mu.Unlock()
 
 	c.close()
@@ -413,19 +419,27 @@ func (r *Relay) Close() error {
 		return nil
 	}
 	r.closed = true
+	r.mu.Unlock()
+	close(r.stop)
+	<-r.sweeperDone
+	for _, id := range r.callIDs() {
+		r.Release(id)
+	}
+	r.releasing.Wait() // releases the proxy started meanwhile
+	close(r.dtmf)      // no socket is left to send on it
+	<-r.dispatcherDone
+	r.m.unregister()
+	return nil
+}
+
+func (r *Relay) callIDs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	ids := make([]string, 0, len(r.calls))
 	for id := range r.calls {
 		ids = append(ids, id)
 	}
-	r.mu.Unlock()
-	close(r.stop)
-	for _, id := range ids {
-		r.Release(id)
-	}
-	close(r.dtmf) // no socket is left to send on it
-	r.wg.Wait()
-	r.m.unregister()
-	return nil
+	return ids
 }
 
 func (r *Relay) call(id, tag string) (*call, error) {
@@ -476,7 +490,7 @@ func (r *Relay) peerAdvertise(f Family, s *sdp) (netip.Addr, error) {
 }
 
 func (r *Relay) sweep(tick time.Duration) {
-	defer r.wg.Done()
+	defer close(r.sweeperDone)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -519,7 +533,7 @@ func (r *Relay) emitDTMF(callID string, side int, digit rune, dur time.Duration)
 }
 
 func (r *Relay) dispatchDTMF() {
-	defer r.wg.Done()
+	defer close(r.dispatcherDone)
 	for ev := range r.dtmf {
 		if f := r.onDTMF.Load(); f != nil {
 			(*f)(ev.callID, legNames[ev.side], ev.digit, ev.dur)

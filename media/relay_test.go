@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -499,4 +500,50 @@ func TestMetrics(t *testing.T) {
 	check("centralino_media_mos", 1)
 	check("centralino_media_jitter_seconds", 1) // only a sent
 	check("centralino_media_loss_ratio", 1)
+}
+
+func TestReinviteAddressChangeAndNewStream(t *testing.T) {
+	r := newTestRelay(t, testConfig())
+	a, b := newPhone(t, lo4), newPhone(t, lo4)
+	ra, rb := plainCall(t, r, "re", a, b)
+
+	// a moves to a new port and adds video; b answers both.
+	a2, av, bv := newPhone(t, lo4), newPhone(t, lo4), newPhone(t, lo4)
+	video := func(p *phone) []string {
+		return []string{fmt.Sprintf("m=video %d RTP/AVP 96", p.addr().Port()), "a=rtpmap:96 H264/90000"}
+	}
+	toB, err := r.Offer("re", "tag-a", audioSDP(lo4, int(a2.addr().Port()), "RTP/AVP", video(av)...), LegOptions{Source: lo4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toA, err := r.Answer("re", "tag-b", audioSDP(lo4, int(b.addr().Port()), "RTP/AVP", video(bv)...), LegOptions{Source: lo4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if relayAddr(t, toA, 0) != ra || relayAddr(t, toB, 0) != rb {
+		t.Fatal("audio ports changed on re-INVITE")
+	}
+	pkt := rtpPacket(1, 160, 0xb, 0, []byte("to the new address"))
+	b.send(rb, pkt)
+	if got := a2.mustRecv(); !bytes.Equal(got, pkt) {
+		t.Fatalf("a2 got %x", got)
+	}
+	a.expectNothing(50 * time.Millisecond)
+	frame := rtpPacket(1, 3000, 0xc, 96, []byte("video"))
+	av.send(relayAddr(t, toA, 1), frame)
+	if got := bv.mustRecv(); !bytes.Equal(got, frame) {
+		t.Fatalf("video got %x", got)
+	}
+
+	// Now b re-offers (reverse direction) and a answers: still relayed.
+	if _, err := r.Offer("re", "tag-b", audioSDP(lo4, int(b.addr().Port()), "RTP/AVP", video(bv)...), LegOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Answer("re", "tag-a", audioSDP(lo4, int(a2.addr().Port()), "RTP/AVP", video(av)...), LegOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a2.send(ra, pkt)
+	if got := b.mustRecv(); !bytes.Equal(got, pkt) {
+		t.Fatalf("b got %x", got)
+	}
 }

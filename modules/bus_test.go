@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -21,7 +22,7 @@ import (
 func newBus(t testing.TB) (*modules.Bus, *prometheus.Registry, *syncBuffer) {
 	reg := prometheus.NewRegistry()
 	log := new(syncBuffer)
-	b := modules.NewBus(modules.BusOptions{Logger: slog.New(slog.NewTextHandler(log, nil)), Registerer: reg})
+	b := modules.NewBus(modules.BusOptions{Logger: slogTo(log), Registerer: reg})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -292,6 +293,8 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
 // syncBuffer is a bytes.Buffer safe for the bus's workers to log into.
 type syncBuffer struct {

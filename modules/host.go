@@ -74,8 +74,9 @@ func (h *Host) DecodeOptions(v any) error {
 	return nil
 }
 
-// yamlMessage drops the "yaml: unmarshal errors: line 1:" noise: the
-// document decoded is a single line made by DecodeOptions.
+// yamlMessage drops the "yaml: unmarshal errors: line 1:" noise (the
+// document decoded is a single line made by DecodeOptions) and the Go type
+// of the options from "field x not found in type ...".
 func yamlMessage(err error) string {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
@@ -83,7 +84,11 @@ func yamlMessage(err error) string {
 	}
 	msgs := make([]string, len(te.Errors))
 	for i, m := range te.Errors {
-		msgs[i] = strings.TrimPrefix(m, "line 1: ")
+		m = strings.TrimPrefix(m, "line 1: ")
+		if strings.HasPrefix(m, "field ") && strings.Contains(m, " not found in type ") {
+			m = "unknown option"
+		}
+		msgs[i] = m
 	}
 	return strings.Join(msgs, "; ")
 }

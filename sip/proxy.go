@@ -338,6 +338,12 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		outcome(480)
 		return
 	}
+	if isCall {
+		// At once, as Kamailio's t_relay does: a caller that hears nothing
+		// retransmits its INVITE, and a retransmission racing the answers makes
+		// sipgo resend a stale 180 after the 200.
+		s.respond(req, tx, 100, "Trying")
+	}
 	var hooks forkHooks
 	if isCall {
 		hooks.first = func() { s.metrics.setupSeconds.Observe(time.Since(start).Seconds()) }

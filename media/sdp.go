@@ -280,7 +280,7 @@ func (s *sdp) write(rw rewrite) []byte {
 	var b bytes.Buffer
 	conn := connLine(rw.addr)
 	for _, l := range s.session {
-		s.writeLine(&b, l, conn, 0)
+		writeLine(&b, l, conn, 0)
 	}
 	for i, m := range s.media {
 		mr := rw.media[i]
@@ -304,7 +304,7 @@ func (s *sdp) write(rw rewrite) []byte {
 			if mr.port != 0 {
 				rtcpPort = mr.port + 1
 			}
-			s.writeLine(&b, l, conn, rtcpPort)
+			writeLine(&b, l, conn, rtcpPort)
 		}
 		if !cryptoDone {
 			writeCrypto()
@@ -315,7 +315,7 @@ func (s *sdp) write(rw rewrite) []byte {
 
 // writeLine writes one original line, rewritten or dropped. rtcpPort is the
 // relay's RTCP port for the section (0: drop a=rtcp).
-func (s *sdp) writeLine(b *bytes.Buffer, l, conn string, rtcpPort int) {
+func writeLine(b *bytes.Buffer, l, conn string, rtcpPort int) {
 	switch l[0] {
 	case 'c':
 		if a, err := parseConnAddr(l[2:]); err == nil && a.IsUnspecified() {

@@ -224,7 +224,7 @@ func (s *sock) relay(pkt []byte, src netip.AddrPort, now int64) bool {
 	switch {
 	case p.opaque:
 		l, ok, relatch := s.admit(src, 0, now)
-		if !ok || s.isRTCP {
+		if !ok || s.isRTCP { // T.38 has no RTCP
 			return false
 		}
 		s.accepted(l, src, 0, relatch, now)

@@ -1,0 +1,375 @@
+// Command centralino-rtpload drives concurrent calls through the media relay
+// in-process, on loopback, and prints forwarded packets/s, loss, one-way
+// latency percentiles, CPU and memory.
+//
+// Each call is two UDP "phones" connected through media.Relay.Offer/Answer
+// with rtcp-mux. In paced mode every leg sends a G.711 packet (172 bytes)
+// every 20 ms, phases spread over the 20 ms; -unpaced sends as fast as the
+// sender goroutines can. The send time travels in the payload, so latency
+// is the full phone→relay→phone path. -srtp makes leg a an SDES SRTP
+// softphone (AES_CM_128_HMAC_SHA1_80), bridged to plain leg b.
+//
+// CPU is the whole process (relay and generator); run it with the relay
+// disabled (-direct) to measure the generator's own floor.
+//
+//	centralino-rtpload -calls 1000 -duration 20s
+//	centralino-rtpload -calls 1000 -duration 20s -direct
+//	centralino-rtpload -calls 200 -duration 10s -unpaced -srtp
+package main
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math/bits"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/lineamica/centralino/media"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+)
+
+const (
+	maxCalls    = 4000 // 8 ports per call (relay pairs on both sides) in 10000–49999
+	maxDuration = 5 * time.Minute
+	ptime       = 20 * time.Millisecond
+	payloadLen  = 160
+)
+
+var lo = netip.MustParseAddr("127.0.0.1")
+
+func main() {
+	calls := flag.Int("calls", 100, fmt.Sprintf("concurrent calls (max %d)", maxCalls))
+	duration := flag.Duration("duration", 10*time.Second, fmt.Sprintf("send time (max %s)", maxDuration))
+	unpaced := flag.Bool("unpaced", false, "send as fast as possible instead of every 20 ms")
+	useSRTP := flag.Bool("srtp", false, "leg a speaks SDES SRTP, bridged to plain leg b")
+	direct := flag.Bool("direct", false, "no relay: phones send to each other (the generator's floor)")
+	senders := flag.Int("senders", runtime.GOMAXPROCS(0), "sender goroutines")
+	flag.Parse()
+	if *calls < 1 || *calls > maxCalls || *duration <= 0 || *duration > maxDuration || *senders < 1 {
+		log.Fatalf("need 1 ≤ calls ≤ %d and 0 < duration ≤ %s", maxCalls, maxDuration)
+	}
+	if *direct && *useSRTP {
+		log.Fatal("-direct and -srtp exclude each other")
+	}
+
+	memBefore := rssKB()
+	relay, err := media.NewRelay(media.Config{PortMin: 10000, PortMax: 49999, BindIPv4: lo})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer relay.Close()
+	g := &gen{start: time.Now()}
+	for i := range *calls {
+		c, err := g.newCall(relay, fmt.Sprint("load-", i), *useSRTP, *direct)
+		if err != nil {
+			log.Fatalf("call %d: %v", i, err)
+		}
+		g.calls = append(g.calls, c)
+	}
+	memCalls := rssKB()
+	fmt.Printf("calls %d  relay %v  srtp %v  paced %v  setup RSS +%d KB (%.1f KB/call, phones included)\n",
+		*calls, !*direct, *useSRTP, !*unpaced, memCalls-memBefore, float64(memCalls-memBefore)/float64(*calls))
+
+	for _, c := range g.calls {
+		for _, l := range c.legs {
+			go g.receive(l)
+		}
+	}
+	cpu0, t0 := cpuTime(), time.Now()
+	var wg sync.WaitGroup
+	stop := time.Now().Add(*duration)
+	for s := range *senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.send(s, *senders, stop, !*unpaced)
+		}()
+	}
+	wg.Wait()
+	time.Sleep(200 * time.Millisecond) // in-flight packets
+	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
+	for _, c := range g.calls {
+		for _, l := range c.legs {
+			l.conn.Close()
+		}
+	}
+	g.report(elapsed, cpu, *calls)
+}
+
+// leg is one phone: its socket, where it sends, and its SRTP contexts.
+type leg struct {
+	conn     *net.UDPConn
+	dst      netip.AddrPort
+	ssrc     uint32
+	seq      uint16
+	enc, dec *srtp.Context // nil for plain RTP
+	sendBuf  []byte
+	encBuf   []byte
+	encHdr   rtp.Header
+}
+
+type call struct{ legs [2]*leg }
+
+type gen struct {
+	start          time.Time
+	calls          []*call
+	sent, received atomic.Uint64
+	undecodable    atomic.Uint64
+	latency        histogram
+}
+
+func (g *gen) newCall(r *media.Relay, id string, useSRTP, direct bool) (*call, error) {
+	c := &call{}
+	for i := range c.legs {
+		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: lo.AsSlice()})
+		if err != nil {
+			return nil, err
+		}
+		c.legs[i] = &leg{conn: conn, ssrc: uint32(i + 1), sendBuf: make([]byte, 0, 256), encBuf: make([]byte, 0, 256)}
+	}
+	a, b := c.legs[0], c.legs[1]
+	if direct {
+		a.dst, b.dst = b.addr(), a.addr()
+		return c, nil
+	}
+	proto, extra := "RTP/AVP", ""
+	if useSRTP {
+		key := make([]byte, 30)
+		for i := range key {
+			key[i] = byte(i * 7) // a load test needs no secret
+		}
+		var err error
+		if a.enc, err = srtp.CreateContext(key[:16], key[16:], srtp.ProtectionProfileAes128CmHmacSha1_80); err != nil {
+			return nil, err
+		}
+		proto, extra = "RTP/SAVP", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"+base64.StdEncoding.EncodeToString(key)+"\r\n"
+	}
+	toB, err := r.Offer(id, "a", phoneSDP(a.addr(), proto, extra), media.LegOptions{Source: lo, PeerTransport: media.TransportRTP})
+	if err != nil {
+		return nil, err
+	}
+	toA, err := r.Answer(id, "b", phoneSDP(b.addr(), "RTP/AVP", ""), media.LegOptions{Source: lo})
+	if err != nil {
+		return nil, err
+	}
+	if a.dst, err = sdpTarget(toA); err != nil {
+		return nil, err
+	}
+	if b.dst, err = sdpTarget(toB); err != nil {
+		return nil, err
+	}
+	if useSRTP {
+		key, err := sdpKey(toA)
+		if err != nil {
+			return nil, err
+		}
+		if a.dec, err = srtp.CreateContext(key[:16], key[16:], srtp.ProtectionProfileAes128CmHmacSha1_80); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (l *leg) addr() netip.AddrPort { return l.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+func phoneSDP(a netip.AddrPort, proto, extra string) []byte {
+	return fmt.Appendf(nil, "v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d %s 0\r\na=rtcp-mux\r\n%s",
+		a.Addr(), a.Addr(), a.Port(), proto, extra)
+}
+
+// sdpTarget reads the relay's address and port from a rewritten SDP.
+func sdpTarget(sdp []byte) (netip.AddrPort, error) {
+	var ip, port string
+	for l := range strings.Lines(string(sdp)) {
+		l = strings.TrimSpace(l)
+		if rest, ok := strings.CutPrefix(l, "c=IN IP4 "); ok {
+			ip = rest
+		}
+		if rest, ok := strings.CutPrefix(l, "m=audio "); ok {
+			port, _, _ = strings.Cut(rest, " ")
+		}
+	}
+	return netip.ParseAddrPort(ip + ":" + port)
+}
+
+// sdpKey reads the relay's SRTP key from a rewritten SDP.
+func sdpKey(sdp []byte) ([]byte, error) {
+	for l := range strings.Lines(string(sdp)) {
+		if _, after, ok := strings.Cut(strings.TrimSpace(l), "inline:"); ok {
+			k, _, _ := strings.Cut(after, "|")
+			return base64.StdEncoding.DecodeString(k)
+		}
+	}
+	return nil, errors.New("no a=crypto in the relay's answer")
+}
+
+// send makes sender s of n send for its share of the calls until stop.
+// Paced, call i sends in 1 ms slot i%20 of each 20 ms period.
+func (g *gen) send(s, n int, stop time.Time, paced bool) {
+	var mine []*call
+	for i := s; i < len(g.calls); i += n {
+		mine = append(mine, g.calls[i])
+	}
+	payload := make([]byte, payloadLen)
+	if !paced {
+		for time.Now().Before(stop) {
+			for _, c := range mine {
+				g.sendLegs(c, payload)
+			}
+		}
+		return
+	}
+	slots := int(ptime / time.Millisecond)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	// Slots follow the clock, so a late wake-up catches up instead of
+	// lowering the rate.
+	for slot := int(time.Since(g.start) / time.Millisecond); time.Now().Before(stop); {
+		<-tick.C
+		for due := int(time.Since(g.start) / time.Millisecond); slot < due; slot++ {
+			for i, c := range mine {
+				if (i*n+s)%slots == slot%slots {
+					g.sendLegs(c, payload)
+				}
+			}
+		}
+	}
+}
+
+func (g *gen) sendLegs(c *call, payload []byte) {
+	for _, l := range c.legs {
+		binary.BigEndian.PutUint64(payload, uint64(time.Since(g.start)))
+		l.seq++
+		h := rtp.Header{Version: 2, SequenceNumber: l.seq, Timestamp: uint32(l.seq) * payloadLen, SSRC: l.ssrc}
+		n, err := h.MarshalTo(l.sendBuf[:12])
+		if err != nil {
+			continue
+		}
+		out := append(l.sendBuf[:n], payload...)
+		if l.enc != nil {
+			if out, err = l.enc.EncryptRTP(l.encBuf[:0], out, &l.encHdr); err != nil {
+				continue
+			}
+		}
+		if _, err := l.conn.WriteToUDPAddrPort(out, l.dst); err == nil {
+			g.sent.Add(1)
+		}
+	}
+}
+
+func (g *gen) receive(l *leg) {
+	buf := make([]byte, 2048)
+	var hdr rtp.Header
+	for {
+		n, _, err := l.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		now := time.Since(g.start)
+		pkt := buf[:n]
+		if l.dec != nil {
+			if pkt, err = l.dec.DecryptRTP(pkt, pkt, &hdr); err != nil {
+				g.undecodable.Add(1)
+				continue
+			}
+		}
+		if len(pkt) < 12+8 {
+			g.undecodable.Add(1)
+			continue
+		}
+		sentAt := time.Duration(binary.BigEndian.Uint64(pkt[12:]))
+		g.received.Add(1)
+		g.latency.add(now - sentAt)
+	}
+}
+
+func (g *gen) report(elapsed, cpu time.Duration, calls int) {
+	sent, recv := g.sent.Load(), g.received.Load()
+	loss := 0.0
+	if sent > 0 {
+		loss = 1 - float64(recv)/float64(sent)
+	}
+	fmt.Printf("sent %d  received %d  undecodable %d  loss %.4f%%\n", sent, recv, g.undecodable.Load(), 100*loss)
+	fmt.Printf("forwarded %.0f pkt/s over %s\n", float64(recv)/elapsed.Seconds(), elapsed.Round(time.Millisecond))
+	fmt.Printf("one-way latency p50 %s  p99 %s  p999 %s  max %s\n",
+		g.latency.quantile(0.5), g.latency.quantile(0.99), g.latency.quantile(0.999), g.latency.quantile(1))
+	fmt.Printf("CPU %.1f%% of one core (relay + generator), %.2f µs per received packet\n",
+		100*cpu.Seconds()/elapsed.Seconds(), float64(cpu.Microseconds())/float64(max(recv, 1)))
+	fmt.Printf("RSS %d KB (%.1f KB per call)\n", rssKB(), float64(rssKB())/float64(calls))
+}
+
+// histogram is a lock-free log-linear latency histogram in microseconds:
+// exact below 64 µs, then 32 buckets per power of two (about 3%).
+type histogram struct{ b [32 * 40]atomic.Uint64 }
+
+func (h *histogram) add(d time.Duration) {
+	h.b[min(bucket(uint64(max(d, 0)/time.Microsecond)), len(h.b)-1)].Add(1)
+}
+
+func bucket(us uint64) int {
+	if us < 64 {
+		return int(us)
+	}
+	e := bits.Len64(us) - 6 // us>>e is in [32, 63]
+	return (e+1)*32 + int(us>>e) - 32
+}
+
+// bucketUpper is the largest value of bucket i.
+func bucketUpper(i int) uint64 {
+	if i < 64 {
+		return uint64(i)
+	}
+	e, m := i/32-1, uint64(i%32+32)
+	return (m+1)<<e - 1
+}
+
+func (h *histogram) quantile(q float64) time.Duration {
+	var counts [len(histogram{}.b)]uint64
+	var total uint64
+	for i := range h.b {
+		counts[i] = h.b[i].Load()
+		total += counts[i]
+	}
+	target, seen := max(uint64(q*float64(total)), 1), uint64(0)
+	for i, c := range counts {
+		if seen += c; seen >= target {
+			return time.Duration(bucketUpper(i)) * time.Microsecond
+		}
+	}
+	return 0
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func rssKB() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for l := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(rest, &kb)
+			return kb
+		}
+	}
+	return 0
+}

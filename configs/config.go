@@ -60,6 +60,9 @@ type Listener struct {
 // HTTP is the listener shared by /metrics, /healthz, /readyz and the modules' APIs.
 type HTTP struct {
 	Addr string `yaml:"addr"`
+	// Pprof serves Go's profiler under /debug/pprof/ (for load tests; keep
+	// it off where the listener is reachable from outside).
+	Pprof bool `yaml:"pprof,omitempty"`
 }
 
 // Directory selects the store of agencies, users and registrations.

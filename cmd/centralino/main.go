@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -170,7 +171,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	defer sw.Close()
 
-	httpSrv, err := startHTTP(cfg.HTTP.Addr, reg, store, sw, log)
+	httpSrv, err := startHTTP(cfg.HTTP, reg, store, sw, log)
 	if err != nil {
 		return err
 	}
@@ -246,8 +247,12 @@ func switchConfig(cfg *configs.Config) (sip.Config, error) {
 
 // startHTTP serves /metrics, /healthz, /readyz and the read-only registration
 // list on one listener.
-func startHTTP(addr string, reg *prometheus.Registry, store directory.Store, sw *sip.Switch, log *slog.Logger) (*http.Server, error) {
+func startHTTP(cfg configs.HTTP, reg *prometheus.Registry, store directory.Store, sw *sip.Switch, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -272,7 +277,7 @@ func startHTTP(addr string, reg *prometheus.Registry, store directory.Store, sw 
 		}
 		writeJSON(w, bindings)
 	})
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}

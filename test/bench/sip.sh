@@ -34,7 +34,7 @@ if [[ $DIRECTORY == redis ]]; then
 	REDIS_ARGS=(-redis "unix://$WORK/redis.sock")
 fi
 go run ./test/bench/genconfig -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" -o "$WORK/bench.yaml"
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # sipp and the switch exchange bursts; small default socket buffers drop them.
 sysctl -qw net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=4194304 2>/dev/null || true
 
@@ -45,7 +45,9 @@ for _ in $(seq 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; slee
 SIPP_CPU=()
 if [[ $PIN == 1 ]]; then taskset -a -p 0x1 "$SW" >/dev/null; SIPP_CPU=(taskset 0x2); fi
 
-for i in $(seq 1 "$USERS"); do printf 'u%06d;pass-u%06d\n' "$i" "$i"; done | { echo SEQUENTIAL; cat; } >"$WORK/users.csv"
+# field1 carries the whole keyword: sipp expands keywords inside injected fields.
+for i in $(seq 1 "$USERS"); do printf 'u%06d;[authentication username=u%06d password=pass-u%06d]\n' "$i" "$i" "$i"; done |
+	{ echo SEQUENTIAL; cat; } >"$WORK/users.csv"
 
 ticks() { awk '{print $14+$15}' "/proc/$SW/stat"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$SW/status"; }
@@ -57,14 +59,15 @@ step() {
 	local count=$((rate * DUR)) t0 t1 c0 c1 out ok fail
 	t0=$(date +%s.%N); c0=$(ticks)
 	out=$(timeout $((DUR * 4 + 60)) "${SIPP_CPU[@]}" sipp "$SIP" -i 127.0.0.1 -nostdin -r "$rate" -rp 1000 -m "$count" \
-		-l $((rate * 4 + 100)) -timeout $((DUR * 3 + 30))s -trace_rtt -rtt_freq 1 "$@" 2>&1 || true)
+		-l $((rate * 4 + 100)) -timeout $((DUR * 3 + 30))s -trace_rtt -rtt_freq 1 -trace_err "$@" 2>&1 || true)
 	t1=$(date +%s.%N); c1=$(ticks)
 	ok=$(echo "$out" | awk -F'|' '/Successful call/{gsub(/ /,"",$3); print $3}' | tail -1)
 	fail=$(echo "$out" | awk -F'|' '/Failed call/{gsub(/ /,"",$3); print $3}' | tail -1)
 	ok=${ok:-0} fail=${fail:-$count}
 	local rttfile p99
 	rttfile=$(ls -t ./*_rtt.csv 2>/dev/null | head -1 || true)
-	p99=$(if [[ -n $rttfile ]]; then awk -F';' 'NR>1 && $NF!="" {print $(NF-1)}' "$rttfile" | sort -n | awk '{a[NR]=$1} END{if(NR) printf "%.1f", a[int(NR*0.99)>0?int(NR*0.99):1]; else print "-"}'; else echo -; fi)
+	p99=$(if [[ -n $rttfile ]]; then awk -F';' 'NR>1 && $NF!="" {print $(NF-1)}' "$rttfile" | sort -n | awk '{a[NR]=$1} END{i=int(NR*0.99); if(i<1)i=1; if(NR) printf "%.1f", a[i]; else print "-"}'; else echo -; fi)
+	[[ -n ${KEEP_ERRORS:-} ]] && cat ./*_errors.log 2>/dev/null | head -${KEEP_ERRORS} >&2
 	rm -f ./*_rtt.csv ./*_errors.log
 	awk -v n="$name" -v r="$rate" -v ok="$ok" -v f="$fail" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v p99="$p99" -v rss="$(rss_kb)" -v max="$MAX_FAIL_PCT" 'BEGIN{
 		el=t1-t0; tot=ok+f; fp=tot?100*f/tot:100; cpu=100*(c1-c0)/hz/el; ach=ok/el;

@@ -31,6 +31,7 @@ func main() {
 	cfg.Log.Level = "warn"
 	cfg.Listen = []configs.Listener{{Transport: "udp", Addr: *sipAddr}, {Transport: "tcp", Addr: *sipAddr}}
 	cfg.HTTP.Addr = *httpAddr
+	cfg.HTTP.Pprof = true
 	cfg.Auth.Trusted = []string{"127.0.0.1/32"}
 	cfg.Auth.MaxFailures = 0
 	cfg.Proxy.RingTimeout = configs.Duration(30 * time.Second)

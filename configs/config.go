@@ -25,6 +25,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing/directory"
 )
 
@@ -41,6 +42,9 @@ type Config struct {
 	Auth      Auth       `yaml:"auth"`
 	Proxy     Proxy      `yaml:"proxy"`
 	Network   Network    `yaml:"network"`
+	// Modules are the in-process modules to start, in order, with their
+	// options (see docs/ for each module's).
+	Modules []modules.Config `yaml:"modules,omitempty"`
 }
 
 // Log selects the slog handler.
@@ -312,11 +316,28 @@ func fieldError(path, format string, args ...any) error {
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
 		c.validateNode, c.validateListen, c.validateServices, c.validateAuth,
-		c.validateAgencies, c.validateUsers,
+		c.validateAgencies, c.validateUsers, c.validateModules,
 	} {
 		if err := check(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// validateModules checks the list's shape; whether each module exists is
+// known only to the binary that links them (check-config asks it).
+func (c *Config) validateModules() error {
+	seen := map[string]bool{}
+	for i, m := range c.Modules {
+		path := fmt.Sprintf("modules[%d].name", i)
+		if m.Name == "" {
+			return fieldError(path, "missing")
+		}
+		if seen[m.Name] {
+			return fieldError(path, "%q is enabled twice", m.Name)
+		}
+		seen[m.Name] = true
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing/directory"
 )
 
@@ -78,6 +79,7 @@ func TestValidateErrors(t *testing.T) {
 		{"drain period", func(c *Config) { c.Proxy.DrainPeriod = Duration(-time.Second) }, `proxy.drain_period: must not be negative, got -1s`},
 		{"nonce ttl", func(c *Config) { c.Auth.NonceTTL = 0 }, `auth.nonce_ttl: must be positive`},
 		{"no algorithm", func(c *Config) { c.Auth.Algorithms = nil }, `auth.algorithms: must list at least one`},
+		{"module twice", func(c *Config) { c.Modules = []modules.Config{{Name: "sla"}, {Name: "sla"}} }, `modules[1].name: "sla" is enabled twice`},
 		{"unknown algorithm", func(c *Config) { c.Auth.Algorithms = []string{"MD5", "SHA-1"} }, `auth.algorithms[1]: "SHA-1" is not one of MD5, SHA-256`},
 		{"trusted CIDR", func(c *Config) { c.Auth.Trusted = []string{"10.0.0/8"} }, `config: auth.trusted[0]: invalid CIDR "10.0.0/8"`},
 		{"max failures", func(c *Config) { c.Auth.MaxFailures = -1 }, `auth.max_failures: must not be negative`},

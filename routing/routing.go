@@ -38,6 +38,7 @@ type Decision struct {
 	DestAgency  string // IPA code of the agency reached, for metrics and events
 	Status      int
 	Reason      string
+	Public      bool // the number dialled is an agency's public number
 	// Overflowed lists the agencies the call left, in order, before reaching
 	// DestAgency (or giving up: then DestAgency is the agency dialled).
 	Overflowed []Hop
@@ -89,7 +90,9 @@ func (r *Router) Route(ctx context.Context, req Request) (Decision, error) {
 		return Decision{}, err
 	}
 	if a, err := r.Dir.AgencyByNumber(ctx, d); err == nil {
-		return r.reachAgency(ctx, a, cmp.Or(req.Time, time.Now()))
+		dec, err := r.reachAgency(ctx, a, cmp.Or(req.Time, time.Now()))
+		dec.Public = true
+		return dec, err
 	} else if !errors.Is(err, directory.ErrNotFound) {
 		return Decision{}, err
 	}

@@ -77,7 +77,7 @@ func TestRoute(t *testing.T) {
 	}
 	rossi := Decision{Targets: target("r_campan", "campania.rossi"), Parallel: true, RingTimeout: time.Minute, DestAgency: "r_campan"}
 	overflowed := func(reason OverflowReason) Decision {
-		return Decision{Targets: target("lineamica", "la.op"), Parallel: true, RingTimeout: time.Minute, DestAgency: "lineamica",
+		return Decision{Public: true, Targets: target("lineamica", "la.op"), Parallel: true, RingTimeout: time.Minute, DestAgency: "lineamica",
 			Overflowed: []Hop{{From: "r_campan", To: "lineamica", Reason: reason}}}
 	}
 	busy := func(users ...string) func(*Queues) {
@@ -100,15 +100,15 @@ func TestRoute(t *testing.T) {
 		{"unknown number", Request{Dialled: "8100999", Time: tuesday}, nil, false, Decision{Status: 404, Reason: "Not Found"}},
 
 		{"public number without hours or queue rings all operators", Request{Dialled: "803001", Time: sunday}, nil, false,
-			Decision{Targets: target("lineamica", "la.op"), Parallel: true, RingTimeout: time.Minute, DestAgency: "lineamica"}},
+			Decision{Public: true, Targets: target("lineamica", "la.op"), Parallel: true, RingTimeout: time.Minute, DestAgency: "lineamica"}},
 		{"round-robin queue, as many operators as fit in the maximum wait", Request{Dialled: "8100000", Time: tuesday}, nil, false,
-			Decision{Targets: target("r_campan", "campania.op1", "campania.op2"), RingTimeout: 15 * time.Second, DestAgency: "r_campan"}},
+			Decision{Public: true, Targets: target("r_campan", "campania.op1", "campania.op2"), RingTimeout: 15 * time.Second, DestAgency: "r_campan"}},
 		{"round-robin queue skips a busy operator", Request{Dialled: "8100000", Time: tuesday}, busy("campania.op1"), false,
-			Decision{Targets: target("r_campan", "campania.op2", "campania.op3"), RingTimeout: 15 * time.Second, DestAgency: "r_campan"}},
+			Decision{Public: true, Targets: target("r_campan", "campania.op2", "campania.op3"), RingTimeout: 15 * time.Second, DestAgency: "r_campan"}},
 		{"ring-all queue rings for the maximum wait", Request{Dialled: "8300000", Time: tuesday}, nil, false,
-			Decision{Targets: target("inps", "inps.op1", "inps.op2"), Parallel: true, RingTimeout: 20 * time.Second, DestAgency: "inps"}},
+			Decision{Public: true, Targets: target("inps", "inps.op1", "inps.op2"), Parallel: true, RingTimeout: 20 * time.Second, DestAgency: "inps"}},
 		{"without operator states a queue rings all operators", Request{Dialled: "8100000", Time: tuesday}, nil, true,
-			Decision{Targets: target("r_campan", "campania.op1", "campania.op2", "campania.op3"), Parallel: true, RingTimeout: time.Minute, DestAgency: "r_campan"}},
+			Decision{Public: true, Targets: target("r_campan", "campania.op1", "campania.op2", "campania.op3"), Parallel: true, RingTimeout: time.Minute, DestAgency: "r_campan"}},
 
 		{"closed on Sunday: overflow to the national centre", Request{Dialled: "8100000", Time: sunday}, nil, false, overflowed(OverflowClosed)},
 		{"closed on Easter Monday", Request{Dialled: "8100000", Time: easterMon}, nil, false, overflowed(OverflowClosed)},
@@ -122,16 +122,16 @@ func TestRoute(t *testing.T) {
 				}
 			}, false, overflowed(OverflowUnavailable)},
 		{"no operators at all", Request{Dialled: "8110000", Time: tuesday}, nil, false,
-			Decision{Targets: target("lineamica", "la.op"), Parallel: true, RingTimeout: time.Minute, DestAgency: "lineamica",
+			Decision{Public: true, Targets: target("lineamica", "la.op"), Parallel: true, RingTimeout: time.Minute, DestAgency: "lineamica",
 				Overflowed: []Hop{{From: "asl_na1", To: "lineamica", Reason: OverflowUnavailable}}}},
 
 		{"the overflow target is closed too: the dialled agency's answer", Request{Dialled: "8100000", Time: christmas}, nil, false,
-			Decision{Status: 480, Reason: "Ufficio chiuso, riapre il 28/12 alle 08:30", DestAgency: "r_campan",
+			Decision{Public: true, Status: 480, Reason: "Ufficio chiuso, riapre il 28/12 alle 08:30", DestAgency: "r_campan",
 				Overflowed: []Hop{{From: "r_campan", To: "lineamica", Reason: OverflowClosed}}}},
 		{"all busy, no overflow", Request{Dialled: "8300000", Time: tuesday}, busy("inps.op1", "inps.op2"), false,
-			Decision{Status: 486, Reason: "Operatori tutti occupati", DestAgency: "inps"}},
+			Decision{Public: true, Status: 486, Reason: "Operatori tutti occupati", DestAgency: "inps"}},
 		{"overflow cycle is followed once", Request{Dialled: "8500000", Time: sunday}, nil, false,
-			Decision{Status: 480, Reason: "Ufficio chiuso, riapre il 14/03 alle 09:00", DestAgency: "loop_a",
+			Decision{Public: true, Status: 480, Reason: "Ufficio chiuso, riapre il 14/03 alle 09:00", DestAgency: "loop_a",
 				Overflowed: []Hop{{From: "loop_a", To: "loop_b", Reason: OverflowClosed}}}},
 	}
 	for _, tt := range tests {

@@ -1,25 +1,156 @@
 package sip
 
-import "time"
+import (
+	"net/textproto"
+	"time"
 
-// call is a confirmed dialog through the switch.
-type call struct {
-	start                    time.Time
-	sourceAgency, destAgency string
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/routing"
+)
+
+// Publisher receives the switch's events; *modules.Bus implements it.
+type Publisher interface {
+	Publish(modules.Event)
 }
 
-func (s *Switch) startCall(id, src, dst string) {
-	if _, loaded := s.calls.LoadOrStore(id, &call{start: time.Now(), sourceAgency: src, destAgency: dst}); !loaded {
+type noEvents struct{}
+
+func (noEvents) Publish(modules.Event) {}
+
+// correlationHeaders are copied from a call's INVITE onto its events, so that
+// modules can follow a call across transfers.
+var correlationHeaders = []string{"X-Ticket"}
+
+// call is one INVITE through the switch, from its routing to its end.
+type call struct {
+	info      modules.Call
+	callerTag string
+	offered   time.Time
+	rang      time.Time
+	answered  time.Time
+}
+
+// newCall describes a routed INVITE for the events.
+func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string, dec routing.Decision) *call {
+	from := req.From()
+	tag, _ := from.Params.Get("tag")
+	c := &call{callerTag: tag, offered: time.Now()}
+	c.info = modules.Call{
+		CallID: callID(req),
+		Caller: modules.Caller{
+			Number:      from.Address.User,
+			DisplayName: from.DisplayName,
+			InDirectory: caller.CallerAgency != "",
+			Trunk:       trunk,
+		},
+		Callee:       caller.Dialled,
+		SourceAgency: caller.CallerAgency,
+		DestAgency:   dec.DestAgency,
+		Node:         s.cfg.NodeID,
+	}
+	for _, name := range correlationHeaders {
+		if h := req.GetHeader(name); h != nil {
+			if c.info.Headers == nil {
+				c.info.Headers = map[string]string{}
+			}
+			c.info.Headers[textproto.CanonicalMIMEHeaderKey(name)] = h.Value()
+		}
+	}
+	return c
+}
+
+// now returns the call's common event fields stamped with the current time.
+func (c *call) now() modules.Call {
+	info := c.info
+	info.Time = time.Now()
+	return info
+}
+
+func (s *Switch) publishOffered(c *call, dec routing.Decision) {
+	s.events.Publish(modules.CallOffered{Call: c.now(), Public: dec.Public})
+	for _, hop := range dec.Overflowed {
+		info := c.now()
+		info.DestAgency = hop.To
+		s.events.Publish(modules.CallOverflowed{Call: info, FromAgency: hop.From, ToAgency: hop.To, Reason: modules.OverflowReason(hop.Reason)})
+	}
+}
+
+// ringing records the first 18x of a call.
+func (s *Switch) ringing(c *call, code int) {
+	if !c.rang.IsZero() {
+		return
+	}
+	c.rang = time.Now()
+	s.events.Publish(modules.CallRinging{Call: c.now(), Code: code})
+}
+
+// answered records the call's 2xx, before it is relayed: from then on the
+// ACK and in-dialog requests of the call find it.
+func (s *Switch) answered(c *call, user string) {
+	c.answered = time.Now()
+	c.info.User = user
+	if _, loaded := s.calls.LoadOrStore(c.info.CallID, c); !loaded {
 		s.active.Add(1)
 	}
+	s.events.Publish(modules.CallAnswered{Call: c.now(), Wait: c.answered.Sub(c.offered)})
+}
+
+// unanswered ends a call that got a final answer other than 2xx.
+func (s *Switch) unanswered(c *call, code int, cancelled bool) {
+	d := disposition(code)
+	by := modules.SideSwitch
+	if cancelled {
+		d, by = modules.DispositionAbandoned, modules.SideCaller
+	} else if code >= 400 && code < 700 && code != 408 {
+		by = modules.SideCallee
+	}
+	s.publishEnded(c, d, code, by)
 }
 
 // endCall forgets a call once its BYE has been answered.
-func (s *Switch) endCall(id string, code int) {
+func (s *Switch) endCall(bye *sip.Request, code int) {
 	if code < 200 || code >= 300 && code != 481 && code != 408 {
 		return
 	}
-	if _, ok := s.calls.LoadAndDelete(id); ok {
-		s.active.Add(-1)
+	v, ok := s.calls.LoadAndDelete(callID(bye))
+	if !ok {
+		return
+	}
+	s.active.Add(-1)
+	c := v.(*call)
+	by := modules.SideCallee
+	if tag, _ := bye.From().Params.Get("tag"); tag == c.callerTag {
+		by = modules.SideCaller
+	}
+	s.publishEnded(c, modules.DispositionAnswered, 200, by)
+}
+
+func (s *Switch) publishEnded(c *call, d modules.Disposition, code int, by modules.Side) {
+	now := time.Now()
+	ev := modules.CallEnded{Call: c.now(), Disposition: d, Code: code, HangupBy: by, Ring: now.Sub(c.offered)}
+	if !c.rang.IsZero() {
+		ev.Setup = c.rang.Sub(c.offered)
+	}
+	if !c.answered.IsZero() {
+		ev.Ring = c.answered.Sub(c.offered)
+		ev.Talk = now.Sub(c.answered)
+	}
+	s.events.Publish(ev)
+}
+
+func disposition(code int) modules.Disposition {
+	switch {
+	case code >= 200 && code < 300:
+		return modules.DispositionAnswered
+	case code == 486 || code == 600:
+		return modules.DispositionBusy
+	case code == 408 || code == 480:
+		return modules.DispositionNoAnswer
+	case code >= 500:
+		return modules.DispositionFailed
+	default:
+		return modules.DispositionRejected
 	}
 }

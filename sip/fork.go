@@ -15,6 +15,7 @@ import (
 type branchTarget struct {
 	req    *sip.Request
 	direct bool
+	user   string // the user rung, for events
 }
 
 // forker runs the client side of a stateful proxy transaction (RFC 3261
@@ -48,8 +49,8 @@ type branch struct {
 
 // forkHooks are called, with the forker locked, as the call progresses.
 type forkHooks struct {
-	first  func() // first 18x or 2xx relayed: the caller hears something
-	answer func() // a 2xx is about to be relayed: the dialog exists from now
+	first  func(code int)    // first 18x or 2xx relayed: the caller hears something
+	answer func(user string) // a 2xx of user is about to be relayed: the dialog exists from now
 }
 
 func newForker(s *Switch, req *sip.Request, tx sip.ServerTransaction, hooks forkHooks) *forker {
@@ -107,6 +108,13 @@ func (f *forker) run(ctx context.Context, groups [][]branchTarget, timeout time.
 	f.final = res.StatusCode
 	f.s.send(f.req, f.tx, res)
 	f.s.metrics.txSeconds.WithLabelValues(string(f.req.Method)).Observe(time.Since(f.started).Seconds())
+}
+
+// wasCancelled reports whether the caller cancelled the INVITE.
+func (f *forker) wasCancelled() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cancelled
 }
 
 // finalCode is the final status the caller got (0 if none).
@@ -216,7 +224,7 @@ func (f *forker) onResponse(b *branch, res *sip.Response) bool {
 		// Every 2xx to an INVITE goes upstream: the caller must ACK each dialog.
 		f.final = res.StatusCode
 		if f.hooks.answer != nil {
-			f.hooks.answer()
+			f.hooks.answer(b.user)
 		}
 		f.forwardLocked(f.relay(res, b.direct))
 		f.s.metrics.txSeconds.WithLabelValues(string(f.req.Method)).Observe(time.Since(f.started).Seconds())
@@ -232,7 +240,7 @@ func (f *forker) onResponse(b *branch, res *sip.Response) bool {
 func (f *forker) forwardLocked(res *sip.Response) {
 	if !f.firstSeen && f.hooks.first != nil {
 		f.firstSeen = true
-		f.hooks.first()
+		f.hooks.first(res.StatusCode)
 	}
 	f.s.send(f.req, f.tx, res)
 }

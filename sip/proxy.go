@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"fmt"
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
@@ -258,7 +259,7 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	f := newForker(s, req, tx, forkHooks{})
 	f.run(context.Background(), [][]branchTarget{{{req: fwd, direct: direct}}}, s.cfg.RingTimeout)
 	if req.Method == sip.BYE {
-		s.endCall(callID(req), f.finalCode())
+		s.endCall(req, f.finalCode())
 	}
 }
 
@@ -313,41 +314,55 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 		return
 	}
-	isCall := req.IsInvite()
-	if isCall {
-		s.metrics.callAttempts.WithLabelValues(label(caller.CallerAgency), label(dec.DestAgency)).Inc()
+	var c *call
+	if req.IsInvite() {
+		trunk := ""
+		if caller.CallerAgency == "" {
+			trunk = sourceIP(req).String()
+		}
+		c = s.newCall(req, caller, trunk, dec)
+		s.metrics.callAttempts.WithLabelValues(label(c.info.SourceAgency), label(c.info.DestAgency)).Inc()
+		s.publishOffered(c, dec)
 	}
-	outcome := func(code int) {
-		if isCall {
-			s.metrics.callOutcomes.WithLabelValues(label(caller.CallerAgency), label(dec.DestAgency), outcomeOf(code)).Inc()
+	// final records the end of a call that was not answered.
+	final := func(code int, cancelled bool) {
+		if c != nil {
+			s.metrics.callOutcomes.WithLabelValues(label(c.info.SourceAgency), label(c.info.DestAgency), outcomeOf(code)).Inc()
+			if code >= 300 || code < 200 {
+				s.unanswered(c, code, cancelled)
+			}
 		}
 	}
 	if dec.Status != 0 {
-		s.respond(req, tx, dec.Status, dec.Reason)
-		outcome(dec.Status)
+		s.respond(req, tx, dec.Status, dec.Reason, reasonHeader(dec.Status, dec.Reason))
+		final(dec.Status, false)
 		return
 	}
 	groups, err := s.branches(ctx, req, fwd, dec)
 	if err != nil {
 		s.log.Error("location lookup failed", "call_id", callID(req), "error", err)
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		final(503, false)
 		return
 	}
 	if len(groups) == 0 {
 		s.respond(req, tx, 480, "Temporarily Unavailable")
-		outcome(480)
+		final(480, false)
 		return
 	}
-	if isCall {
+	var hooks forkHooks
+	if c != nil {
 		// At once, as Kamailio's t_relay does: a caller that hears nothing
 		// retransmits its INVITE, and a retransmission racing the answers makes
 		// sipgo resend a stale 180 after the 200.
 		s.respond(req, tx, 100, "Trying")
-	}
-	var hooks forkHooks
-	if isCall {
-		hooks.first = func() { s.metrics.setupSeconds.Observe(time.Since(start).Seconds()) }
-		hooks.answer = func() { s.startCall(callID(req), caller.CallerAgency, dec.DestAgency) }
+		hooks.first = func(code int) {
+			s.metrics.setupSeconds.Observe(time.Since(start).Seconds())
+			if code < 200 {
+				s.ringing(c, code)
+			}
+		}
+		hooks.answer = func(user string) { s.answered(c, user) }
 	}
 	f := newForker(s, req, tx, hooks)
 	timeout := dec.RingTimeout
@@ -355,7 +370,13 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		timeout = s.cfg.RingTimeout
 	}
 	f.run(ctx, groups, timeout)
-	outcome(f.finalCode())
+	final(f.finalCode(), f.wasCancelled())
+}
+
+// reasonHeader explains a refusal of the switch's own (RFC 3326), e.g. an
+// office closed until a given day.
+func reasonHeader(code int, text string) sip.Header {
+	return sip.NewHeader("Reason", fmt.Sprintf("SIP;cause=%d;text=%q", code, text))
 }
 
 // branches turns a routing decision into the requests to send: one group per
@@ -370,7 +391,7 @@ func (s *Switch) branches(ctx context.Context, req, fwd *sip.Request, dec routin
 		}
 		for _, b := range bindings {
 			if br := s.branchFor(req, fwd, b); br != nil {
-				group = append(group, branchTarget{req: br, direct: true})
+				group = append(group, branchTarget{req: br, direct: true, user: t.Username})
 			}
 		}
 		if !dec.Parallel && len(group) > 0 {

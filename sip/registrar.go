@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 
+	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing/directory"
 )
 
@@ -148,7 +149,7 @@ func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		s.registrarUnavailable(req, tx, err)
 		return
 	}
-	if code, reason := s.applyBindings(ctx, aor, existing, updates, req); code != 0 {
+	if code, reason := s.applyBindings(ctx, user, existing, updates, req); code != 0 {
 		if code >= 500 {
 			s.log.Error("registration not stored", "call_id", callID(req), "aor", aor, "reason", reason)
 		}
@@ -232,7 +233,8 @@ func (s *Switch) bindingUpdates(req *sip.Request) ([]bindingUpdate, int, string)
 
 // applyBindings stores the updates of one REGISTER, refusing out-of-order
 // requests of the same Call-ID (RFC 3261 §10.3 step 7).
-func (s *Switch) applyBindings(ctx context.Context, aor string, existing []directory.Binding, updates []bindingUpdate, req *sip.Request) (int, string) {
+func (s *Switch) applyBindings(ctx context.Context, user directory.User, existing []directory.Binding, updates []bindingUpdate, req *sip.Request) (int, string) {
+	aor := user.Username
 	cid, seq := callID(req), req.CSeq().SeqNo
 	byContact := make(map[string]directory.Binding, len(existing))
 	for _, b := range existing {
@@ -248,7 +250,7 @@ func (s *Switch) applyBindings(ctx context.Context, aor string, existing []direc
 				if err := s.dir.DeleteBinding(ctx, aor, b.Contact); err != nil {
 					return 500, "Binding not removed"
 				}
-				s.onUnregistered(b)
+				s.onUnregistered(user, b)
 			}
 			continue
 		}
@@ -261,7 +263,7 @@ func (s *Switch) applyBindings(ctx context.Context, aor string, existing []direc
 				if err := s.dir.DeleteBinding(ctx, aor, u.contact); err != nil {
 					return 500, "Binding not removed"
 				}
-				s.onUnregistered(old)
+				s.onUnregistered(user, old)
 			}
 			continue
 		}
@@ -284,16 +286,22 @@ func (s *Switch) applyBindings(ctx context.Context, aor string, existing []direc
 			return 500, "Binding not stored"
 		}
 		if !had {
-			s.onRegistered(b)
+			s.onRegistered(user, b)
 		}
 	}
 	return 0, ""
 }
 
-func (s *Switch) onRegistered(b directory.Binding) {
+func (s *Switch) onRegistered(u directory.User, b directory.Binding) {
 	s.log.Info("registered", "aor", b.AOR, "transport", b.Transport, "source", b.Source, "expires", time.Until(b.Expires).Round(time.Second))
+	s.events.Publish(modules.Registered{Phone: phoneOf(u, b), Expires: time.Until(b.Expires).Round(time.Second), UserAgent: b.UserAgent})
 }
 
-func (s *Switch) onUnregistered(b directory.Binding) {
+func (s *Switch) onUnregistered(u directory.User, b directory.Binding) {
 	s.log.Info("unregistered", "aor", b.AOR, "transport", b.Transport)
+	s.events.Publish(modules.Unregistered{Phone: phoneOf(u, b), Reason: "unregistered"})
+}
+
+func phoneOf(u directory.User, b directory.Binding) modules.Phone {
+	return modules.Phone{Time: time.Now(), User: u.Username, Agency: u.Agency, Contact: b.Contact, Source: b.Source, Transport: b.Transport, Node: b.Node}
 }

@@ -62,6 +62,7 @@ type Switch struct {
 	cfg     Config
 	dir     directory.Store
 	router  Router
+	events  Publisher
 	log     *slog.Logger
 	metrics *metrics
 
@@ -79,12 +80,13 @@ type Switch struct {
 	throttle *failureThrottle
 
 	draining atomic.Bool
-	calls    sync.Map // Call-ID -> *call, for confirmed dialogs
+	calls    sync.Map // Call-ID -> *call, for answered calls
 	active   atomic.Int64
 }
 
 // New builds a switch; Serve starts its listeners.
-func New(cfg Config, dir directory.Store, router Router, reg prometheus.Registerer, log *slog.Logger) (*Switch, error) {
+// events may be nil.
+func New(cfg Config, dir directory.Store, router Router, events Publisher, reg prometheus.Registerer, log *slog.Logger) (*Switch, error) {
 	if len(cfg.Listeners) == 0 {
 		return nil, errors.New("sip: no listener")
 	}
@@ -92,11 +94,15 @@ func New(cfg Config, dir directory.Store, router Router, reg prometheus.Register
 		cfg:      cfg,
 		dir:      dir,
 		router:   router,
+		events:   events,
 		log:      log,
 		ports:    make(map[string]int),
 		nonces:   newNonceAuthority(cfg.NonceTTL),
 		legacy:   newLegacyClients(),
 		throttle: newFailureThrottle(cfg.MaxFailures, cfg.FailureWindow, cfg.BlockFor),
+	}
+	if s.events == nil {
+		s.events = noEvents{}
 	}
 	if len(s.cfg.Algorithms) == 0 {
 		s.cfg.Algorithms = DefaultAlgorithms

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
 	"github.com/lineamica/centralino/test/sipua"
@@ -29,8 +30,26 @@ const testRealm = "test.lineamica.gov.it"
 type testSwitch struct {
 	*Switch
 	addr string // host:port of the UDP and TCP listeners
-	dir  *directory.Memory
-	reg  *prometheus.Registry
+	dir    *directory.Memory
+	reg    *prometheus.Registry
+	events chan modules.Event // everything the switch published
+}
+
+// nextEvent returns the next event of the given kind, skipping others.
+func (sw *testSwitch) nextEvent(t *testing.T, kind string) modules.Event {
+	t.Helper()
+	timeout := time.After(2 * time.Second)
+	for {
+		select {
+		case ev := <-sw.events:
+			if ev.Kind() == kind {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no %s event", kind)
+			return nil
+		}
+	}
 }
 
 func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
@@ -68,7 +87,10 @@ func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sw, err := New(cfg, dir, &routing.Router{Dir: dir, RingTimeout: cfg.RingTimeout}, reg, log)
+	bus := modules.NewBus(modules.BusOptions{Logger: log})
+	events := make(chan modules.Event, 256)
+	bus.Subscribe("test", 256, nil, func(_ context.Context, ev modules.Event) { events <- ev })
+	sw, err := New(cfg, dir, &routing.Router{Dir: dir, RingTimeout: cfg.RingTimeout}, bus, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +98,8 @@ func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	if err := sw.Serve(sctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cancel(); sw.Close() })
-	return &testSwitch{Switch: sw, addr: addr, dir: dir, reg: reg}
+	t.Cleanup(func() { cancel(); sw.Close(); bus.Close(context.Background()) })
+	return &testSwitch{Switch: sw, addr: addr, dir: dir, reg: reg, events: events}
 }
 
 // newPhone starts a test phone of user with password "pw-"+user.
@@ -365,5 +387,49 @@ func TestClientThatCannotAnswerTwoChallengesGetsMD5Alone(t *testing.T) {
 	}
 	if res := register(p, "pw-alice", 300); res.StatusCode != 200 {
 		t.Fatalf("legacy phone cannot register with MD5: %d", res.StatusCode)
+	}
+}
+
+func TestCallEvents(t *testing.T) {
+	sw := startSwitch(t, nil)
+	callee := newPhone(t, sw, "carla", "udp")
+	register(callee, "pw-carla", 300)
+	reg := sw.nextEvent(t, modules.KindRegistered).(modules.Registered)
+	if reg.User != "carla" || reg.Agency != "inps" || reg.Transport != "udp" {
+		t.Errorf("Registered event: %+v", reg)
+	}
+	caller := newPhone(t, sw, "alice", "udp")
+	res, inv := caller.Invite("8300201")
+	if res.StatusCode != 200 {
+		t.Fatalf("call: %d", res.StatusCode)
+	}
+	offered := sw.nextEvent(t, modules.KindCallOffered).(modules.CallOffered)
+	if offered.SourceAgency != "r_campan" || offered.DestAgency != "inps" || offered.Callee != "8300201" || !offered.Caller.InDirectory || offered.Public {
+		t.Errorf("CallOffered: %+v", offered)
+	}
+	if ev := sw.nextEvent(t, modules.KindCallRinging).(modules.CallRinging); ev.Code != 180 {
+		t.Errorf("CallRinging code %d", ev.Code)
+	}
+	if ev := sw.nextEvent(t, modules.KindCallAnswered).(modules.CallAnswered); ev.User != "carla" {
+		t.Errorf("CallAnswered by %q, want carla", ev.User)
+	}
+	caller.Ack(inv, res)
+	time.Sleep(50 * time.Millisecond)
+	if bye := caller.Bye(inv, res); bye.StatusCode != 200 {
+		t.Fatalf("BYE: %d", bye.StatusCode)
+	}
+	ended := sw.nextEvent(t, modules.KindCallEnded).(modules.CallEnded)
+	if ended.Disposition != modules.DispositionAnswered || ended.HangupBy != modules.SideCaller || ended.Talk <= 0 || ended.CallID != offered.CallID {
+		t.Errorf("CallEnded: %+v", ended)
+	}
+	if sw.ActiveCalls() != 0 {
+		t.Errorf("active calls after BYE: %d", sw.ActiveCalls())
+	}
+	// A call to nobody ends at once, rejected.
+	if res, _ := caller.Invite("8300999"); res.StatusCode != 404 {
+		t.Fatalf("unknown number: %d", res.StatusCode)
+	}
+	if ev := sw.nextEvent(t, modules.KindCallEnded).(modules.CallEnded); ev.Disposition != modules.DispositionRejected || ev.Code != 404 {
+		t.Errorf("CallEnded of a 404: %+v", ev)
 	}
 }

@@ -1,20 +1,31 @@
 // Command centralino-rtpload drives concurrent calls through the media relay
-// in-process, on loopback, and prints forwarded packets/s, loss, one-way
-// latency percentiles, CPU and memory.
+// on loopback and prints forwarded packets/s, loss, one-way latency
+// percentiles, CPU and memory.
 //
-// Each call is two UDP "phones" connected through media.Relay.Offer/Answer
-// with rtcp-mux. In paced mode every leg sends a G.711 packet (172 bytes)
-// every 20 ms, phases spread over the 20 ms; -unpaced sends as fast as the
-// sender goroutines can. The send time travels in the payload, so latency
-// is the full phone→relay→phone path. -srtp makes leg a an SDES SRTP
-// softphone (AES_CM_128_HMAC_SHA1_80), bridged to plain leg b.
+// Each call is two UDP "phones" connected through the relay's Offer/Answer
+// (with rtcp-mux unless -mux=false). In paced mode every leg sends a G.711
+// packet (172 bytes) every 20 ms, phases spread over the 20 ms; -unpaced
+// sends as fast as the sender goroutines can. The send time travels in the
+// payload, so latency is the full phone→relay→phone path. -srtp makes leg a
+// an SDES SRTP softphone (AES_CM_128_HMAC_SHA1_80), bridged to plain leg b.
 //
-// CPU is the whole process (relay and generator); run it with the relay
-// disabled (-direct) to measure the generator's own floor.
+// Modes:
 //
-//	centralino-rtpload -calls 1000 -duration 20s
-//	centralino-rtpload -calls 1000 -duration 20s -direct
-//	centralino-rtpload -calls 200 -duration 10s -unpaced -srtp
+//   - -mode both (default): relay and generator in one process; CPU is the
+//     whole process.
+//   - -mode relay: only the relay, controlled over a minimal rtpengine "ng"
+//     protocol on -ng (offer, answer, delete, ping), until SIGINT/SIGTERM or
+//     -max-life. The shared rtpbench harness drives it with
+//     RELAYS=ext EXT_CONTROL=ng EXT_NG=<-ng> EXT_PID=<pid>.
+//   - -mode gen: only the generator, setting calls up over -ng (this relay in
+//     -mode relay, or rtpengine); -relay-pid reports the relay's CPU and RSS.
+//     -direct skips the relay: the generator's own latency floor.
+//
+// Pin them apart for figures comparable to the harness's (run.sh does):
+//
+//	taskset -c 0 centralino-rtpload -mode relay -ng 127.0.0.1:2224 &
+//	taskset -c 1 centralino-rtpload -mode gen -ng 127.0.0.1:2224 -relay-pid $! -calls 1000 -duration 20s
+//	taskset -c 1 centralino-rtpload -mode gen -direct -calls 1000 -duration 20s
 package main
 
 import (
@@ -26,8 +37,11 @@ import (
 	"log"
 	"math/bits"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"net/netip"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
 	"sync"
@@ -41,7 +55,7 @@ import (
 )
 
 const (
-	maxCalls    = 4000 // 8 ports per call (relay pairs on both sides) in 10000–49999
+	maxCalls    = 6000
 	maxDuration = 5 * time.Minute
 	ptime       = 20 * time.Millisecond
 	payloadLen  = 160
@@ -50,44 +64,91 @@ const (
 var lo = netip.MustParseAddr("127.0.0.1")
 
 func main() {
+	mode := flag.String("mode", "both", "both | relay | gen")
 	calls := flag.Int("calls", 100, fmt.Sprintf("concurrent calls (max %d)", maxCalls))
 	duration := flag.Duration("duration", 10*time.Second, fmt.Sprintf("send time (max %s)", maxDuration))
 	unpaced := flag.Bool("unpaced", false, "send as fast as possible instead of every 20 ms")
 	useSRTP := flag.Bool("srtp", false, "leg a speaks SDES SRTP, bridged to plain leg b")
 	direct := flag.Bool("direct", false, "no relay: phones send to each other (the generator's floor)")
+	mux := flag.Bool("mux", true, "phones offer rtcp-mux (false: the relay also binds RTCP ports)")
 	senders := flag.Int("senders", runtime.GOMAXPROCS(0), "sender goroutines")
+	basePort := flag.Int("base-port", 20000, "phone ports: call i uses base+2i and base+2i+1")
+	portMin := flag.Int("port-min", 30000, "relay port range (modes both and relay)")
+	portMax := flag.Int("port-max", 49999, "")
+	ngAddr := flag.String("ng", "127.0.0.1:2224", "ng control address: listened on (relay), used (gen)")
+	relayPID := flag.Int("relay-pid", 0, "gen: the relay's PID, for its CPU and RSS")
+	maxLife := flag.Duration("max-life", 15*time.Minute, "relay: exit after this long")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address")
 	flag.Parse()
-	if *calls < 1 || *calls > maxCalls || *duration <= 0 || *duration > maxDuration || *senders < 1 {
-		log.Fatalf("need 1 ≤ calls ≤ %d and 0 < duration ≤ %s", maxCalls, maxDuration)
+	if *calls < 1 || *calls > maxCalls || *duration <= 0 || *duration > maxDuration || *senders < 1 ||
+		*basePort < 1024 || *basePort+2**calls > 65535 || *maxLife <= 0 || *maxLife > time.Hour {
+		log.Fatalf("need 1 ≤ calls ≤ %d, 0 < duration ≤ %s, base-port+2·calls ≤ 65535, max-life ≤ 1h", maxCalls, maxDuration)
 	}
 	if *direct && *useSRTP {
 		log.Fatal("-direct and -srtp exclude each other")
 	}
-
-	memBefore := rssKB()
-	relay, err := media.NewRelay(media.Config{PortMin: 10000, PortMax: 49999, BindIPv4: lo})
-	if err != nil {
-		log.Fatal(err)
+	if *pprofAddr != "" {
+		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
 	}
-	defer relay.Close()
+	cfg := media.Config{PortMin: *portMin, PortMax: *portMax, BindIPv4: lo}
+
+	var ctl control
+	var relayProc proc
+	switch *mode {
+	case "relay":
+		runRelay(cfg, *ngAddr, *maxLife)
+		return
+	case "gen":
+		if !*direct {
+			c, err := dialNG(*ngAddr)
+			if err != nil {
+				log.Fatal(err)
+			}
+			ctl = c
+		}
+		relayProc = proc{pid: *relayPID}
+	case "both":
+		relay, err := media.NewRelay(cfg)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer relay.Close()
+		ctl = inProcess{relay}
+		relayProc = proc{pid: os.Getpid()}
+	default:
+		log.Fatalf("unknown -mode %q", *mode)
+	}
+
+	selfBefore, relayBefore := rssKB(os.Getpid()), relayProc.rss()
 	g := &gen{start: time.Now()}
 	for i := range *calls {
-		c, err := g.newCall(relay, fmt.Sprint("load-", i), *useSRTP, *direct)
+		c, err := g.newCall(ctl, fmt.Sprint("load-", i), *basePort+2*i, *useSRTP, *direct, *mux)
 		if err != nil {
 			log.Fatalf("call %d: %v", i, err)
 		}
 		g.calls = append(g.calls, c)
 	}
-	memCalls := rssKB()
-	fmt.Printf("calls %d  relay %v  srtp %v  paced %v  setup RSS +%d KB (%.1f KB/call, phones included)\n",
-		*calls, !*direct, *useSRTP, !*unpaced, memCalls-memBefore, float64(memCalls-memBefore)/float64(*calls))
+	relaySetup := relayProc.rss()
+	fmt.Printf("mode %s  calls %d  relay %v  srtp %v  mux %v  paced %v  GOMAXPROCS %d\n",
+		*mode, *calls, !*direct, *useSRTP, *mux, !*unpaced, runtime.GOMAXPROCS(0))
+	fmt.Printf("setup: generator RSS +%d KB, relay RSS +%d KB (%.1f KB/call)\n",
+		rssKB(os.Getpid())-selfBefore, relaySetup-relayBefore, float64(relaySetup-relayBefore)/float64(*calls))
 
 	for _, c := range g.calls {
 		for _, l := range c.legs {
 			go g.receive(l)
 		}
 	}
-	cpu0, t0 := cpuTime(), time.Now()
+	// Prime both directions so the relay latches, as phones do.
+	for range 3 {
+		for _, c := range g.calls {
+			g.sendLegs(c, make([]byte, payloadLen), false)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	cpu0, rcpu0, t0 := cpuTime(), relayProc.cpu(), time.Now()
 	var wg sync.WaitGroup
 	stop := time.Now().Add(*duration)
 	for s := range *senders {
@@ -98,14 +159,76 @@ func main() {
 		}()
 	}
 	wg.Wait()
-	time.Sleep(200 * time.Millisecond) // in-flight packets
-	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
+	elapsed, cpu, rcpu := time.Since(t0), cpuTime()-cpu0, relayProc.cpu()-rcpu0
+	relayLoaded := relayProc.rss()
+	time.Sleep(300 * time.Millisecond) // in-flight packets
 	for _, c := range g.calls {
 		for _, l := range c.legs {
 			l.conn.Close()
 		}
 	}
-	g.report(elapsed, cpu, *calls)
+	if ctl != nil {
+		for i := range g.calls {
+			ctl.release(fmt.Sprint("load-", i))
+		}
+	}
+	g.report(elapsed, cpu, rcpu, *calls, *mode, relayLoaded-relayBefore, relayProc.pid != 0)
+}
+
+// runRelay serves the relay over ng until a signal or maxLife.
+func runRelay(cfg media.Config, addr string, maxLife time.Duration) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().IsLoopback() {
+		log.Fatalf("-ng %q: must be a loopback ip:port", addr)
+	}
+	relay, err := media.NewRelay(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		log.Fatal(err)
+	}
+	go serveNG(conn, relay)
+	fmt.Printf("relay ready: ng %s, ports %d–%d, pid %d, GOMAXPROCS %d\n", ap, cfg.PortMin, cfg.PortMax, os.Getpid(), runtime.GOMAXPROCS(0))
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case <-sig:
+	case <-time.After(maxLife):
+	}
+	conn.Close()
+	relay.Close()
+	fmt.Println("relay exit")
+}
+
+// proc reads another process's CPU time and RSS from /proc (pid 0: none).
+type proc struct{ pid int }
+
+func (p proc) cpu() time.Duration {
+	if p.pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ 100
+}
+
+func (p proc) rss() int64 {
+	if p.pid == 0 {
+		return 0
+	}
+	return rssKB(p.pid)
 }
 
 // leg is one phone: its socket, where it sends, and its SRTP contexts.

@@ -21,6 +21,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +32,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lineamica/centralino/configs"
+	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/modules/kv"
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
 	"github.com/lineamica/centralino/sip"
@@ -82,6 +86,9 @@ func checkConfig(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkModules(cfg); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "%s: ok (%d agencies, %d users, %d listeners)\n", args[0], len(cfg.Network.Agencies), len(cfg.Network.Users), len(cfg.Listen))
 	return nil
 }
@@ -99,6 +106,31 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format: %q is not one of text, json", format)
+}
+
+// checkModules reports a module the config enables but this binary lacks.
+func checkModules(cfg *configs.Config) error {
+	known := modules.Available()
+	for i, m := range cfg.Modules {
+		if !slices.Contains(known, m.Name) {
+			return fmt.Errorf("config: modules[%d].name: unknown module %q (this binary has: %s)", i, m.Name, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+// openModuleStore opens the key space the modules keep their data in: the
+// directory's Redis, or memory.
+func openModuleStore(cfg *configs.Config) (modules.Store, func() error, error) {
+	if cfg.Directory.Backend != "redis" {
+		return kv.NewMemory(), func() error { return nil }, nil
+	}
+	opts, err := redis.ParseURL(cfg.Directory.RedisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: directory.redis_url: %w", err)
+	}
+	client := redis.NewClient(opts)
+	return kv.NewRedis(client), client.Close, nil
 }
 
 // openStore opens the directory the config names.
@@ -160,18 +192,32 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("loading the network into the directory: %w", err)
 	}
 
+	if err := checkModules(cfg); err != nil {
+		return err
+	}
+	bus := modules.NewBus(modules.BusOptions{Logger: log, Registerer: reg})
+	mux := http.NewServeMux()
+	moduleStore, closeModuleStore, err := openModuleStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeModuleStore()
+	running, err := modules.Start(ctx, cfg.Modules, modules.Deps{Bus: bus, Mux: mux, Store: moduleStore, Logger: log, Metrics: reg})
+	if err != nil {
+		return err
+	}
+
 	swCfg, err := switchConfig(cfg)
 	if err != nil {
 		return err
 	}
-	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout)}
-	sw, err := sip.New(swCfg, store, router, reg, log)
+	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: &routing.Queues{}}
+	sw, err := sip.New(swCfg, store, router, bus, reg, log)
 	if err != nil {
 		return err
 	}
-	defer sw.Close()
 
-	httpSrv, err := startHTTP(cfg.HTTP, reg, store, sw, log)
+	httpSrv, err := startHTTP(cfg.HTTP, mux, reg, store, sw, log)
 	if err != nil {
 		return err
 	}
@@ -185,10 +231,19 @@ func serve(args []string, stderr io.Writer) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	sig := <-sigs
 	drain(sw, time.Duration(cfg.Proxy.DrainPeriod), sigs, log.With("signal", sig.String()))
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = httpSrv.Shutdown(shutdownCtx)
+	// The switch first, then the bus, so that the modules handle the last
+	// events, then the modules.
+	sw.Close()
 	stop()
+	if err := bus.Close(shutdownCtx); err != nil {
+		log.Warn("module events left unhandled at shutdown", "error", err)
+	}
+	if err := running.Stop(shutdownCtx); err != nil {
+		log.Warn("module stop", "error", err)
+	}
+	_ = httpSrv.Shutdown(shutdownCtx)
 	log.Info("stopped")
 	return nil
 }
@@ -247,8 +302,7 @@ func switchConfig(cfg *configs.Config) (sip.Config, error) {
 
 // startHTTP serves /metrics, /healthz, /readyz and the read-only registration
 // list on one listener.
-func startHTTP(cfg configs.HTTP, reg *prometheus.Registry, store directory.Store, sw *sip.Switch, log *slog.Logger) (*http.Server, error) {
-	mux := http.NewServeMux()
+func startHTTP(cfg configs.HTTP, mux *http.ServeMux, reg *prometheus.Registry, store directory.Store, sw *sip.Switch, log *slog.Logger) (*http.Server, error) {
 	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

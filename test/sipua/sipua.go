@@ -98,6 +98,7 @@ func (p *Phone) answer(req *sip.Request, tx sip.ServerTransaction) {
 	default:
 	}
 	tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+	time.Sleep(20 * time.Millisecond) // rings a moment, as a person would
 	res := sip.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\n"))
 	res.AppendHeader(p.contact())
 	tx.Respond(res)

@@ -29,7 +29,7 @@ const testRealm = "test.lineamica.gov.it"
 // password is "pw-" + username.
 type testSwitch struct {
 	*Switch
-	addr string // host:port of the UDP and TCP listeners
+	addr   string // host:port of the UDP and TCP listeners
 	dir    *directory.Memory
 	reg    *prometheus.Registry
 	events chan modules.Event // everything the switch published

@@ -1,11 +1,36 @@
 #!/usr/bin/env bash
 # SIP load test: REGISTER/s with digest auth and calls/s through a fresh
 # `centralino serve`, raised step by step; prints figures, asserts nothing.
-# Every sipp run is bounded in count (-m) and time (timeout); loopback only.
+# Every sipp run is bounded in count (-m) and time (timeout, -timeout);
+# loopback only; only the processes this script started are stopped (by PID).
 #
 #   test/bench/sip.sh                 # memory directory
-#   DIRECTORY=redis test/bench/sip.sh # a redis-server started for the run
+#   DIRECTORY=redis test/bench/sip.sh # a redis-server (unix socket) started for the run
+#   REV=HEAD test/bench/sip.sh        # build a committed revision, not the working tree
 #   REG_RATES="5000 10000 20000" CPS_RATES="500 1000 2000" DUR=10 HOLD_MS=1000 USERS=10000
+#   TESTS="mem reg cps"               # which phases run
+#   PROFILE=cps:1500                  # take a 10 s CPU profile during that step (→ $OUT)
+#   OUT=dir                           # keep logs, sipp stat files and profiles there
+#   TRACE=1                           # sipp -trace_msg for the UAC and the UAS (low rates only)
+#   KEEP_ERRORS=40                    # print the first lines of sipp's error logs
+#
+# Phases:
+#   mem  heap in use (after a forced GC) before and after registering USERS
+#        users once, once their REGISTER transactions have ended (sipgo keeps
+#        UDP non-INVITE transactions ~32 s): bytes per registered contact.
+#   reg  REGISTER with digest auth (401 then 200), users cycled SEQUENTIALly.
+#   cps  INVITE → 180 → 200 → ACK → hold HOLD_MS → BYE → 200 to user "uas",
+#        answered by a sipp UAS registered as "uas".
+# A step passes when failed+missing calls < MAX_FAIL_PCT % of the target count
+# and the achieved rate is ≥ 95 % of the target. A ramp stops after
+# STOP_AFTER_FAILS failing steps in a row.
+#
+# Columns: achieved = successful / (time of the sending phase + the tail of the
+# last call); p99 = 99th percentile of sipp's response-time sample (REGISTER:
+# first REGISTER → 200, i.e. both round trips; call: INVITE → 200); CPU = % of
+# one core used by the switch during the steady part of the step (from /proc);
+# µs/op = switch CPU time over the whole step divided by successful operations;
+# load = 1-minute load average when the step ended (others share the machine).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -16,79 +41,216 @@ HOLD_MS=${HOLD_MS:-1000}
 USERS=${USERS:-10000}
 DIRECTORY=${DIRECTORY:-memory}
 MAX_FAIL_PCT=${MAX_FAIL_PCT:-0.1}
-PIN=${PIN:-1} # switch on CPU 0, sipp on CPU 1
-SIP=127.0.0.1:25060 HTTP=127.0.0.1:28080 UAS_PORT=25080
+STOP_AFTER_FAILS=${STOP_AFTER_FAILS:-2}
+TESTS=${TESTS:-"mem reg cps"}
+PIN=${PIN:-1} # switch on CPU 0, sipp (and redis) on CPU 1
+REV=${REV:-}
+PROFILE=${PROFILE:-}
+UAS_SCENARIO=${UAS_SCENARIO:-$ROOT/test/bench/scenarios/uas.xml}
+SIP=${SIP:-127.0.0.1:25060} HTTP=${HTTP:-127.0.0.1:28080} UAS_PORT=${UAS_PORT:-25080} UAC_PORT=${UAC_PORT:-25061}
+(( DUR <= 120 )) || { echo "DUR must be <= 120" >&2; exit 2; }
 
 command -v sipp >/dev/null || { echo "sipp missing: apt-get install sip-tester" >&2; exit 1; }
 WORK=$(mktemp -d)
+OUT=${OUT:-$WORK/out}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+SYSCTL_SAVED=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	for p in "${SYSCTL_SAVED[@]}"; do sysctl -qw "$p" 2>/dev/null || true; done
+	[[ $OUT == "$WORK"/* ]] && cp "$WORK/centralino.log" "$OUT/" 2>/dev/null
+	rm -rf "$WORK"
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-go build -o "$WORK/centralino" ./cmd/centralino
-REDIS_ARGS=()
+# Build: the working tree, or a clean snapshot of REV (others may be editing the tree).
+SRC=$ROOT
+if [[ -n $REV ]]; then
+	SRC=$WORK/src
+	mkdir -p "$SRC"
+	git -C "$ROOT" archive "$REV" | tar -x -C "$SRC"
+fi
+DESC=$(git -C "$ROOT" rev-parse --short "${REV:-HEAD}")
+[[ -z $REV && -n $(git -C "$ROOT" status --porcelain -- cmd sip media routing modules configs go.mod 2>/dev/null) ]] && DESC="$DESC+dirty"
+(cd "$SRC" && go build -o "$WORK/centralino" ./cmd/centralino && go build -o "$WORK/genconfig" ./test/bench/genconfig)
+
+CPU_SW=() CPU_LG=()
+if [[ $PIN == 1 ]]; then CPU_SW=(taskset -c 0); CPU_LG=(taskset -c 1); fi
+
+REDIS_ARGS=() REDIS_PID=
 if [[ $DIRECTORY == redis ]]; then
-	redis-server --port 0 --unixsocket "$WORK/redis.sock" --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
-	PIDS+=($!)
+	command -v redis-server >/dev/null || { echo "redis-server missing: apt-get install redis-server" >&2; exit 1; }
+	"${CPU_LG[@]}" redis-server --port 0 --unixsocket "$WORK/redis.sock" --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+	REDIS_PID=$!
+	PIDS+=("$REDIS_PID")
 	for _ in $(seq 50); do [[ -S $WORK/redis.sock ]] && break; sleep 0.1; done
 	REDIS_ARGS=(-redis "unix://$WORK/redis.sock")
 fi
-go run ./test/bench/genconfig -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" -o "$WORK/bench.yaml"
+"$WORK/genconfig" -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" -o "$WORK/bench.yaml"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-# sipp and the switch exchange bursts; small default socket buffers drop them.
-sysctl -qw net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=4194304 2>/dev/null || true
+# The switch does not size its SIP socket buffers itself: with the kernel's
+# default (208 KB) bursts of sipp traffic are dropped at the switch's UDP
+# socket. Raise the defaults for the run (restored on exit).
+for kv in net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=4194304 net.core.wmem_default=1048576; do
+	k=${kv%=*}
+	v=$(sysctl -n "$k" 2>/dev/null) && SYSCTL_SAVED+=("$k=$v") && sysctl -qw "$kv" 2>/dev/null || true
+done
 
-"$WORK/centralino" serve --config "$WORK/bench.yaml" >"$WORK/centralino.log" 2>&1 &
+"${CPU_SW[@]}" "$WORK/centralino" serve --config "$WORK/bench.yaml" >"$WORK/centralino.log" 2>&1 &
 SW=$!
-PIDS+=($SW)
+PIDS+=("$SW")
 for _ in $(seq 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done
-SIPP_CPU=()
-if [[ $PIN == 1 ]]; then taskset -a -p 0x1 "$SW" >/dev/null; SIPP_CPU=(taskset 0x2); fi
+curl -sf "http://$HTTP/readyz" >/dev/null || { echo "switch not ready" >&2; cat "$WORK/centralino.log" >&2; exit 1; }
 
 # field1 carries the whole keyword: sipp expands keywords inside injected fields.
 for i in $(seq 1 "$USERS"); do printf 'u%06d;[authentication username=u%06d password=pass-u%06d]\n' "$i" "$i" "$i"; done |
 	{ echo SEQUENTIAL; cat; } >"$WORK/users.csv"
+printf 'SEQUENTIAL\nuas;[authentication username=uas password=pass-uas]\n' >"$WORK/uas.csv"
 
-ticks() { awk '{print $14+$15}' "/proc/$SW/stat"; }
-rss_kb() { awk '/VmRSS/{print $2}' "/proc/$SW/status"; }
 hz=$(getconf CLK_TCK)
+ticks() { local s=0 p; for p in "$@"; do s=$((s + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12+$13}'))); done; echo $s; }
+rss_kb() { awk '/VmRSS/{print $2}' "/proc/$SW/status"; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+now() { date +%s.%N; }
+metric() { curl -s "http://$HTTP/metrics" | awk -v m="$1" '$1==m{print $2}'; }
+heap_inuse() { curl -s -o /dev/null "http://$HTTP/debug/pprof/heap?gc=1"; sleep 0.2; curl -s -o /dev/null "http://$HTTP/debug/pprof/heap?gc=1"; metric go_memstats_heap_inuse_bytes; }
+statcol() { awk -F';' -v c="$2" 'NR==1{for(i=1;i<=NF;i++)if($i==c)k=i} END{if(k)print $k+0; else print 0}' "$1"; }
+SIPP_COMMON=(-i 127.0.0.1 -nostdin -buff_size 8388608)
 
-# step NAME RATE SIPP-ARGS...: run one bounded step, print one line of figures.
-step() {
-	local name=$1 rate=$2; shift 2
-	local count=$((rate * DUR)) t0 t1 c0 c1 out ok fail
-	t0=$(date +%s.%N); c0=$(ticks)
-	out=$(timeout $((DUR * 4 + 60)) "${SIPP_CPU[@]}" sipp "$SIP" -i 127.0.0.1 -nostdin -r "$rate" -rp 1000 -m "$count" \
-		-l $((rate * 4 + 100)) -timeout $((DUR * 3 + 30))s -trace_rtt -rtt_freq 1 -trace_err "$@" 2>&1 || true)
-	t1=$(date +%s.%N); c1=$(ticks)
-	ok=$(echo "$out" | awk -F'|' '/Successful call/{gsub(/ /,"",$3); print $3}' | tail -1)
-	fail=$(echo "$out" | awk -F'|' '/Failed call/{gsub(/ /,"",$3); print $3}' | tail -1)
-	ok=${ok:-0} fail=${fail:-$count}
-	local rttfile p99
-	rttfile=$(ls -t ./*_rtt.csv 2>/dev/null | head -1 || true)
-	p99=$(if [[ -n $rttfile ]]; then awk -F';' 'NR>1 && $NF!="" {print $(NF-1)}' "$rttfile" | sort -n | awk '{a[NR]=$1} END{i=int(NR*0.99); if(i<1)i=1; if(NR) printf "%.1f", a[i]; else print "-"}'; else echo -; fi)
-	[[ -n ${KEEP_ERRORS:-} ]] && cat ./*_errors.log 2>/dev/null | head -${KEEP_ERRORS} >&2
-	rm -f ./*_rtt.csv ./*_errors.log
-	awk -v n="$name" -v r="$rate" -v ok="$ok" -v f="$fail" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v p99="$p99" -v rss="$(rss_kb)" -v max="$MAX_FAIL_PCT" 'BEGIN{
-		el=t1-t0; tot=ok+f; fp=tot?100*f/tot:100; cpu=100*(c1-c0)/hz/el; ach=ok/el;
-		if (ach > r) ach = r;
-		pass=(fp<max && ok>=0.95*r*'"$DUR"')?"pass":"FAIL";
-		printf "%-9s target %6d/s  done %7d  failed %5d (%.3f%%)  %-4s  p99 %6s ms  switch CPU %5.1f%%  RSS %6.1f MB\n", n, r, ok, f, fp, pass, p99, cpu, rss/1024 }'
+# p99 of sipp's -trace_rtt file: "Date_ms;response_time_ms;rtd_no" per line
+# (with -rtt_freq 1 every sample is written), a header line first.
+p99() {
+	local f
+	f=$(ls "$1"_*_rtt.csv 2>/dev/null | head -1)
+	[[ -n $f ]] || { echo -; return; }
+	awk -F';' 'NR>1 && $2!="" {print $2}' "$f" | sort -g |
+		awk '{a[NR]=$1} END{if(!NR){print "-"; exit} i=int(NR*0.99+0.999); if(i>NR)i=NR; printf "%.1f", a[i]}'
 }
 
-echo "== centralino $(git rev-parse --short HEAD 2>/dev/null), directory=$DIRECTORY, users=$USERS, $(nproc) CPUs, pinned=$PIN"
-cd "$WORK"
-rss0=$(rss_kb)
-for r in $REG_RATES; do
-	step register "$r" -sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users.csv" || true
-done
-bindings=$(curl -s "http://$HTTP/metrics" | awk '/^centralino_registrar_bindings\{transport="udp"\}/{print $2}')
-echo "registered contacts: $bindings; RSS grew $(( ($(rss_kb) - rss0) )) kB: $(awk -v d=$(( $(rss_kb) - rss0 )) -v n="${bindings:-1}" 'BEGIN{printf "%.0f", d*1024/(n>0?n:1)}') bytes per contact"
+# step NAME RATE SIPP-ARGS...: run one bounded step, print one line of figures; fails if the step failed.
+step() {
+	local name=$1 rate=$2; shift 2
+	local count=$((rate * DUR)) tag="$name-$rate" hold=0 prof_pid=
+	[[ $name == call ]] && hold=$HOLD_MS
+	rm -f "$WORK/$tag"_*
+	local t0 c0 ta ca tb cb t1 c1
+	t0=$(now); c0=$(ticks "$SW")
+	timeout $((DUR * 3 + hold / 1000 + 40)) "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAC_PORT" -r "$rate" -rp 1000 -m "$count" \
+		-l $((rate * (hold / 1000 + 4) + 100)) -timeout $((DUR * 3 + hold / 1000 + 30))s \
+		-trace_stat -stf "$WORK/$tag.stat.csv" -fd 1 -trace_rtt -rtt_freq 1 -trace_err -error_file "$WORK/$tag.errors.log" \
+		${TRACE:+-trace_msg -message_file "$WORK/$tag.msg.log"} "$@" >"$WORK/$tag.out" 2>&1 &
+	local sp=$!
+	PIDS+=("$sp")
+	sleep 1
+	ta=$(now); ca=$(ticks "$SW")
+	if [[ $PROFILE == "$name:$rate" ]]; then
+		(curl -s -o "$OUT/cpu-$DIRECTORY-$tag.pprof" "http://$HTTP/debug/pprof/profile?seconds=$((DUR > 12 ? 10 : DUR - 2))") &
+		prof_pid=$!
+	fi
+	sleep $((DUR - 2))
+	tb=$(now); cb=$(ticks "$SW")
+	wait "$sp" || true
+	[[ -n $prof_pid ]] && wait "$prof_pid"
+	t1=$(now); c1=$(ticks "$SW")
+	# sipp names the rtt file after the scenario; move it next to the step's files.
+	for f in ./*_rtt.csv; do [[ -e $f ]] && mv "$f" "$WORK/$tag""_$(basename "$f")"; done
+	local ok fail retr dead el p
+	ok=$(statcol "$WORK/$tag.stat.csv" "SuccessfulCall(C)")
+	fail=$(statcol "$WORK/$tag.stat.csv" "FailedCall(C)")
+	retr=$(statcol "$WORK/$tag.stat.csv" "Retransmissions(C)")
+	dead=$(statcol "$WORK/$tag.stat.csv" "DeadCallMsgs(C)")
+	# StartTime/CurrentTime are "date<TAB>time<TAB>epoch"; ElapsedTime has 1 s resolution only.
+	el=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++){if($i=="StartTime")a=i;if($i=="CurrentTime")b=i}} END{split($a,x,"\t");split($b,y,"\t");printf "%.3f", y[3]-x[3]}' "$WORK/$tag.stat.csv")
+	p=$(p99 "$WORK/$tag")
+	if [[ -n ${KEEP_ERRORS:-} && -s $WORK/$tag.errors.log ]]; then
+		echo "--- first $KEEP_ERRORS lines of sipp's error log for $tag" >&2
+		head -"$KEEP_ERRORS" "$WORK/$tag.errors.log" >&2
+	fi
+	cp "$WORK/$tag".* "$WORK/$tag"_*_rtt.csv "$OUT/" 2>/dev/null || true
+	awk -v n="$name" -v r="$rate" -v d="$DUR" -v ok="$ok" -v f="$fail" -v retr="$retr" -v dead="$dead" -v el="$el" -v hold="$hold" \
+		-v ta="$ta" -v tb="$tb" -v ca="$ca" -v cb="$cb" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v p99="$p" \
+		-v rss="$(rss_kb)" -v max="$MAX_FAIL_PCT" -v load="$(load1)" -v dir="$DIRECTORY" 'BEGIN{
+		n0=r*d; miss=n0-ok; if (miss<f) miss=f; fp=100*miss/n0;
+		span=el-hold/1000; if (span<=0) span=el; ach=(span>0)?ok/span:0;
+		cpu=100*(cb-ca)/hz/(tb-ta); us=(ok>0)?1e6*(c1-c0)/hz/ok:0;
+		pass=(fp<max && ach>=0.95*r)?"pass":"FAIL";
+		printf "%-6s %-8s %6d %8.0f %8d %6d %7.3f%% %6d %-4s %7s %6.1f%% %7.0f %7.1f %5s\n", dir, n, r, ach, ok, miss, fp, retr, pass, p99, cpu, us, rss/1024, load
+		exit (pass=="pass")?0:1 }' | tee -a "$OUT/summary.txt"
+	return "${PIPESTATUS[0]}"
+}
 
-"${SIPP_CPU[@]}" sipp "$SIP" -i 127.0.0.1 -p "$UAS_PORT" -sf "$ROOT/test/e2e/scenarios/uas.xml" -nostdin -bg >/dev/null 2>&1 || true
-sleep 0.5
-timeout 20 sipp "$SIP" -i 127.0.0.1 -nostdin -m 1 -sf "$ROOT/test/e2e/scenarios/register.xml" -au uas -ap pass-uas -key aor uas -key binding "127.0.0.1:$UAS_PORT" >/dev/null
-for r in $CPS_RATES; do
-	step call "$r" -sf "$ROOT/test/bench/scenarios/uac.xml" -s uas -d "$HOLD_MS" || true
-done
-pkill -f "sipp $SIP -i 127.0.0.1 -p $UAS_PORT" || true
+header() { printf '%-6s %-8s %6s %8s %8s %6s %8s %6s %-4s %7s %7s %7s %7s %5s\n' dir test target achieved ok failed fail% retr res p99ms CPU us/op RSS_MB load | tee -a "$OUT/summary.txt"; }
+
+echo "== centralino $DESC, directory=$DIRECTORY, users=$USERS, $(nproc) CPUs, pinned=$PIN, DUR=${DUR}s, hold=${HOLD_MS}ms, load $(load1)" | tee -a "$OUT/summary.txt"
+
+if [[ " $TESTS " == *" mem "* ]]; then
+	h0=$(heap_inuse); r0=$(rss_kb)
+	[[ -n $REDIS_PID ]] && m0=$(redis-cli -s "$WORK/redis.sock" info memory | awk -F: '/^used_memory:/{print $2+0}')
+	rate=2000
+	timeout 120 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAC_PORT" -r $rate -m "$USERS" -l 4000 -timeout 90s \
+		-sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users.csv" >"$WORK/mem.out" 2>&1 || true
+	n=$(metric 'centralino_registrar_bindings{transport="udp"}')
+	echo "registered $n contacts; waiting 34 s for the REGISTER transactions to end" >&2
+	sleep 34
+	h1=$(heap_inuse); r1=$(rss_kb)
+	curl -s -o "$OUT/heap-$DIRECTORY.pprof" "http://$HTTP/debug/pprof/heap"
+	line=$(awk -v h0="$h0" -v h1="$h1" -v r0="$r0" -v r1="$r1" -v n="${n:-0}" 'BEGIN{
+		printf "memory: %d contacts; heap in use %.1f -> %.1f MB after GC: %.0f bytes per contact (RSS %.1f -> %.1f MB)", n, h0/1048576, h1/1048576, (n>0)?(h1-h0)/n:0, r0/1024, r1/1024 }')
+	if [[ -n $REDIS_PID ]]; then
+		m1=$(redis-cli -s "$WORK/redis.sock" info memory | awk -F: '/^used_memory:/{print $2+0}')
+		line="$line; redis used_memory +$(( (m1 - m0) / ${n:-1} )) bytes per contact"
+	fi
+	echo "$line" | tee -a "$OUT/summary.txt"
+fi
+
+header
+if [[ " $TESTS " == *" reg "* ]]; then
+	fails=0 best=0
+	for r in $REG_RATES; do
+		if step register "$r" -sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users.csv" -max_recv_loops 10000 -max_sched_loops 10000; then
+			fails=0 best=$r
+		else
+			fails=$((fails + 1))
+		fi
+		((fails >= STOP_AFTER_FAILS)) && break
+		sleep 3
+	done
+	echo "$DIRECTORY register: highest passing step $best REGISTER/s" | tee -a "$OUT/summary.txt"
+fi
+
+if [[ " $TESTS " == *" cps "* ]]; then
+	# "uas" registers from the UAS's own port, then the UAS answers there.
+	timeout 20 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAS_PORT" -m 1 -timeout 15s \
+		-sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/uas.csv" >"$WORK/uas-register.out" 2>&1 ||
+		{ echo "REGISTER of uas failed" >&2; cat "$WORK/uas-register.out" >&2; exit 1; }
+	fails=0 best=0
+	for r in $CPS_RATES; do
+		"${CPU_LG[@]}" sipp "${SIPP_COMMON[@]}" -p "$UAS_PORT" -sf "$UAS_SCENARIO" \
+			-timeout $((DUR * 3 + HOLD_MS / 1000 + 40))s -trace_stat -stf "$WORK/uas-$r.stat.csv" -fd 1 \
+			-trace_err -error_file "$WORK/uas-$r.errors.log" ${TRACE:+-trace_msg -message_file "$WORK/uas-$r.msg.log"} >"$WORK/uas-$r.out" 2>&1 &
+		uas=$!
+		PIDS+=("$uas")
+		sleep 0.5
+		if step call "$r" -sf "$ROOT/test/bench/scenarios/uac.xml" -s uas -d "$HOLD_MS"; then
+			fails=0 best=$r
+		else
+			fails=$((fails + 1))
+		fi
+		kill "$uas" 2>/dev/null || true
+		wait "$uas" 2>/dev/null || true
+		cp "$WORK/uas-$r".* "$OUT/" 2>/dev/null || true
+		if [[ -n ${KEEP_ERRORS:-} && -s $WORK/uas-$r.errors.log ]]; then
+			echo "--- first $KEEP_ERRORS lines of the UAS's error log at $r calls/s" >&2
+			head -"$KEEP_ERRORS" "$WORK/uas-$r.errors.log" >&2
+		fi
+		((fails >= STOP_AFTER_FAILS)) && break
+		sleep 5 # let the last calls' transactions end
+	done
+	echo "$DIRECTORY calls: highest passing step $best calls/s" | tee -a "$OUT/summary.txt"
+fi
+echo "switch RSS at the end: $(( $(rss_kb) / 1024 )) MB; summary and files in $OUT" | tee -a "$OUT/summary.txt"

@@ -41,6 +41,7 @@ type Config struct {
 	Registrar Registrar  `yaml:"registrar"`
 	Auth      Auth       `yaml:"auth"`
 	Proxy     Proxy      `yaml:"proxy"`
+	Media     Media      `yaml:"media"`
 	Network   Network    `yaml:"network"`
 	// Modules are the in-process modules to start, in order, with their
 	// options (see docs/ for each module's).
@@ -103,6 +104,21 @@ type Auth struct {
 type Proxy struct {
 	RingTimeout Duration `yaml:"ring_timeout"` // per call, like Timer C
 	DrainPeriod Duration `yaml:"drain_period"` // on shutdown, time given to calls in progress
+}
+
+// Media configures the RTP relay that anchors calls' media.
+type Media struct {
+	// Anchor is when a call's media goes through the relay: always, nat
+	// (only when a side is behind NAT) or never. An agency's media setting
+	// overrides it for its side of a call.
+	Anchor  string `yaml:"anchor"`
+	PortMin int    `yaml:"port_min"` // RTP ports: even for RTP, the odd one above for RTCP
+	PortMax int    `yaml:"port_max"`
+	// Advertise is the IP written in SDP; default: the SIP advertise host,
+	// else the first listener's IP (which must then not be 0.0.0.0).
+	Advertise   string   `yaml:"advertise,omitempty"`
+	Timeout     Duration `yaml:"timeout"`      // no packet either way: the call is ended
+	HoldTimeout Duration `yaml:"hold_timeout"` // the same while a side is on hold
 }
 
 // Network seeds the directory with agencies and users.
@@ -174,6 +190,8 @@ func Default() *Config {
 			BlockFor:      Duration(5 * time.Minute),
 		},
 		Proxy: Proxy{RingTimeout: Duration(60 * time.Second), DrainPeriod: Duration(10 * time.Second)},
+		Media: Media{Anchor: "always", PortMin: 30000, PortMax: 39999,
+			Timeout: Duration(60 * time.Second), HoldTimeout: Duration(time.Hour)},
 	}
 }
 
@@ -429,6 +447,38 @@ func (c *Config) validateServices() error {
 	}
 	if c.Proxy.DrainPeriod < 0 {
 		return fieldError("proxy.drain_period", "must not be negative, got %s", c.Proxy.DrainPeriod)
+	}
+	return c.validateMedia()
+}
+
+var anchorPolicies = []string{"always", "nat", "never"}
+
+func (c *Config) validateMedia() error {
+	m := c.Media
+	if !slices.Contains(anchorPolicies, m.Anchor) {
+		return fieldError("media.anchor", "%q is not one of %s", m.Anchor, strings.Join(anchorPolicies, ", "))
+	}
+	if m.PortMin < 1024 || m.PortMin%2 != 0 {
+		return fieldError("media.port_min", "must be an even port from 1024, got %d", m.PortMin)
+	}
+	if m.PortMax > 65535 || m.PortMax <= m.PortMin {
+		return fieldError("media.port_max", "must be above port_min and at most 65535, got %d", m.PortMax)
+	}
+	if m.Advertise != "" {
+		if _, err := netip.ParseAddr(m.Advertise); err != nil {
+			return fieldError("media.advertise", "%q is not an IP address", m.Advertise)
+		}
+	}
+	if m.Timeout <= 0 {
+		return fieldError("media.timeout", "must be positive, got %s", m.Timeout)
+	}
+	if m.HoldTimeout < m.Timeout {
+		return fieldError("media.hold_timeout", "%s is below timeout %s", m.HoldTimeout, m.Timeout)
+	}
+	for i, a := range c.Network.Agencies {
+		if a.Media != "" && !slices.Contains(anchorPolicies, a.Media) {
+			return fieldError(fmt.Sprintf("network.agencies[%d].media", i), "%q is not one of %s", a.Media, strings.Join(anchorPolicies, ", "))
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package sip
 
 import (
 	"net/textproto"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -30,13 +31,21 @@ type call struct {
 	offered   time.Time
 	rang      time.Time
 	answered  time.Time
+
+	anchored bool // its media goes through the relay
+	// The dialog as set up, for BYEs of the switch's own (media timeout).
+	inv    *sip.Request  // the caller's INVITE
+	answer *sip.Response // the callee's 2xx
+	branch *sip.Request  // the INVITE the callee answered
+	// Highest CSeq each side used in the dialog.
+	callerCSeq, calleeCSeq atomic.Uint32
 }
 
 // newCall describes a routed INVITE for the events.
 func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string, dec routing.Decision) *call {
 	from := req.From()
 	tag, _ := from.Params.Get("tag")
-	c := &call{callerTag: tag, offered: time.Now()}
+	c := &call{callerTag: tag, offered: time.Now(), inv: req}
 	c.info = modules.Call{
 		CallID: callID(req),
 		Caller: modules.Caller{
@@ -88,9 +97,11 @@ func (s *Switch) ringing(c *call, code int) {
 
 // answered records the call's 2xx, before it is relayed: from then on the
 // ACK and in-dialog requests of the call find it.
-func (s *Switch) answered(c *call, user string) {
+func (s *Switch) answered(c *call, b *branch, res *sip.Response) {
 	c.answered = time.Now()
-	c.info.User = user
+	c.info.User = b.user
+	c.branch, c.answer = b.req, res
+	c.callerCSeq.Store(c.inv.CSeq().SeqNo)
 	if _, loaded := s.calls.LoadOrStore(c.info.CallID, c); !loaded {
 		s.active.Add(1)
 	}
@@ -106,7 +117,9 @@ func (s *Switch) unanswered(c *call, code int, cancelled bool) {
 	} else if code >= 400 && code < 700 && code != 408 {
 		by = modules.SideCallee
 	}
-	s.publishEnded(c, d, code, by)
+	ev := s.endedEvent(c, d, code, by)
+	ev.Media = s.releaseMedia(c)
+	s.events.Publish(ev)
 }
 
 // endCall forgets a call once its BYE has been answered.
@@ -124,10 +137,30 @@ func (s *Switch) endCall(bye *sip.Request, code int) {
 	if tag, _ := bye.From().Params.Get("tag"); tag == c.callerTag {
 		by = modules.SideCaller
 	}
-	s.publishEnded(c, modules.DispositionAnswered, 200, by)
+	ev := s.endedEvent(c, modules.DispositionAnswered, 200, by)
+	ev.Media = s.releaseMedia(c)
+	s.events.Publish(ev)
 }
 
-func (s *Switch) publishEnded(c *call, d modules.Disposition, code int, by modules.Side) {
+// inDialogRequest notes a request of an answered call: which side sent it, for the
+// CSeq of the switch's own BYEs.
+func (s *Switch) inDialogRequest(req *sip.Request) *call {
+	v, ok := s.calls.Load(callID(req))
+	if !ok {
+		return nil
+	}
+	c := v.(*call)
+	seq := req.CSeq().SeqNo
+	counter := &c.calleeCSeq
+	if tag, _ := req.From().Params.Get("tag"); tag == c.callerTag {
+		counter = &c.callerCSeq
+	}
+	for old := counter.Load(); seq > old && !counter.CompareAndSwap(old, seq); old = counter.Load() {
+	}
+	return c
+}
+
+func (s *Switch) endedEvent(c *call, d modules.Disposition, code int, by modules.Side) modules.CallEnded {
 	now := time.Now()
 	ev := modules.CallEnded{Call: c.now(), Disposition: d, Code: code, HangupBy: by, Ring: now.Sub(c.offered)}
 	if !c.rang.IsZero() {
@@ -137,7 +170,7 @@ func (s *Switch) publishEnded(c *call, d modules.Disposition, code int, by modul
 		ev.Ring = c.answered.Sub(c.offered)
 		ev.Talk = now.Sub(c.answered)
 	}
-	s.events.Publish(ev)
+	return ev
 }
 
 func disposition(code int) modules.Disposition {

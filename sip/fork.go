@@ -49,8 +49,9 @@ type branch struct {
 
 // forkHooks are called, with the forker locked, as the call progresses.
 type forkHooks struct {
-	first  func(code int)    // first 18x or 2xx relayed: the caller hears something
-	answer func(user string) // a 2xx of user is about to be relayed: the dialog exists from now
+	first  func(code int)                          // first 18x or 2xx relayed: the caller hears something
+	answer func(b *branch, res *sip.Response)      // a 2xx is about to be relayed: the dialog exists from now
+	sdp    func(res *sip.Response) ([]byte, error) // the SDP to relay instead of res's (media anchoring)
 }
 
 func newForker(s *Switch, req *sip.Request, tx sip.ServerTransaction, hooks forkHooks) *forker {
@@ -224,7 +225,7 @@ func (f *forker) onResponse(b *branch, res *sip.Response) bool {
 		// Every 2xx to an INVITE goes upstream: the caller must ACK each dialog.
 		f.final = res.StatusCode
 		if f.hooks.answer != nil {
-			f.hooks.answer(b.user)
+			f.hooks.answer(b, res)
 		}
 		f.forwardLocked(f.relay(res, b.direct))
 		f.s.metrics.txSeconds.WithLabelValues(string(f.req.Method)).Observe(time.Since(f.started).Seconds())
@@ -252,6 +253,15 @@ func (f *forker) relay(res *sip.Response, direct bool) *sip.Response {
 	up.RemoveHeader("Via")
 	if direct && contactNATed(res) {
 		fixContact(up, res.Source(), res.Transport())
+	}
+	if f.hooks.sdp != nil && len(res.Body()) > 0 && res.StatusCode > 100 && res.StatusCode < 300 {
+		// On error the answer goes on unanchored: better media that may not
+		// cross a NAT than a call with none.
+		if body, err := f.hooks.sdp(res); err == nil {
+			up.SetBody(body)
+		} else {
+			f.s.log.Warn("answer not anchored", "call_id", callID(res), "error", err)
+		}
 	}
 	up.SetTransport(f.req.Transport())
 	up.SetDestination(f.req.Source())

@@ -250,13 +250,26 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if fromPhone(req) {
 		fixContact(fwd, req.Source(), req.Transport())
 	}
+	var hooks forkHooks
+	if c := s.inDialogRequest(req); c != nil && c.anchored && (req.IsInvite() || req.Method == sip.UPDATE) {
+		if len(req.Body()) > 0 {
+			tag, _ := req.From().Params.Get("tag")
+			body, err := s.offerSDP(c.info.CallID, tag, req)
+			if err != nil {
+				s.mediaError(req, tx, err)
+				return
+			}
+			fwd.SetBody(body)
+		}
+		hooks.sdp = func(res *sip.Response) ([]byte, error) { return s.answerSDP(c.info.CallID, res) }
+	}
 	direct := fwd.Route() == nil
 	tp := nextHop(fwd)
 	s.addVia(fwd, req, tp)
 	if fwd.IsInvite() {
 		s.addRecordRoute(fwd, req.Transport(), tp)
 	}
-	f := newForker(s, req, tx, forkHooks{})
+	f := newForker(s, req, tx, hooks)
 	f.run(context.Background(), [][]branchTarget{{{req: fwd, direct: direct}}}, s.cfg.RingTimeout)
 	if req.Method == sip.BYE {
 		s.endCall(req, f.finalCode())
@@ -338,7 +351,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		final(dec.Status, false)
 		return
 	}
-	groups, err := s.branches(ctx, req, fwd, dec)
+	groups, callees, err := s.branches(ctx, req, fwd, dec)
 	if err != nil {
 		s.log.Error("location lookup failed", "call_id", callID(req), "error", err)
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
@@ -349,6 +362,20 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 480, "Temporarily Unavailable")
 		final(480, false)
 		return
+	}
+	if c != nil && s.anchors(ctx, req, c.info.SourceAgency, c.info.DestAgency, callees) {
+		c.anchored = true
+		body, err := s.offerSDP(c.info.CallID, c.callerTag, req)
+		if err != nil {
+			s.mediaError(req, tx, err)
+			final(488, false)
+			return
+		}
+		for _, g := range groups {
+			for _, b := range g {
+				b.req.SetBody(body)
+			}
+		}
 	}
 	var hooks forkHooks
 	if c != nil {
@@ -362,7 +389,10 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 				s.ringing(c, code)
 			}
 		}
-		hooks.answer = func(user string) { s.answered(c, user) }
+		hooks.answer = func(b *branch, res *sip.Response) { s.answered(c, b, res) }
+		if c.anchored {
+			hooks.sdp = func(res *sip.Response) ([]byte, error) { return s.answerSDP(c.info.CallID, res) }
+		}
 	}
 	f := newForker(s, req, tx, hooks)
 	timeout := dec.RingTimeout
@@ -381,14 +411,17 @@ func reasonHeader(code int, text string) sip.Header {
 
 // branches turns a routing decision into the requests to send: one group per
 // ring step, one request per registered contact.
-func (s *Switch) branches(ctx context.Context, req, fwd *sip.Request, dec routing.Decision) ([][]branchTarget, error) {
+// It also returns the bindings rung.
+func (s *Switch) branches(ctx context.Context, req, fwd *sip.Request, dec routing.Decision) ([][]branchTarget, []directory.Binding, error) {
 	var groups [][]branchTarget
 	var group []branchTarget
+	var all []directory.Binding
 	for _, t := range dec.Targets {
 		bindings, err := s.dir.Bindings(ctx, t.Username)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		all = append(all, bindings...)
 		for _, b := range bindings {
 			if br := s.branchFor(req, fwd, b); br != nil {
 				group = append(group, branchTarget{req: br, direct: true, user: t.Username})
@@ -401,7 +434,7 @@ func (s *Switch) branches(ctx context.Context, req, fwd *sip.Request, dec routin
 	if len(group) > 0 {
 		groups = append(groups, group)
 	}
-	return groups, nil
+	return groups, all, nil
 }
 
 // branchFor builds the request for one registered contact: Request-URI set to

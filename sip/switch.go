@@ -50,6 +50,9 @@ type Config struct {
 	FailureWindow, BlockFor time.Duration
 
 	RingTimeout time.Duration
+	// Anchor is when media goes through the relay: AnchorAlways, AnchorNAT
+	// or AnchorNever; an agency's Media setting overrides it for its side.
+	Anchor string
 }
 
 // Router decides where calls go; *routing.Router implements it.
@@ -63,6 +66,7 @@ type Switch struct {
 	dir     directory.Store
 	router  Router
 	events  Publisher
+	relay   Relay
 	log     *slog.Logger
 	metrics *metrics
 
@@ -84,17 +88,28 @@ type Switch struct {
 	active   atomic.Int64
 }
 
+// Deps are what the switch works with. Events, Relay and Metrics may be nil.
+type Deps struct {
+	Dir     directory.Store
+	Router  Router
+	Events  Publisher
+	Relay   Relay // the media relay; nil: media is never anchored
+	Metrics prometheus.Registerer
+	Log     *slog.Logger
+}
+
 // New builds a switch; Serve starts its listeners.
-// events may be nil.
-func New(cfg Config, dir directory.Store, router Router, events Publisher, reg prometheus.Registerer, log *slog.Logger) (*Switch, error) {
+func New(cfg Config, d Deps) (*Switch, error) {
 	if len(cfg.Listeners) == 0 {
 		return nil, errors.New("sip: no listener")
 	}
+	log := d.Log
 	s := &Switch{
 		cfg:      cfg,
-		dir:      dir,
-		router:   router,
-		events:   events,
+		dir:      d.Dir,
+		router:   d.Router,
+		events:   d.Events,
+		relay:    d.Relay,
 		log:      log,
 		ports:    make(map[string]int),
 		nonces:   newNonceAuthority(cfg.NonceTTL),
@@ -107,7 +122,11 @@ func New(cfg Config, dir directory.Store, router Router, events Publisher, reg p
 	if len(s.cfg.Algorithms) == 0 {
 		s.cfg.Algorithms = DefaultAlgorithms
 	}
-	s.metrics = newMetrics(reg, s)
+	s.metrics = newMetrics(d.Metrics, s)
+	if s.relay != nil {
+		s.relay.OnTimeout(s.mediaTimeout)
+		s.relay.OnDTMF(s.dtmf)
+	}
 	for _, l := range cfg.Listeners {
 		host, port, err := net.SplitHostPort(l.Addr)
 		if err != nil {

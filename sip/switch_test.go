@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/lineamica/centralino/media"
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
@@ -38,7 +40,12 @@ type testSwitch struct {
 // nextEvent returns the next event of the given kind, skipping others.
 func (sw *testSwitch) nextEvent(t *testing.T, kind string) modules.Event {
 	t.Helper()
-	timeout := time.After(2 * time.Second)
+	return sw.nextEventWithin(t, kind, 2*time.Second)
+}
+
+func (sw *testSwitch) nextEventWithin(t *testing.T, kind string, d time.Duration) modules.Event {
+	t.Helper()
+	timeout := time.After(d)
 	for {
 		select {
 		case ev := <-sw.events:
@@ -90,7 +97,11 @@ func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	bus := modules.NewBus(modules.BusOptions{Logger: log})
 	events := make(chan modules.Event, 256)
 	bus.Subscribe("test", 256, nil, func(_ context.Context, ev modules.Event) { events <- ev })
-	sw, err := New(cfg, dir, &routing.Router{Dir: dir, RingTimeout: cfg.RingTimeout}, bus, reg, log)
+	deps := Deps{Dir: dir, Router: &routing.Router{Dir: dir, RingTimeout: cfg.RingTimeout}, Events: bus, Metrics: reg, Log: log}
+	if cfg.Anchor != "" && cfg.Anchor != AnchorNever {
+		deps.Relay = startRelay(t, reg)
+	}
+	sw, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +111,26 @@ func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	}
 	t.Cleanup(func() { cancel(); sw.Close(); bus.Close(context.Background()) })
 	return &testSwitch{Switch: sw, addr: addr, dir: dir, reg: reg, events: events}
+}
+
+// relayTimeout is the media timeout of the relays tests start.
+var relayTimeout = 2 * time.Second
+
+// startRelay starts a media relay on loopback, on a port range of its own.
+func startRelay(t testing.TB, reg prometheus.Registerer) *media.Relay {
+	t.Helper()
+	for range 20 {
+		base := 20000 + 2*rand.IntN(15000)
+		r, err := media.NewRelay(media.Config{PortMin: base, PortMax: base + 99,
+			BindIPv4: netip.MustParseAddr("127.0.0.1"), Timeout: relayTimeout, HoldTimeout: 3 * relayTimeout,
+			LatchWindow: 5 * time.Second, Registerer: reg})
+		if err == nil {
+			t.Cleanup(func() { r.Close() })
+			return r
+		}
+	}
+	t.Fatal("no media relay")
+	return nil
 }
 
 // newPhone starts a test phone of user with password "pw-"+user.

@@ -253,13 +253,14 @@ type gen struct {
 	latency        histogram
 }
 
-func (g *gen) newCall(r *media.Relay, id string, useSRTP, direct bool) (*call, error) {
+func (g *gen) newCall(ctl control, id string, port int, useSRTP, direct, mux bool) (*call, error) {
 	c := &call{}
 	for i := range c.legs {
-		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: lo.AsSlice()})
+		conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(lo, uint16(port+i))))
 		if err != nil {
 			return nil, err
 		}
+		_ = conn.SetReadBuffer(1 << 20)
 		c.legs[i] = &leg{conn: conn, ssrc: uint32(i + 1), sendBuf: make([]byte, 0, 256), encBuf: make([]byte, 0, 256)}
 	}
 	a, b := c.legs[0], c.legs[1]
@@ -268,6 +269,10 @@ func (g *gen) newCall(r *media.Relay, id string, useSRTP, direct bool) (*call, e
 		return c, nil
 	}
 	proto, extra := "RTP/AVP", ""
+	if mux {
+		extra = "a=rtcp-mux\r\n"
+	}
+	aExtra := extra
 	if useSRTP {
 		key := make([]byte, 30)
 		for i := range key {
@@ -277,13 +282,13 @@ func (g *gen) newCall(r *media.Relay, id string, useSRTP, direct bool) (*call, e
 		if a.enc, err = srtp.CreateContext(key[:16], key[16:], srtp.ProtectionProfileAes128CmHmacSha1_80); err != nil {
 			return nil, err
 		}
-		proto, extra = "RTP/SAVP", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"+base64.StdEncoding.EncodeToString(key)+"\r\n"
+		proto, aExtra = "RTP/SAVP", extra+"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"+base64.StdEncoding.EncodeToString(key)+"\r\n"
 	}
-	toB, err := r.Offer(id, "a", phoneSDP(a.addr(), proto, extra), media.LegOptions{Source: lo, PeerTransport: media.TransportRTP})
+	toB, err := ctl.offer(id, "a", phoneSDP(a.addr(), proto, aExtra), media.TransportRTP)
 	if err != nil {
 		return nil, err
 	}
-	toA, err := r.Answer(id, "b", phoneSDP(b.addr(), "RTP/AVP", ""), media.LegOptions{Source: lo})
+	toA, err := ctl.answer(id, "b", phoneSDP(b.addr(), "RTP/AVP", extra))
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +313,7 @@ func (g *gen) newCall(r *media.Relay, id string, useSRTP, direct bool) (*call, e
 func (l *leg) addr() netip.AddrPort { return l.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 func phoneSDP(a netip.AddrPort, proto, extra string) []byte {
-	return fmt.Appendf(nil, "v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d %s 0\r\na=rtcp-mux\r\n%s",
+	return fmt.Appendf(nil, "v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d %s 0\r\na=rtpmap:0 PCMU/8000\r\n%s",
 		a.Addr(), a.Addr(), a.Port(), proto, extra)
 }
 
@@ -349,7 +354,7 @@ func (g *gen) send(s, n int, stop time.Time, paced bool) {
 	if !paced {
 		for time.Now().Before(stop) {
 			for _, c := range mine {
-				g.sendLegs(c, payload)
+				g.sendLegs(c, payload, true)
 			}
 		}
 		return
@@ -364,16 +369,22 @@ func (g *gen) send(s, n int, stop time.Time, paced bool) {
 		for due := int(time.Since(g.start) / time.Millisecond); slot < due; slot++ {
 			for i, c := range mine {
 				if (i*n+s)%slots == slot%slots {
-					g.sendLegs(c, payload)
+					g.sendLegs(c, payload, true)
 				}
 			}
 		}
 	}
 }
 
-func (g *gen) sendLegs(c *call, payload []byte) {
+// sendLegs sends one packet each way; unmeasured packets (priming) carry
+// send time 0 and are not counted.
+func (g *gen) sendLegs(c *call, payload []byte, measured bool) {
 	for _, l := range c.legs {
-		binary.BigEndian.PutUint64(payload, uint64(time.Since(g.start)))
+		at := uint64(0)
+		if measured {
+			at = uint64(time.Since(g.start))
+		}
+		binary.BigEndian.PutUint64(payload, at)
 		l.seq++
 		h := rtp.Header{Version: 2, SequenceNumber: l.seq, Timestamp: uint32(l.seq) * payloadLen, SSRC: l.ssrc}
 		n, err := h.MarshalTo(l.sendBuf[:12])
@@ -386,7 +397,7 @@ func (g *gen) sendLegs(c *call, payload []byte) {
 				continue
 			}
 		}
-		if _, err := l.conn.WriteToUDPAddrPort(out, l.dst); err == nil {
+		if _, err := l.conn.WriteToUDPAddrPort(out, l.dst); err == nil && measured {
 			g.sent.Add(1)
 		}
 	}
@@ -413,12 +424,15 @@ func (g *gen) receive(l *leg) {
 			continue
 		}
 		sentAt := time.Duration(binary.BigEndian.Uint64(pkt[12:]))
+		if sentAt == 0 {
+			continue // priming
+		}
 		g.received.Add(1)
 		g.latency.add(now - sentAt)
 	}
 }
 
-func (g *gen) report(elapsed, cpu time.Duration, calls int) {
+func (g *gen) report(elapsed, cpu, relayCPU time.Duration, calls int, mode string, relayRSS int64, haveRelay bool) {
 	sent, recv := g.sent.Load(), g.received.Load()
 	loss := 0.0
 	if sent > 0 {
@@ -428,9 +442,23 @@ func (g *gen) report(elapsed, cpu time.Duration, calls int) {
 	fmt.Printf("forwarded %.0f pkt/s over %s\n", float64(recv)/elapsed.Seconds(), elapsed.Round(time.Millisecond))
 	fmt.Printf("one-way latency p50 %s  p99 %s  p999 %s  max %s\n",
 		g.latency.quantile(0.5), g.latency.quantile(0.99), g.latency.quantile(0.999), g.latency.quantile(1))
-	fmt.Printf("CPU %.1f%% of one core (relay + generator), %.2f µs per received packet\n",
-		100*cpu.Seconds()/elapsed.Seconds(), float64(cpu.Microseconds())/float64(max(recv, 1)))
-	fmt.Printf("RSS %d KB (%.1f KB per call)\n", rssKB(), float64(rssKB())/float64(calls))
+	pct := func(d time.Duration) float64 { return 100 * d.Seconds() / elapsed.Seconds() }
+	perPkt := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 / float64(max(recv, 1)) }
+	if mode == "both" {
+		fmt.Printf("CPU %.1f%% of one core (relay + generator), %.2f µs per received packet\n", pct(cpu), perPkt(cpu))
+	} else {
+		fmt.Printf("CPU generator %.1f%% of one core\n", pct(cpu))
+	}
+	if haveRelay && mode != "both" {
+		fmt.Printf("CPU relay %.1f%% of one core, %.2f µs per forwarded packet\n", pct(relayCPU), perPkt(relayCPU))
+	}
+	if haveRelay {
+		fmt.Printf("relay RSS under load +%d KB over idle (%.1f KB per call)\n", relayRSS, float64(relayRSS)/float64(calls))
+	}
+	fmt.Printf("RESULT mode=%s calls=%d fwd_pps=%.0f loss_pct=%.4f p50_us=%d p99_us=%d p999_us=%d relay_cpu_pct=%.1f relay_us_per_pkt=%.2f gen_cpu_pct=%.1f relay_kb_per_call=%.1f\n",
+		mode, calls, float64(recv)/elapsed.Seconds(), 100*loss,
+		g.latency.quantile(0.5).Microseconds(), g.latency.quantile(0.99).Microseconds(), g.latency.quantile(0.999).Microseconds(),
+		pct(relayCPU), perPkt(relayCPU), pct(cpu), float64(relayRSS)/float64(calls))
 }
 
 // histogram is a lock-free log-linear latency histogram in microseconds:
@@ -482,8 +510,8 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func rssKB() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+func rssKB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -32,6 +33,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lineamica/centralino/configs"
+	"github.com/lineamica/centralino/media"
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/modules/kv"
 	"github.com/lineamica/centralino/routing"
@@ -212,7 +214,14 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: &routing.Queues{}}
-	sw, err := sip.New(swCfg, store, router, bus, reg, log)
+	deps := sip.Deps{Dir: store, Router: router, Events: bus, Metrics: reg, Log: log}
+	if relay, err := newRelay(cfg, reg, log); err != nil {
+		return err
+	} else if relay != nil {
+		defer relay.Close()
+		deps.Relay = relay
+	}
+	sw, err := sip.New(swCfg, deps)
 	if err != nil {
 		return err
 	}
@@ -270,6 +279,48 @@ func drain(sw *sip.Switch, period time.Duration, sigs <-chan os.Signal, log *slo
 	}
 }
 
+// newRelay starts the media relay unless no call can ever be anchored.
+func newRelay(cfg *configs.Config, reg prometheus.Registerer, log *slog.Logger) (*media.Relay, error) {
+	used := cfg.Media.Anchor != "never"
+	for _, a := range cfg.Network.Agencies {
+		used = used || a.Media == "always" || a.Media == "nat"
+	}
+	if !used {
+		return nil, nil
+	}
+	ip, err := mediaAddress(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mc := media.Config{
+		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
+		Timeout: time.Duration(cfg.Media.Timeout), HoldTimeout: time.Duration(cfg.Media.HoldTimeout),
+		Registerer: reg, Logger: log.With("component", "media"),
+	}
+	if ip.Is4() {
+		mc.BindIPv4, mc.AdvertiseIPv4 = ip, ip
+	} else {
+		mc.BindIPv6, mc.AdvertiseIPv6 = ip, ip
+	}
+	return media.NewRelay(mc)
+}
+
+// mediaAddress is the IP the relay binds and writes in SDP.
+func mediaAddress(cfg *configs.Config) (netip.Addr, error) {
+	for _, host := range []string{cfg.Media.Advertise, cfg.Advertise} {
+		if ip, err := netip.ParseAddr(host); err == nil {
+			return ip, nil
+		}
+	}
+	if len(cfg.Listen) > 0 {
+		host, _, _ := net.SplitHostPort(cfg.Listen[0].Addr)
+		if ip, err := netip.ParseAddr(host); err == nil && !ip.IsUnspecified() {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, errors.New("config: media.advertise: required when SIP listens on 0.0.0.0 or a host name")
+}
+
 func switchConfig(cfg *configs.Config) (sip.Config, error) {
 	sc := sip.Config{
 		NodeID:         cfg.NodeID,
@@ -285,6 +336,7 @@ func switchConfig(cfg *configs.Config) (sip.Config, error) {
 		FailureWindow:  time.Duration(cfg.Auth.FailureWindow),
 		BlockFor:       time.Duration(cfg.Auth.BlockFor),
 		RingTimeout:    time.Duration(cfg.Proxy.RingTimeout),
+		Anchor:         cfg.Media.Anchor,
 	}
 	for i, l := range cfg.Listen {
 		sl := sip.Listener{Transport: l.Transport, Addr: l.Addr}

@@ -41,6 +41,9 @@ type Agency struct {
 	Hours string `yaml:"hours,omitempty" json:"hours,omitempty"`
 	// Closures are extra closed days: "2026-12-24" once, "09-19" every year.
 	Closures []string `yaml:"closures,omitempty" json:"closures,omitempty"`
+	// Media overrides the switch's media anchoring for calls of this agency:
+	// "always", "nat" (only when a side is behind NAT) or "never".
+	Media string `yaml:"media,omitempty" json:"media,omitempty"`
 	// Queue makes the public numbers ring logged-in operators by a strategy;
 	// its zero value rings every operator at once.
 	Queue QueueConfig `yaml:"queue,omitempty" json:"queue,omitzero"`

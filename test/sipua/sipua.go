@@ -46,6 +46,10 @@ type Phone struct {
 	Client         *sipgo.Client
 	// Invites receives each INVITE the phone answers (it rings, then answers 200).
 	Invites chan *sip.Request
+	// Byes receives each BYE the phone gets.
+	Byes chan *sip.Request
+	// RTP is the phone's media socket, announced in every SDP it sends.
+	RTP *net.UDPConn
 
 	t      testing.TB
 	listen string
@@ -60,7 +64,11 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 		t.Fatal(err)
 	}
 	p := &Phone{User: user, Password: password, Realm: realm, Transport: transport, Switch: switchAddr,
-		Invites: make(chan *sip.Request, 8), t: t}
+		Invites: make(chan *sip.Request, 8), Byes: make(chan *sip.Request, 8), t: t}
+	if p.RTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.RTP.Close() })
 	srv, err := sipgo.NewServer(ua)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +76,10 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 	srv.OnInvite(p.answer)
 	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		select {
+		case p.Byes <- req:
+		default:
+		}
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
 	opts := []sipgo.ClientOption{sipgo.WithClientHostname("127.0.0.1")}
@@ -99,9 +111,18 @@ func (p *Phone) answer(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
 	time.Sleep(20 * time.Millisecond) // rings a moment, as a person would
-	res := sip.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\n"))
+	res := sip.NewResponseFromRequest(req, 200, "OK", p.SDP())
 	res.AppendHeader(p.contact())
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	tx.Respond(res)
+}
+
+// SDP is the phone's session description: G.711 µ-law and telephone-event
+// on its RTP socket.
+func (p *Phone) SDP() []byte {
+	port := p.RTP.LocalAddr().(*net.UDPAddr).Port
+	return []byte(fmt.Sprintf("v=0\r\no=%s 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
+		"m=audio %d RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n", p.User, port))
 }
 
 func (p *Phone) port() int {
@@ -174,7 +195,7 @@ func (p *Phone) Register(expires int) *sip.Response {
 func (p *Phone) Invite(to string) (*sip.Response, *sip.Request) {
 	p.t.Helper()
 	req := p.Request(sip.INVITE, to)
-	req.SetBody([]byte("v=0\r\n"))
+	req.SetBody(p.SDP())
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	return p.DoAuth(req), req
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# run.sh -- the relay in its own process pinned to one core, the generator
+# pinned to the other, for N in CALLS (paced) and UNPACED_CALLS (unpaced),
+# plain and with SRTP on one leg; plus the generator's own floor (-direct).
+# Every step is bounded in calls and time; only the relay started here is
+# stopped, by PID.
+#
+#   cmd/centralino-rtpload/run.sh
+#   CALLS="1000" DUR=10 SRTP="0" cmd/centralino-rtpload/run.sh
+#
+# Environment: CALLS ["500 1000 2000 4000"], UNPACED_CALLS [100], DUR [20],
+# SRTP ["0 1"], MUX [true], RELAY_CPUS [0], GEN_CPUS [1], NG [127.0.0.1:2224],
+# RELAY_ENV (e.g. "GOGC=400"), OUT [mktemp -d].
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+CALLS=${CALLS:-500 1000 2000 4000}
+UNPACED_CALLS=${UNPACED_CALLS-100}
+DUR=${DUR:-20}
+SRTP=${SRTP:-0 1}
+MUX=${MUX:-true}
+RELAY_CPUS=${RELAY_CPUS:-0}
+GEN_CPUS=${GEN_CPUS:-1}
+NG=${NG:-127.0.0.1:2224}
+RELAY_ENV=${RELAY_ENV:-}
+OUT=${OUT:-$(mktemp -d -t rtpload.XXXXXX)}
+[ "$DUR" -le 120 ] || { echo "DUR must be <= 120" >&2; exit 2; }
+BIN="$OUT/centralino-rtpload"
+go build -o "$BIN" ./cmd/centralino-rtpload || exit 1
+
+RP=
+cleanup() { [ -n "$RP" ] && kill -TERM "$RP" 2>/dev/null; }
+trap cleanup EXIT
+
+step() { # LABEL ARGS...
+	local label=$1; shift
+	local f="$OUT/$label.out"
+	echo "# $(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg) $label" | tee "$f"
+	timeout $((DUR + 120)) taskset -c "$GEN_CPUS" "$BIN" -mode gen -duration "${DUR}s" -mux="$MUX" "$@" >>"$f" 2>&1
+	grep -E '^(RESULT|setup)' "$f" | sed "s/^/$label /"
+	sleep 1
+}
+
+for n in $CALLS; do step "direct-$n" -direct -calls "$n"; done
+for srtp in $SRTP; do
+	env $RELAY_ENV taskset -c "$RELAY_CPUS" "$BIN" -mode relay -ng "$NG" -max-life 30m >"$OUT/relay-srtp$srtp.log" 2>&1 &
+	RP=$!
+	for _ in $(seq 1 50); do grep -q ready "$OUT/relay-srtp$srtp.log" && break; sleep 0.1; done
+	flags=(-ng "$NG" -relay-pid "$RP")
+	[ "$srtp" = 1 ] && flags+=(-srtp)
+	for n in $CALLS; do step "relay-srtp$srtp-$n" "${flags[@]}" -calls "$n"; done
+	for n in $UNPACED_CALLS; do step "relay-srtp$srtp-unpaced-$n" "${flags[@]}" -calls "$n" -unpaced; done
+	kill -TERM "$RP"; wait "$RP" 2>/dev/null; RP=
+done
+echo "logs: $OUT"

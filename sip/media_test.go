@@ -1,0 +1,159 @@
+package sip
+
+import (
+	"bytes"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
+
+	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/test/sipua"
+)
+
+// sdpAddr reads the connection address and audio port of an SDP body.
+func sdpAddr(t *testing.T, body []byte) *net.UDPAddr {
+	t.Helper()
+	var ip string
+	var port int
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "c=IN IP4 "); ok {
+			ip = v
+		}
+		if v, ok := strings.CutPrefix(line, "m=audio "); ok {
+			port, _ = strconv.Atoi(strings.Fields(v)[0])
+		}
+	}
+	if ip == "" || port == 0 {
+		t.Fatalf("no audio address in SDP:\n%s", body)
+	}
+	return &net.UDPAddr{IP: net.ParseIP(ip), Port: port}
+}
+
+func sendRTP(t *testing.T, from *net.UDPConn, to *net.UDPAddr, pt uint8, seq uint16, payload []byte) {
+	t.Helper()
+	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 0x1234}, Payload: payload}
+	buf, err := pkt.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := from.WriteToUDP(buf, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// receiveRTP waits for one RTP packet on conn and returns its payload and source.
+func receiveRTP(t *testing.T, conn *net.UDPConn) ([]byte, *net.UDPAddr) {
+	t.Helper()
+	buf := make([]byte, 1500)
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, src, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("no RTP: %v", err)
+	}
+	var pkt rtp.Packet
+	if err := pkt.Unmarshal(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return pkt.Payload, src
+}
+
+// anchoredCall sets up alice → carla with media anchored and returns the
+// phones, the INVITE, its 200 and the relay addresses each side was given.
+func anchoredCall(t *testing.T, sw *testSwitch) (caller, callee *sipua.Phone, inv *sip.Request, res *sip.Response, toCallee, toCaller *net.UDPAddr) {
+	callee = newPhone(t, sw, "carla", "udp")
+	register(callee, "pw-carla", 300)
+	caller = newPhone(t, sw, "alice", "udp")
+	res, inv = caller.Invite("8300201")
+	if res.StatusCode != 200 {
+		t.Fatalf("call: %d %s", res.StatusCode, res.Reason)
+	}
+	caller.Ack(inv, res)
+	var got *sip.Request
+	select {
+	case got = <-callee.Invites:
+	case <-time.After(2 * time.Second):
+		t.Fatal("callee saw no INVITE")
+	}
+	toCaller = sdpAddr(t, got.Body()) // where the callee must send: the relay
+	toCallee = sdpAddr(t, res.Body()) // where the caller must send: the relay
+	for _, a := range []*net.UDPAddr{toCaller, toCallee} {
+		if a.Port == caller.RTP.LocalAddr().(*net.UDPAddr).Port || a.Port == callee.RTP.LocalAddr().(*net.UDPAddr).Port {
+			t.Fatalf("SDP points at a phone, not at the relay: %v", a)
+		}
+	}
+	return
+}
+
+func TestMediaIsAnchoredAndRelayedBothWays(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.Anchor = AnchorAlways })
+	caller, callee, inv, res, toCallee, toCaller := anchoredCall(t, sw)
+
+	sendRTP(t, caller.RTP, toCallee, 0, 1, []byte("buongiorno"))
+	if got, _ := receiveRTP(t, callee.RTP); !bytes.Equal(got, []byte("buongiorno")) {
+		t.Fatalf("callee got %q", got)
+	}
+	sendRTP(t, callee.RTP, toCaller, 0, 1, []byte("mi dica"))
+	if got, src := receiveRTP(t, caller.RTP); !bytes.Equal(got, []byte("mi dica")) || src.Port != toCallee.Port {
+		t.Fatalf("caller got %q from %v, want it from the relay port %d", got, src, toCallee.Port)
+	}
+	// An RFC 4733 digit "3" (event 3, end bit) from the caller is published.
+	for i := range 3 {
+		sendRTP(t, caller.RTP, toCallee, 101, uint16(2+i), []byte{3, 0x80 | 10, 0x03, 0x20})
+	}
+	if ev := sw.nextEvent(t, modules.KindDigitsCollected).(modules.DigitsCollected); ev.Digits != "3" || ev.Leg != modules.SideCaller {
+		t.Errorf("DigitsCollected: %+v", ev)
+	}
+	if bye := caller.Bye(inv, res); bye.StatusCode != 200 {
+		t.Fatalf("BYE: %d", bye.StatusCode)
+	}
+	ended := sw.nextEvent(t, modules.KindCallEnded).(modules.CallEnded)
+	if ended.Media == nil || ended.Media.Caller.Packets == 0 || ended.Media.Callee.Packets == 0 {
+		t.Fatalf("CallEnded carries no media quality: %+v", ended.Media)
+	}
+}
+
+func TestPhoneBehindNATIsLatched(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.Anchor = AnchorAlways })
+	caller, callee, _, _, toCallee, toCaller := anchoredCall(t, sw)
+	// The caller's NAT maps its media to another port than its SDP says.
+	natted, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer natted.Close()
+	sendRTP(t, natted, toCallee, 0, 1, []byte("dal NAT"))
+	if got, _ := receiveRTP(t, callee.RTP); string(got) != "dal NAT" {
+		t.Fatalf("callee got %q", got)
+	}
+	sendRTP(t, callee.RTP, toCaller, 0, 1, []byte("risposta"))
+	if got, _ := receiveRTP(t, natted); string(got) != "risposta" {
+		t.Fatalf("the reply did not reach the latched port: %q", got)
+	}
+	_ = caller
+}
+
+func TestMediaTimeoutEndsTheCall(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.Anchor = AnchorAlways })
+	_, callee, _, _, _, _ := anchoredCall(t, sw)
+	// No media flows: after the relay's timeout both sides get a BYE.
+	ended := sw.nextEventWithin(t, modules.KindCallEnded, 3*relayTimeout).(modules.CallEnded)
+	if ended.HangupBy != modules.SideSwitch {
+		t.Errorf("CallEnded by %s, want switch", ended.HangupBy)
+	}
+	if sw.ActiveCalls() != 0 {
+		t.Errorf("active calls after the timeout: %d", sw.ActiveCalls())
+	}
+	select {
+	case bye := <-callee.Byes:
+		if r := bye.GetHeader("Reason"); r == nil || !strings.Contains(r.Value(), "media timeout") {
+			t.Errorf("BYE without a media timeout Reason: %v", r)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("callee got no BYE")
+	}
+}

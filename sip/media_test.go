@@ -3,63 +3,23 @@ package sip
 import (
 	"bytes"
 	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/pion/rtp"
 
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/test/sipua"
 )
 
-// sdpAddr reads the connection address and audio port of an SDP body.
 func sdpAddr(t *testing.T, body []byte) *net.UDPAddr {
 	t.Helper()
-	var ip string
-	var port int
-	for _, line := range strings.Split(string(body), "\r\n") {
-		if v, ok := strings.CutPrefix(line, "c=IN IP4 "); ok {
-			ip = v
-		}
-		if v, ok := strings.CutPrefix(line, "m=audio "); ok {
-			port, _ = strconv.Atoi(strings.Fields(v)[0])
-		}
-	}
-	if ip == "" || port == 0 {
-		t.Fatalf("no audio address in SDP:\n%s", body)
-	}
-	return &net.UDPAddr{IP: net.ParseIP(ip), Port: port}
-}
-
-func sendRTP(t *testing.T, from *net.UDPConn, to *net.UDPAddr, pt uint8, seq uint16, payload []byte) {
-	t.Helper()
-	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 0x1234}, Payload: payload}
-	buf, err := pkt.Marshal()
+	a, err := sipua.SDPAddr(body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := from.WriteToUDP(buf, to); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// receiveRTP waits for one RTP packet on conn and returns its payload and source.
-func receiveRTP(t *testing.T, conn *net.UDPConn) ([]byte, *net.UDPAddr) {
-	t.Helper()
-	buf := make([]byte, 1500)
-	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-	n, src, err := conn.ReadFromUDP(buf)
-	if err != nil {
-		t.Fatalf("no RTP: %v", err)
-	}
-	var pkt rtp.Packet
-	if err := pkt.Unmarshal(buf[:n]); err != nil {
-		t.Fatal(err)
-	}
-	return pkt.Payload, src
+	return a
 }
 
 // anchoredCall sets up alice → carla with media anchored and returns the
@@ -93,17 +53,17 @@ func TestMediaIsAnchoredAndRelayedBothWays(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.Anchor = AnchorAlways })
 	caller, callee, inv, res, toCallee, toCaller := anchoredCall(t, sw)
 
-	sendRTP(t, caller.RTP, toCallee, 0, 1, []byte("buongiorno"))
-	if got, _ := receiveRTP(t, callee.RTP); !bytes.Equal(got, []byte("buongiorno")) {
+	sipua.SendRTP(t, caller.RTP, toCallee, 0, 1, []byte("buongiorno"))
+	if got, _ := sipua.ReceiveRTP(t, callee.RTP); !bytes.Equal(got, []byte("buongiorno")) {
 		t.Fatalf("callee got %q", got)
 	}
-	sendRTP(t, callee.RTP, toCaller, 0, 1, []byte("mi dica"))
-	if got, src := receiveRTP(t, caller.RTP); !bytes.Equal(got, []byte("mi dica")) || src.Port != toCallee.Port {
+	sipua.SendRTP(t, callee.RTP, toCaller, 0, 1, []byte("mi dica"))
+	if got, src := sipua.ReceiveRTP(t, caller.RTP); !bytes.Equal(got, []byte("mi dica")) || src.Port != toCallee.Port {
 		t.Fatalf("caller got %q from %v, want it from the relay port %d", got, src, toCallee.Port)
 	}
 	// An RFC 4733 digit "3" (event 3, end bit) from the caller is published.
 	for i := range 3 {
-		sendRTP(t, caller.RTP, toCallee, 101, uint16(2+i), []byte{3, 0x80 | 10, 0x03, 0x20})
+		sipua.SendRTP(t, caller.RTP, toCallee, 101, uint16(2+i), []byte{3, 0x80 | 10, 0x03, 0x20})
 	}
 	if ev := sw.nextEvent(t, modules.KindDigitsCollected).(modules.DigitsCollected); ev.Digits != "3" || ev.Leg != modules.SideCaller {
 		t.Errorf("DigitsCollected: %+v", ev)
@@ -126,12 +86,12 @@ func TestPhoneBehindNATIsLatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer natted.Close()
-	sendRTP(t, natted, toCallee, 0, 1, []byte("dal NAT"))
-	if got, _ := receiveRTP(t, callee.RTP); string(got) != "dal NAT" {
+	sipua.SendRTP(t, natted, toCallee, 0, 1, []byte("dal NAT"))
+	if got, _ := sipua.ReceiveRTP(t, callee.RTP); string(got) != "dal NAT" {
 		t.Fatalf("callee got %q", got)
 	}
-	sendRTP(t, callee.RTP, toCaller, 0, 1, []byte("risposta"))
-	if got, _ := receiveRTP(t, natted); string(got) != "risposta" {
+	sipua.SendRTP(t, callee.RTP, toCaller, 0, 1, []byte("risposta"))
+	if got, _ := sipua.ReceiveRTP(t, natted); string(got) != "risposta" {
 		t.Fatalf("the reply did not reach the latched port: %q", got)
 	}
 	_ = caller

@@ -8,11 +8,14 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
 )
 
 // FreePort returns a port free for both UDP and TCP on 127.0.0.1.
@@ -233,4 +236,68 @@ func (p *Phone) inDialog(method sip.RequestMethod, inv *sip.Request, res *sip.Re
 	req.SetTransport(inv.Transport())
 	req.SetDestination(p.Switch)
 	return req
+}
+
+// SDPAddr reads the connection address and audio port of an SDP body.
+func SDPAddr(body []byte) (*net.UDPAddr, error) {
+	var ip string
+	var port int
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "c=IN IP4 "); ok {
+			ip = v
+		}
+		if v, ok := strings.CutPrefix(line, "m=audio "); ok {
+			port, _ = strconv.Atoi(strings.Fields(v)[0])
+		}
+	}
+	if ip == "" || port == 0 {
+		return nil, fmt.Errorf("no audio address in SDP:\n%s", body)
+	}
+	return &net.UDPAddr{IP: net.ParseIP(ip), Port: port}, nil
+}
+
+// SendRTP sends one RTP packet from conn (the phone's RTP socket, or another
+// one to play a NAT) to addr.
+func SendRTP(t testing.TB, conn *net.UDPConn, to *net.UDPAddr, pt uint8, seq uint16, payload []byte) {
+	t.Helper()
+	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 0x1234}, Payload: payload}
+	buf, err := pkt.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.WriteToUDP(buf, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ReceiveRTP waits up to 2 s for an RTP packet on conn and returns its
+// payload and where it came from.
+func ReceiveRTP(t testing.TB, conn *net.UDPConn) ([]byte, *net.UDPAddr) {
+	t.Helper()
+	buf := make([]byte, 1500)
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, src, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("no RTP: %v", err)
+	}
+	var pkt rtp.Packet
+	if err := pkt.Unmarshal(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return pkt.Payload, src
+}
+
+// ReInvite sends a re-INVITE in the dialog of inv/res with the phone's SDP,
+// marked with direction (sendrecv, sendonly, inactive), and returns the answer.
+func (p *Phone) ReInvite(inv *sip.Request, res *sip.Response, cseq uint32, direction string) *sip.Response {
+	p.t.Helper()
+	req := p.inDialog(sip.INVITE, inv, res, cseq)
+	req.AppendHeader(p.contact())
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody([]byte(strings.Replace(string(p.SDP()), "a=sendrecv", "a="+direction, 1)))
+	answer := p.Do(req)
+	if answer.StatusCode == 200 {
+		p.Ack(req, answer)
+	}
+	return answer
 }

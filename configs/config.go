@@ -98,6 +98,10 @@ type Auth struct {
 	MaxFailures   int      `yaml:"max_failures"`
 	FailureWindow Duration `yaml:"failure_window"`
 	BlockFor      Duration `yaml:"block_for"`
+	// FloodRate caps the SIP messages per second one untrusted IP may send
+	// (burst: twice as many); past it datagrams are dropped and connections
+	// closed, before parsing. 0 disables the limit.
+	FloodRate float64 `yaml:"flood_rate"`
 }
 
 // Proxy configures call forwarding.
@@ -188,6 +192,7 @@ func Default() *Config {
 			MaxFailures:   10,
 			FailureWindow: Duration(time.Minute),
 			BlockFor:      Duration(5 * time.Minute),
+			FloodRate:     200,
 		},
 		Proxy: Proxy{RingTimeout: Duration(60 * time.Second), DrainPeriod: Duration(10 * time.Second)},
 		Media: Media{Anchor: "always", PortMin: 30000, PortMax: 39999,
@@ -502,6 +507,9 @@ func (c *Config) validateAuth() error {
 		if _, err := parsePrefix(s); err != nil {
 			return fieldError(fmt.Sprintf("auth.trusted[%d]", i), "invalid CIDR %q", s)
 		}
+	}
+	if a.FloodRate < 0 {
+		return fieldError("auth.flood_rate", "must not be negative (0 disables the limit), got %v", a.FloodRate)
 	}
 	if a.MaxFailures < 0 {
 		return fieldError("auth.max_failures", "must not be negative (0 disables blocking), got %d", a.MaxFailures)

@@ -13,6 +13,7 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	responses    *prometheus.CounterVec
 	malformed    *prometheus.CounterVec
+	flooded      prometheus.Counter
 	authFailures *prometheus.CounterVec
 	callAttempts *prometheus.CounterVec
 	callOutcomes *prometheus.CounterVec
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 			Namespace: "centralino", Subsystem: "sip", Name: "malformed_messages_total",
 			Help: "SIP messages dropped as unparsable or answered 400, by transport.",
 		}, []string{"transport"}),
+		flooded: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "centralino", Subsystem: "sip", Name: "flood_dropped_total",
+			Help: "Datagrams dropped and connections closed because their source passed its flood limit.",
+		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "centralino", Subsystem: "sip", Name: "auth_failures_total",
 			Help: "Failed digest authentications, by reason.",
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.responses, m.malformed, m.authFailures, m.callAttempts,
+		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.authFailures, m.callAttempts,
 			m.callOutcomes, m.txSeconds, m.setupSeconds, &stateCollector{s: s})
 	}
 	return m

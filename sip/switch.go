@@ -50,6 +50,9 @@ type Config struct {
 	FailureWindow, BlockFor time.Duration
 
 	RingTimeout time.Duration
+	// FloodRate caps the reads per second of one untrusted source IP (burst:
+	// twice as many); 0 disables the limit.
+	FloodRate float64
 	// Anchor is when media goes through the relay: AnchorAlways, AnchorNAT
 	// or AnchorNever; an agency's Media setting overrides it for its side.
 	Anchor string
@@ -148,6 +151,11 @@ func New(cfg Config, d Deps) (*Switch, error) {
 	// sipgo logs each unparsable message at error level with its full text;
 	// countingHandler turns that into a metric and a bounded debug line.
 	sipLog := slog.New(&countingHandler{next: log.Handler(), malformed: s.metrics.malformed})
+	transportOpts := []sip.TransportLayerOption{sip.WithTransportLayerLogger(sipLog)}
+	if cfg.FloodRate > 0 {
+		flood := newFloodLimit(cfg.FloodRate, s.trusted, s.metrics.flooded)
+		transportOpts = append(transportOpts, sip.WithTransportLayerReadFilter(flood.filter))
+	}
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("Centralino"),
 		sipgo.WithUserAgentHostname(s.host),
@@ -155,7 +163,7 @@ func New(cfg Config, d Deps) (*Switch, error) {
 			sip.WithTransactionLayerLogger(sipLog),
 			sip.WithTransactionLayerUnhandledResponseHandler(s.forwardStrayResponse),
 		),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransportLayerOptions(transportOpts...),
 	)
 	if err != nil {
 		return nil, err

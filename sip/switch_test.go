@@ -464,3 +464,25 @@ func TestCallEvents(t *testing.T) {
 		t.Errorf("CallEnded of a 404: %+v", ev)
 	}
 }
+
+func TestFloodingSourceIsCutOff(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.FloodRate = 20 })
+	conn, err := net.Dial("udp", sw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i := range 500 {
+		fmt.Fprintf(conn, "OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKflood%d\r\nFrom: <sip:x@x>;tag=1\r\nTo: <sip:x@x>\r\nCall-ID: flood-%d\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+			sw.addr, conn.LocalAddr(), i, i)
+	}
+	time.Sleep(200 * time.Millisecond)
+	dropped := testutil.ToFloat64(sw.metrics.flooded)
+	if dropped < 400 {
+		t.Fatalf("%v of 500 messages dropped at 20/s with a burst of 40, want most of them", dropped)
+	}
+	answered := testutil.ToFloat64(sw.metrics.responses.WithLabelValues("OPTIONS", "200"))
+	if answered < 20 || answered > 100 {
+		t.Errorf("%v OPTIONS answered, want about the burst (40)", answered)
+	}
+}

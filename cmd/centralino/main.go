@@ -337,6 +337,7 @@ func switchConfig(cfg *configs.Config) (sip.Config, error) {
 		BlockFor:       time.Duration(cfg.Auth.BlockFor),
 		RingTimeout:    time.Duration(cfg.Proxy.RingTimeout),
 		Anchor:         cfg.Media.Anchor,
+		FloodRate:      cfg.Auth.FloodRate,
 	}
 	for i, l := range cfg.Listen {
 		sl := sip.Listener{Transport: l.Transport, Addr: l.Addr}

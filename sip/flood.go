@@ -1,0 +1,91 @@
+package sip
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// floodLimit caps what one source IP may send, before any parsing (as
+// Kamailio's pike module does): a token bucket of Rate reads per second with
+// a burst of twice that. A UDP datagram over the limit is dropped; a stream
+// (TCP, TLS, WS) over the limit is closed. Trusted sources are exempt.
+type floodLimit struct {
+	rate    float64
+	trusted func(netip.Addr) bool
+	dropped prometheus.Counter
+	now     func() time.Time
+
+	mu      sync.Mutex
+	buckets map[netip.Addr]*bucket
+	swept   time.Time
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+var errFlood = errors.New("sip: source over its flood limit")
+
+func newFloodLimit(rate float64, trusted func(netip.Addr) bool, dropped prometheus.Counter) *floodLimit {
+	return &floodLimit{rate: rate, trusted: trusted, dropped: dropped, now: time.Now, buckets: make(map[netip.Addr]*bucket)}
+}
+
+// filter is a sipgo read filter: nil data drops a datagram, an error closes a stream.
+func (f *floodLimit) filter(props sip.TransportReadProps, data []byte) ([]byte, error) {
+	ip := addrIP(props.RemoteAddr)
+	if !ip.IsValid() || f.trusted(ip) || f.allow(ip) {
+		return data, nil
+	}
+	f.dropped.Inc()
+	if _, udp := props.RemoteAddr.(*net.UDPAddr); udp {
+		return nil, nil
+	}
+	return nil, errFlood
+}
+
+func (f *floodLimit) allow(ip netip.Addr) bool {
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if now.Sub(f.swept) > time.Minute {
+		// Forget sources idle long enough to have refilled their bucket.
+		for k, b := range f.buckets {
+			if now.Sub(b.last) > 10*time.Second {
+				delete(f.buckets, k)
+			}
+		}
+		f.swept = now
+	}
+	b, ok := f.buckets[ip]
+	if !ok {
+		b = &bucket{tokens: 2 * f.rate, last: now}
+		f.buckets[ip] = b
+	}
+	b.tokens = min(2*f.rate, b.tokens+now.Sub(b.last).Seconds()*f.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func addrIP(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}

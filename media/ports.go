@@ -51,19 +51,19 @@ func (p *portPool) size() int {
 
 // bind takes a pair from the pool and binds its RTP port on ip, skipping
 // pairs another process holds.
-func (p *portPool) bind(ip netip.Addr) (int, *net.UDPConn, error) {
+func (p *portPool) bind(ip netip.Addr) (int, int, error) {
 	for range p.size() + 1 {
 		port, ok := p.get()
 		if !ok {
 			break
 		}
-		conn, err := listenUDP(ip, port)
+		fd, err := bindUDP(ip, port)
 		if err == nil {
-			return port, conn, nil
+			return port, fd, nil
 		}
 		p.put(port)
 	}
-	return 0, nil, ErrNoPorts
+	return 0, -1, ErrNoPorts
 }
 
 func listenUDP(ip netip.Addr, port int) (*net.UDPConn, error) {

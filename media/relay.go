@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,6 +120,8 @@ type Relay struct {
 	closed  bool
 
 	sockets   atomic.Int64
+	loops     []*loop // serve the sockets; a call's all on one
+	nextLoop  atomic.Uint32
 	releasing sync.WaitGroup // releases in flight, for Close
 	onTimeout atomic.Pointer[func(string, Quality)]
 	onDTMF    atomic.Pointer[func(string, string, rune, time.Duration)]
@@ -186,6 +189,15 @@ func NewRelay(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	r.m = m
+	for range runtime.GOMAXPROCS(0) {
+		lp, err := newLoop(r)
+		if err != nil {
+			r.stopLoops()
+			r.m.unregister()
+			return nil, fmt.Errorf("media: event loop: %w", err)
+		}
+		r.loops = append(r.loops, lp)
+	}
 	tick := min(time.Second, cfg.Timeout/4, cfg.HoldTimeout/4)
 	go r.sweep(tick)
 	go r.dispatchDTMF()
@@ -426,10 +438,17 @@ func (r *Relay) Close() error {
 		r.Release(id)
 	}
 	r.releasing.Wait() // releases the proxy started meanwhile
+	r.stopLoops()      // every socket is removed
 	close(r.dtmf)      // no socket is left to send on it
 	<-r.dispatcherDone
 	r.m.unregister()
 	return nil
+}
+
+func (r *Relay) stopLoops() {
+	for _, lp := range r.loops {
+		lp.stop()
+	}
 }
 
 func (r *Relay) callIDs() []string {
@@ -450,7 +469,8 @@ func (r *Relay) call(id, tag string) (*call, error) {
 	}
 	c := r.calls[id]
 	if c == nil {
-		c = &call{r: r, id: id, tags: [2]string{tag}, activeSince: r.now()}
+		lp := r.loops[int(r.nextLoop.Add(1))%len(r.loops)]
+		c = &call{r: r, lp: lp, id: id, tags: [2]string{tag}, activeSince: r.now()}
 		r.calls[id] = c
 	}
 	return c, nil
@@ -545,6 +565,7 @@ func (r *Relay) dispatchDTMF() {
 // offerer) and side 1.
 type call struct {
 	r  *Relay
+	lp *loop // serves all the call's sockets
 	id string
 
 	releasing bool // under r.mu
@@ -558,7 +579,6 @@ type call struct {
 	answered    bool
 	hold        bool
 	activeSince int64 // ns; the last answer, for the timeout
-	wg          sync.WaitGroup
 }
 
 // pendingOffer is the last offer, kept for its answers.
@@ -595,35 +615,44 @@ func (c *call) stream(i int, addrX, addrY netip.Addr, x int) (*stream, error) {
 	}
 	ey, err := c.newEnd(st, 1-x, addrY.Is6())
 	if err != nil {
-		ex.rtp.conn.Close()
+		closeFD(ex.rtp.fd)
 		c.r.ports.put(ex.port)
 		return nil, err
 	}
 	ex.peer, ey.peer = ey, ex
 	st.ends[x], st.ends[1-x] = ex, ey
-	c.streams[i] = st
-	c.start(ex.rtp)
-	c.start(ey.rtp)
+	c.streams[i] = st // from here Release frees the ports
+	if err := c.start(ex.rtp); err != nil {
+		closeFD(ey.rtp.fd)
+		return nil, err
+	}
+	if err := c.start(ey.rtp); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 
 func (c *call) newEnd(st *stream, side int, v6 bool) (*end, error) {
 	ip := c.r.bindIP(v6)
-	port, conn, err := c.r.ports.bind(ip)
+	port, fd, err := c.r.ports.bind(ip)
 	if err != nil {
 		return nil, err
 	}
 	e := &end{c: c, st: st, side: side, ip: ip, port: port}
-	e.rtp = &sock{conn: conn, e: e}
+	e.rtp = &sock{fd: fd, v6: v6, e: e}
 	return e, nil
 }
 
-// start runs a socket's reader; the call's close stops it.
-func (c *call) start(s *sock) {
+// start hands a socket to the call's loop; the call's close removes it.
+func (c *call) start(s *sock) error {
+	if err := c.lp.add(s); err != nil {
+		closeFD(s.fd)
+		s.fd = -1
+		return err
+	}
 	c.socks = append(c.socks, s)
 	c.r.sockets.Add(1)
-	c.wg.Add(1)
-	go s.run()
+	return nil
 }
 
 // ensureRTCP opens the RTCP sockets of both ends (rtcp-mux not negotiated).
@@ -632,16 +661,18 @@ func (st *stream) ensureRTCP() error {
 		if e.rtcp.Load() != nil {
 			continue
 		}
-		conn, err := listenUDP(e.ip, e.port+1)
+		fd, err := bindUDP(e.ip, e.port+1)
 		if err != nil {
 			return fmt.Errorf("%w: RTCP port %d: %v", ErrNoPorts, e.port+1, err)
 		}
-		s := &sock{conn: conn, e: e, isRTCP: true}
+		s := &sock{fd: fd, v6: e.ip.Is6(), e: e, isRTCP: true}
 		if e.sdpRTCP.IsValid() {
 			s.reset(e.sdpRTCP, e.source)
 		}
+		if err := e.c.start(s); err != nil {
+			return err
+		}
 		e.rtcp.Store(s)
-		e.c.start(s)
 	}
 	return nil
 }
@@ -691,17 +722,16 @@ func (c *call) expired(now int64) bool {
 	return now-last > int64(limit)
 }
 
-// close stops the call's sockets and waits for their goroutines, after
-// which its statistics are stable.
+// close removes the call's sockets from its loop, after which its
+// statistics are stable.
 func (c *call) close() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.closed = true
 	for _, s := range c.socks {
-		s.conn.Close()
+		c.lp.remove(s)
 	}
 	c.r.sockets.Add(-int64(len(c.socks)))
-	c.mu.Unlock()
-	c.wg.Wait()
 }
 
 func (c *call) counts() (t counts) {

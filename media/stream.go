@@ -2,8 +2,6 @@ package media
 
 import (
 	"encoding/binary"
-	"errors"
-	"net"
 	"net/netip"
 	"sync/atomic"
 
@@ -130,9 +128,12 @@ type latchState struct {
 	deadline int64         // ns since relay epoch; latching closes then
 }
 
-// sock is one relay UDP socket with its reader goroutine.
+// sock is one relay UDP socket, served by its call's loop.
 type sock struct {
-	conn   *net.UDPConn
+	fd     int // -1 once closed
+	v6     bool
+	lp     *loop
+	tok    int32 // in lp
 	e      *end
 	isRTCP bool
 	latch  atomic.Pointer[latchState]
@@ -140,25 +141,9 @@ type sock struct {
 
 	packets, bytes, dropped atomic.Uint64
 
-	// Scratch of the reader goroutine.
+	// Scratch of the loop (pion's header structs).
 	hdr     rtp.Header
 	rtcpHdr rtcp.Header
-	in, out [bufSize]byte
-}
-
-func (s *sock) run() {
-	defer s.e.c.wg.Done()
-	r := s.e.c.r
-	for {
-		n, src, err := s.conn.ReadFromUDPAddrPort(s.in[:])
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		s.forward(s.in[:n], src, r.now())
-	}
 }
 
 // reset points the socket at a new endpoint address, dropping any latch.
@@ -335,16 +320,15 @@ func (s *sock) send(pkt []byte, isRTCP bool) bool {
 	case tx.rtp == nil:
 	case isRTCP:
 		tx.mu.Lock()
-		out, err = tx.rtcp.EncryptRTCP(s.out[:0], pkt, &s.rtcpHdr)
+		out, err = tx.rtcp.EncryptRTCP(s.lp.out[:0], pkt, &s.rtcpHdr)
 		tx.mu.Unlock()
 	default:
-		out, err = tx.rtp.EncryptRTP(s.out[:0], pkt, &s.hdr)
+		out, err = tx.rtp.EncryptRTP(s.lp.out[:0], pkt, &s.hdr)
 	}
 	if err != nil {
 		return false
 	}
-	_, err = dst.conn.WriteToUDPAddrPort(out, l.peer)
-	return err == nil
+	return s.lp.sendto(dst, out, l.peer)
 }
 
 // isRTCP tells RTCP from RTP on a muxed port (RFC 5761 §4).

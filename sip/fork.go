@@ -32,7 +32,8 @@ type forker struct {
 
 	mu        sync.Mutex
 	best      *sip.Response
-	final     int // code of the final answer given upstream
+	bestLocal bool // best is the switch's own answer, not a branch's
+	final     int  // code of the final answer given upstream
 	cancelled bool
 	firstSeen bool
 	live      []*branch
@@ -71,7 +72,7 @@ func newForker(s *Switch, req *sip.Request, tx sip.ServerTransaction, hooks fork
 
 // run sends the groups one after another, each for at most timeout, and
 // answers upstream if no branch did.
-func (f *forker) run(ctx context.Context, groups [][]branchTarget, timeout time.Duration) {
+func (f *forker) run(groups [][]branchTarget, timeout time.Duration) {
 	for _, g := range groups {
 		f.runGroup(g, timeout)
 		f.mu.Lock()
@@ -87,9 +88,12 @@ func (f *forker) run(ctx context.Context, groups [][]branchTarget, timeout time.
 		return
 	}
 	res := f.best
-	if res == nil {
+	switch {
+	case res == nil:
 		res = sip.NewResponseFromRequest(f.req, 408, "Request Timeout", nil)
-	} else {
+	case f.bestLocal:
+		res = sip.NewResponseFromRequest(f.req, res.StatusCode, res.Reason, nil)
+	default:
 		res = f.relay(res, false)
 		if res.StatusCode == 401 || res.StatusCode == 407 {
 			name := "WWW-Authenticate"
@@ -133,7 +137,7 @@ func (f *forker) runGroup(targets []branchTarget, timeout time.Duration) {
 		tx, err := f.s.client.TransactionRequest(context.Background(), t.req, asIs)
 		if err != nil {
 			f.s.log.Debug("branch not sent", "call_id", callID(f.req), "dest", t.req.Destination(), "error", err)
-			f.consider(sip.NewResponseFromRequest(f.req, 503, "Service Unavailable", nil))
+			f.considerLocal(480, "Temporarily Unavailable")
 			continue
 		}
 		b := &branch{branchTarget: t, tx: tx}
@@ -167,10 +171,17 @@ func (f *forker) runGroup(targets []branchTarget, timeout time.Duration) {
 	case <-timer.C:
 	}
 	// No answer in time: cancel what still rings and say so if nobody answers.
+	// A branch that never answered at all cannot be cancelled (RFC 3261
+	// §9.1); it is dropped, as Kamailio's fr_timer does.
 	f.mu.Lock()
-	if f.final == 0 && f.req.IsInvite() {
-		f.consider(sip.NewResponseFromRequest(f.req, 408, "Request Timeout", nil))
+	if f.final == 0 {
+		f.considerLocal(408, "Request Timeout")
 		f.cancelAllLocked()
+		for _, b := range f.live {
+			if !b.done && !b.provisional {
+				b.tx.Terminate()
+			}
+		}
 	}
 	f.mu.Unlock()
 	<-done
@@ -190,9 +201,9 @@ func (f *forker) follow(b *branch) {
 			b.done = true
 			err := b.tx.Err()
 			if errors.Is(err, sip.ErrTransactionTimeout) {
-				f.consider(sip.NewResponseFromRequest(f.req, 408, "Request Timeout", nil))
+				f.considerLocal(408, "Request Timeout")
 			} else if err != nil && !errors.Is(err, sip.ErrTransactionTerminated) {
-				f.consider(sip.NewResponseFromRequest(f.req, 503, "Service Unavailable", nil))
+				f.considerLocal(480, "Temporarily Unavailable")
 			}
 			f.mu.Unlock()
 			return
@@ -301,7 +312,16 @@ func (f *forker) consider(res *sip.Response) {
 		}
 	}
 	if f.best == nil || rank(res.StatusCode) < rank(f.best.StatusCode) {
-		f.best = res
+		f.best, f.bestLocal = res, false
+	}
+}
+
+// considerLocal weighs an answer of the switch's own (a branch that timed
+// out or could not be sent): it is answered from the caller's request, not
+// relayed from a branch.
+func (f *forker) considerLocal(code int, reason string) {
+	if f.best == nil || rank(code) < rank(f.best.StatusCode) {
+		f.best, f.bestLocal = sip.NewResponse(code, reason), true
 	}
 }
 

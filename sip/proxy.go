@@ -270,7 +270,7 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		s.addRecordRoute(fwd, req.Transport(), tp)
 	}
 	f := newForker(s, req, tx, hooks)
-	f.run(context.Background(), [][]branchTarget{{{req: fwd, direct: direct}}}, s.cfg.RingTimeout)
+	f.run([][]branchTarget{{{req: fwd, direct: direct}}}, s.cfg.RingTimeout)
 	if req.Method == sip.BYE {
 		s.endCall(req, f.finalCode())
 	}
@@ -399,7 +399,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 	if timeout <= 0 {
 		timeout = s.cfg.RingTimeout
 	}
-	f.run(ctx, groups, timeout)
+	f.run(groups, timeout)
 	final(f.finalCode(), f.wasCancelled())
 }
 
@@ -492,8 +492,10 @@ func outcomeOf(code int) string {
 // forwardStrayResponse forwards a response no client transaction matched,
 // such as a retransmitted 2xx to INVITE, statelessly along its Via.
 func (s *Switch) forwardStrayResponse(res *sip.Response) {
+	// Only a 2xx to INVITE outlives its transaction legitimately; anything
+	// else comes from a branch already given up.
 	v := res.Via()
-	if v == nil || v.Host != s.host {
+	if v == nil || v.Host != s.host || !res.IsSuccess() || res.CSeq() == nil || res.CSeq().MethodName != sip.INVITE {
 		return
 	}
 	fwd := res.Clone()

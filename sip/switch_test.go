@@ -486,3 +486,26 @@ func TestFloodingSourceIsCutOff(t *testing.T) {
 		t.Errorf("%v OPTIONS answered, want about the burst (40)", answered)
 	}
 }
+
+func TestRingTimeoutWithASilentPhone(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.RingTimeout = 500 * time.Millisecond })
+	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	err = sw.dir.PutBinding(context.Background(), directory.Binding{AOR: "dario", Contact: "sip:dario@" + silent.LocalAddr().String(),
+		Source: silent.LocalAddr().String(), Transport: "udp", Expires: time.Now().Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := newPhone(t, sw, "carla", "udp")
+	start := time.Now()
+	res, _ := caller.Invite("dario")
+	if res.StatusCode != 408 {
+		t.Fatalf("a phone that never answers: %d, want 408", res.StatusCode)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("408 came after %v; the ring timeout is 500ms", d)
+	}
+}

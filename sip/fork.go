@@ -45,6 +45,7 @@ type branch struct {
 	tx          sip.ClientTransaction
 	provisional bool // CANCEL may be sent only after a provisional response
 	cancelAsked bool
+	dropped     bool // given up at the ring timeout: its end says nothing
 	done        bool
 }
 
@@ -179,6 +180,7 @@ func (f *forker) runGroup(targets []branchTarget, timeout time.Duration) {
 		f.cancelAllLocked()
 		for _, b := range f.live {
 			if !b.done && !b.provisional {
+				b.dropped = true
 				b.tx.Terminate()
 			}
 		}
@@ -200,6 +202,9 @@ func (f *forker) follow(b *branch) {
 			f.mu.Lock()
 			b.done = true
 			err := b.tx.Err()
+			if b.dropped {
+				err = nil
+			}
 			if errors.Is(err, sip.ErrTransactionTimeout) {
 				f.considerLocal(408, "Request Timeout")
 			} else if err != nil && !errors.Is(err, sip.ErrTransactionTerminated) {

@@ -79,6 +79,7 @@ func main() {
 	relayPID := flag.Int("relay-pid", 0, "gen: the relay's PID, for its CPU and RSS")
 	maxLife := flag.Duration("max-life", 15*time.Minute, "relay: exit after this long")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address")
+	shared := flag.Bool("shared", false, "gen: all phones on one socket, sendmmsg/recvmmsg (a cheaper generator)")
 	flag.Parse()
 	if *calls < 1 || *calls > maxCalls || *duration <= 0 || *duration > maxDuration || *senders < 1 ||
 		*basePort < 1024 || *basePort+2**calls > 65535 || *maxLife <= 0 || *maxLife > time.Hour {
@@ -121,22 +122,32 @@ func main() {
 
 	selfBefore, relayBefore := rssKB(os.Getpid()), relayProc.rss()
 	g := &gen{start: time.Now()}
+	if *shared {
+		var err error
+		if g.shared, err = listenShared(*basePort); err != nil {
+			log.Fatal(err)
+		}
+	}
 	for i := range *calls {
-		c, err := g.newCall(ctl, fmt.Sprint("load-", i), *basePort+2*i, *useSRTP, *direct, *mux)
+		c, err := g.newCall(ctl, fmt.Sprint("load-", i), i, *basePort+2*i, *useSRTP, *direct, *mux)
 		if err != nil {
 			log.Fatalf("call %d: %v", i, err)
 		}
 		g.calls = append(g.calls, c)
 	}
 	relaySetup := relayProc.rss()
-	fmt.Printf("mode %s  calls %d  relay %v  srtp %v  mux %v  paced %v  GOMAXPROCS %d\n",
-		*mode, *calls, !*direct, *useSRTP, *mux, !*unpaced, runtime.GOMAXPROCS(0))
+	fmt.Printf("mode %s  calls %d  relay %v  srtp %v  mux %v  paced %v  shared %v  GOMAXPROCS %d\n",
+		*mode, *calls, !*direct, *useSRTP, *mux, !*unpaced, *shared, runtime.GOMAXPROCS(0))
 	fmt.Printf("setup: generator RSS +%d KB, relay RSS +%d KB (%.1f KB/call)\n",
 		rssKB(os.Getpid())-selfBefore, relaySetup-relayBefore, float64(relaySetup-relayBefore)/float64(*calls))
 
-	for _, c := range g.calls {
-		for _, l := range c.legs {
-			go g.receive(l)
+	if g.shared != nil {
+		go g.receiveShared()
+	} else {
+		for _, c := range g.calls {
+			for _, l := range c.legs {
+				go g.receive(l)
+			}
 		}
 	}
 	// Prime both directions so the relay latches, as phones do.
@@ -152,10 +163,17 @@ func main() {
 	var wg sync.WaitGroup
 	stop := time.Now().Add(*duration)
 	for s := range *senders {
+		if g.shared != nil && s > 0 {
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			g.send(s, *senders, stop, !*unpaced)
+			if g.shared != nil {
+				g.sendShared(stop, !*unpaced)
+			} else {
+				g.send(s, *senders, stop, !*unpaced)
+			}
 		}()
 	}
 	wg.Wait()
@@ -164,8 +182,13 @@ func main() {
 	time.Sleep(300 * time.Millisecond) // in-flight packets
 	for _, c := range g.calls {
 		for _, l := range c.legs {
-			l.conn.Close()
+			if l.conn != nil {
+				l.conn.Close()
+			}
 		}
+	}
+	if g.shared != nil {
+		g.shared.Close()
 	}
 	if ctl != nil {
 		for i := range g.calls {
@@ -233,7 +256,8 @@ func (p proc) rss() int64 {
 
 // leg is one phone: its socket, where it sends, and its SRTP contexts.
 type leg struct {
-	conn     *net.UDPConn
+	conn     *net.UDPConn // nil with -shared
+	local    netip.AddrPort
 	dst      netip.AddrPort
 	ssrc     uint32
 	seq      uint16
@@ -247,21 +271,28 @@ type call struct{ legs [2]*leg }
 
 type gen struct {
 	start          time.Time
+	shared         *net.UDPConn // -shared: every leg's socket
 	calls          []*call
 	sent, received atomic.Uint64
 	undecodable    atomic.Uint64
 	latency        histogram
 }
 
-func (g *gen) newCall(ctl control, id string, port int, useSRTP, direct, mux bool) (*call, error) {
+func (g *gen) newCall(ctl control, id string, idx, port int, useSRTP, direct, mux bool) (*call, error) {
 	c := &call{}
 	for i := range c.legs {
-		conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(lo, uint16(port+i))))
-		if err != nil {
-			return nil, err
+		l := &leg{ssrc: uint32(2*idx + i + 1), sendBuf: make([]byte, 0, 256), encBuf: make([]byte, 0, 256)}
+		if g.shared != nil {
+			l.local = g.shared.LocalAddr().(*net.UDPAddr).AddrPort()
+		} else {
+			conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(lo, uint16(port+i))))
+			if err != nil {
+				return nil, err
+			}
+			_ = conn.SetReadBuffer(1 << 20)
+			l.conn, l.local = conn, conn.LocalAddr().(*net.UDPAddr).AddrPort()
 		}
-		_ = conn.SetReadBuffer(1 << 20)
-		c.legs[i] = &leg{conn: conn, ssrc: uint32(i + 1), sendBuf: make([]byte, 0, 256), encBuf: make([]byte, 0, 256)}
+		c.legs[i] = l
 	}
 	a, b := c.legs[0], c.legs[1]
 	if direct {
@@ -310,7 +341,7 @@ func (g *gen) newCall(ctl control, id string, port int, useSRTP, direct, mux boo
 	return c, nil
 }
 
-func (l *leg) addr() netip.AddrPort { return l.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (l *leg) addr() netip.AddrPort { return l.local }
 
 func phoneSDP(a netip.AddrPort, proto, extra string) []byte {
 	return fmt.Appendf(nil, "v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d %s 0\r\na=rtpmap:0 PCMU/8000\r\n%s",
@@ -380,27 +411,40 @@ func (g *gen) send(s, n int, stop time.Time, paced bool) {
 // send time 0 and are not counted.
 func (g *gen) sendLegs(c *call, payload []byte, measured bool) {
 	for _, l := range c.legs {
-		at := uint64(0)
-		if measured {
-			at = uint64(time.Since(g.start))
-		}
-		binary.BigEndian.PutUint64(payload, at)
-		l.seq++
-		h := rtp.Header{Version: 2, SequenceNumber: l.seq, Timestamp: uint32(l.seq) * payloadLen, SSRC: l.ssrc}
-		n, err := h.MarshalTo(l.sendBuf[:12])
-		if err != nil {
+		out := g.packet(l, payload, measured)
+		if out == nil {
 			continue
 		}
-		out := append(l.sendBuf[:n], payload...)
-		if l.enc != nil {
-			if out, err = l.enc.EncryptRTP(l.encBuf[:0], out, &l.encHdr); err != nil {
-				continue
-			}
+		conn := l.conn
+		if conn == nil {
+			conn = g.shared
 		}
-		if _, err := l.conn.WriteToUDPAddrPort(out, l.dst); err == nil && measured {
+		if _, err := conn.WriteToUDPAddrPort(out, l.dst); err == nil && measured {
 			g.sent.Add(1)
 		}
 	}
+}
+
+// packet makes leg l's next packet, encrypted for an SRTP leg; nil on error.
+func (g *gen) packet(l *leg, payload []byte, measured bool) []byte {
+	at := uint64(0)
+	if measured {
+		at = uint64(time.Since(g.start))
+	}
+	binary.BigEndian.PutUint64(payload, at)
+	l.seq++
+	h := rtp.Header{Version: 2, SequenceNumber: l.seq, Timestamp: uint32(l.seq) * payloadLen, SSRC: l.ssrc}
+	n, err := h.MarshalTo(l.sendBuf[:12])
+	if err != nil {
+		return nil
+	}
+	out := append(l.sendBuf[:n], payload...)
+	if l.enc != nil {
+		if out, err = l.enc.EncryptRTP(l.encBuf[:0], out, &l.encHdr); err != nil {
+			return nil
+		}
+	}
+	return out
 }
 
 func (g *gen) receive(l *leg) {
@@ -419,17 +463,22 @@ func (g *gen) receive(l *leg) {
 				continue
 			}
 		}
-		if len(pkt) < 12+8 {
-			g.undecodable.Add(1)
-			continue
-		}
-		sentAt := time.Duration(binary.BigEndian.Uint64(pkt[12:]))
-		if sentAt == 0 {
-			continue // priming
-		}
-		g.received.Add(1)
-		g.latency.add(now - sentAt)
+		g.arrived(pkt, now)
 	}
+}
+
+// arrived counts a (decrypted) packet received at now.
+func (g *gen) arrived(pkt []byte, now time.Duration) {
+	if len(pkt) < 12+8 {
+		g.undecodable.Add(1)
+		return
+	}
+	sentAt := time.Duration(binary.BigEndian.Uint64(pkt[12:]))
+	if sentAt == 0 {
+		return // priming
+	}
+	g.received.Add(1)
+	g.latency.add(now - sentAt)
 }
 
 func (g *gen) report(elapsed, cpu, relayCPU time.Duration, calls int, mode string, relayRSS int64, haveRelay bool) {

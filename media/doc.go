@@ -100,10 +100,19 @@
 //
 // # Hot path
 //
-// One goroutine per socket blocks in ReadFromUDPAddrPort (the netpoller) and
-// relays each datagram with no allocation: per-socket buffers, the RTP header
-// read in place, SRTP decrypted in place, addresses as netip.AddrPort behind
-// atomic pointers. An SRTP context's RTP state is used by one goroutine
-// only; RTCP contexts, which rtcp-mux changes can reach from two sockets,
-// are guarded by a mutex (RTCP is a few packets per second).
+// GOMAXPROCS event loops (Linux epoll, level-triggered) serve the sockets;
+// each call's sockets all belong to one loop, chosen round-robin. A loop
+// takes the ready sockets from epoll_wait and reads one datagram from each
+// with a raw non-blocking recvfrom, then relays it with one sendto from the
+// other side's socket: no goroutine, stack or buffer per socket, no park and
+// wake-up per packet, and the kernel's round-robin order among busy sockets,
+// so overload delays every stream a little instead of some a lot. A full
+// send buffer drops the packet (late audio is no better than lost audio).
+// Nothing is allocated per packet: the loop's buffers, the RTP header read
+// in place, SRTP decrypted in place, addresses as netip.AddrPort behind
+// atomic pointers. A loop holds its mutex while it serves a batch, so once
+// Release has removed a socket the loop never touches it again. An SRTP
+// context's RTP state is used by one loop only; RTCP contexts, which
+// rtcp-mux changes can reach from two sockets, are guarded by a mutex.
+// Sockets carry DSCP EF. docs/benchmarks-media.md has the measurements.
 package media

@@ -10,7 +10,8 @@
 #
 # Environment: CALLS ["500 1000 2000 4000"], UNPACED_CALLS [100], DUR [20],
 # SRTP ["0 1"], MUX [true], RELAY_CPUS [0], GEN_CPUS [1], NG [127.0.0.1:2224],
-# RELAY_ENV (e.g. "GOGC=400"), OUT [mktemp -d].
+# RELAY_ENV (e.g. "GOGC=400"), GEN_FLAGS [-shared] (empty: a socket per phone),
+# OUT [mktemp -d].
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 CALLS=${CALLS:-500 1000 2000 4000}
@@ -22,6 +23,7 @@ RELAY_CPUS=${RELAY_CPUS:-0}
 GEN_CPUS=${GEN_CPUS:-1}
 NG=${NG:-127.0.0.1:2224}
 RELAY_ENV=${RELAY_ENV:-}
+GEN_FLAGS=${GEN_FLAGS--shared}
 OUT=${OUT:-$(mktemp -d -t rtpload.XXXXXX)}
 [ "$DUR" -le 120 ] || { echo "DUR must be <= 120" >&2; exit 2; }
 BIN="$OUT/centralino-rtpload"
@@ -35,7 +37,7 @@ step() { # LABEL ARGS...
 	local label=$1; shift
 	local f="$OUT/$label.out"
 	echo "# $(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg) $label" | tee "$f"
-	timeout $((DUR + 120)) taskset -c "$GEN_CPUS" "$BIN" -mode gen -duration "${DUR}s" -mux="$MUX" "$@" >>"$f" 2>&1
+	timeout $((DUR + 120)) taskset -c "$GEN_CPUS" "$BIN" -mode gen -duration "${DUR}s" -mux="$MUX" $GEN_FLAGS "$@" >>"$f" 2>&1
 	grep -E '^(RESULT|setup)' "$f" | sed "s/^/$label /"
 	sleep 1
 }

@@ -159,7 +159,7 @@ func main() {
 	}
 	time.Sleep(200 * time.Millisecond)
 
-	cpu0, rcpu0, t0 := cpuTime(), relayProc.cpu(), time.Now()
+	cpu0, rcpu0, busy0, t0 := cpuTime(), relayProc.cpu(), machineBusy(), time.Now()
 	var wg sync.WaitGroup
 	stop := time.Now().Add(*duration)
 	for s := range *senders {
@@ -178,6 +178,10 @@ func main() {
 	}
 	wg.Wait()
 	elapsed, cpu, rcpu := time.Since(t0), cpuTime()-cpu0, relayProc.cpu()-rcpu0
+	others := machineBusy() - busy0 - cpu
+	if *mode != "both" {
+		others -= rcpu
+	}
 	relayLoaded := relayProc.rss()
 	time.Sleep(300 * time.Millisecond) // in-flight packets
 	for _, c := range g.calls {
@@ -195,7 +199,7 @@ func main() {
 			ctl.release(fmt.Sprint("load-", i))
 		}
 	}
-	g.report(elapsed, cpu, rcpu, *calls, *mode, relayLoaded-relayBefore, relayProc.pid != 0)
+	g.report(elapsed, cpu, rcpu, others, *calls, *mode, relayLoaded-relayBefore, relayProc.pid != 0)
 }
 
 // runRelay serves the relay over ng until a signal or maxLife.
@@ -481,7 +485,7 @@ func (g *gen) arrived(pkt []byte, now time.Duration) {
 	g.latency.add(now - sentAt)
 }
 
-func (g *gen) report(elapsed, cpu, relayCPU time.Duration, calls int, mode string, relayRSS int64, haveRelay bool) {
+func (g *gen) report(elapsed, cpu, relayCPU, others time.Duration, calls int, mode string, relayRSS int64, haveRelay bool) {
 	sent, recv := g.sent.Load(), g.received.Load()
 	loss := 0.0
 	if sent > 0 {
@@ -501,13 +505,14 @@ func (g *gen) report(elapsed, cpu, relayCPU time.Duration, calls int, mode strin
 	if haveRelay && mode != "both" {
 		fmt.Printf("CPU relay %.1f%% of one core, %.2f µs per forwarded packet\n", pct(relayCPU), perPkt(relayCPU))
 	}
+	fmt.Printf("CPU of other processes (noise) %.1f%% of one core\n", pct(others))
 	if haveRelay {
 		fmt.Printf("relay RSS under load +%d KB over idle (%.1f KB per call)\n", relayRSS, float64(relayRSS)/float64(calls))
 	}
-	fmt.Printf("RESULT mode=%s calls=%d fwd_pps=%.0f loss_pct=%.4f p50_us=%d p99_us=%d p999_us=%d relay_cpu_pct=%.1f relay_us_per_pkt=%.2f gen_cpu_pct=%.1f relay_kb_per_call=%.1f\n",
+	fmt.Printf("RESULT mode=%s calls=%d fwd_pps=%.0f loss_pct=%.4f p50_us=%d p99_us=%d p999_us=%d relay_cpu_pct=%.1f relay_us_per_pkt=%.2f gen_cpu_pct=%.1f relay_kb_per_call=%.1f others_cpu_pct=%.1f load1=%s\n",
 		mode, calls, float64(recv)/elapsed.Seconds(), 100*loss,
 		g.latency.quantile(0.5).Microseconds(), g.latency.quantile(0.99).Microseconds(), g.latency.quantile(0.999).Microseconds(),
-		pct(relayCPU), perPkt(relayCPU), pct(cpu), float64(relayRSS)/float64(calls))
+		pct(relayCPU), perPkt(relayCPU), pct(cpu), float64(relayRSS)/float64(calls), pct(others), load1())
 }
 
 // histogram is a lock-free log-linear latency histogram in microseconds:
@@ -549,6 +554,33 @@ func (h *histogram) quantile(q float64) time.Duration {
 		}
 	}
 	return 0
+}
+
+// machineBusy is the CPU time all CPUs spent not idle, from /proc/stat.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var busy int64
+	for i, f := range strings.Fields(line)[1:] {
+		var v int64
+		fmt.Sscan(f, &v)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return time.Duration(busy) * 10 * time.Millisecond
+}
+
+func load1() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func cpuTime() time.Duration {

@@ -33,9 +33,24 @@ RP=
 cleanup() { [ -n "$RP" ] && kill -TERM "$RP" 2>/dev/null; }
 trap cleanup EXIT
 
+# wait_quiet: up to QUIET_WAIT seconds for 2 s in which the machine is
+# at most QUIET_PCT % busy (other engineers compile and run tests here).
+QUIET_WAIT=${QUIET_WAIT:-90}
+QUIET_PCT=${QUIET_PCT:-15}
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+wait_quiet() {
+	local end=$((SECONDS + QUIET_WAIT)) b0 t0 b1 t1
+	while [ $SECONDS -lt $end ]; do
+		read -r b0 t0 < <(busy); sleep 2; read -r b1 t1 < <(busy)
+		[ $(((b1 - b0) * 100 / (t1 - t0 + 1))) -le "$QUIET_PCT" ] && return 0
+	done
+	echo "# not quiet after ${QUIET_WAIT}s, measuring anyway" >&2
+}
+
 step() { # LABEL ARGS...
 	local label=$1; shift
 	local f="$OUT/$label.out"
+	wait_quiet
 	echo "# $(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg) $label" | tee "$f"
 	timeout $((DUR + 120)) taskset -c "$GEN_CPUS" "$BIN" -mode gen -duration "${DUR}s" -mux="$MUX" $GEN_FLAGS "$@" >>"$f" 2>&1
 	grep -E '^(RESULT|setup)' "$f" | sed "s/^/$label /"

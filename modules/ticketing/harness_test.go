@@ -1,11 +1,15 @@
 package ticketing
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +29,26 @@ type node struct {
 	mux     *http.ServeMux
 	reg     *prometheus.Registry
 	running *modules.Running
+	logs    *syncBuffer
 	stopped bool
+}
+
+// syncBuffer collects the module's log lines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // testOptions are the module's options in most tests.
@@ -36,10 +59,12 @@ var testOptions = map[string]any{
 
 func startNode(t *testing.T, store modules.Store, options map[string]any) *node {
 	t.Helper()
-	n := &node{t: t, store: store, bus: modules.NewBus(modules.BusOptions{}), mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
+	n := &node{t: t, store: store, bus: modules.NewBus(modules.BusOptions{}), mux: http.NewServeMux(),
+		reg: prometheus.NewRegistry(), logs: new(syncBuffer)}
+	log := slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
 	n.running, err = modules.Start(context.Background(), []modules.Config{{Name: "ticketing", Options: options}},
-		modules.Deps{Bus: n.bus, Mux: n.mux, Store: store, Metrics: n.reg})
+		modules.Deps{Bus: n.bus, Mux: n.mux, Store: store, Metrics: n.reg, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +129,34 @@ func (n *node) list(agency, query string) listing {
 		n.t.Fatalf("GET /tickets?%s as %s: status %d", query, agency, code)
 	}
 	return l
+}
+
+// waitTicket waits for a ticket listed by query (as the network-wide
+// agency) to satisfy done, and returns it.
+func (n *node) waitTicket(query string, done func(*Ticket) bool) *Ticket {
+	n.t.Helper()
+	var found *Ticket
+	eventually(n.t, "a ticket for "+query, func() bool {
+		for _, tk := range n.list("lineamica", query).Tickets {
+			if done(tk) {
+				found = tk
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// ended says whether every hop of a ticket has ended.
+func ended(tk *Ticket) bool {
+	return !slices.ContainsFunc(tk.Hops, func(h Hop) bool { return h.EndedAt.IsZero() })
+}
+
+// flushed waits for the outbox to be written: listings read the store.
+func (n *node) flushed() {
+	n.t.Helper()
+	eventually(n.t, "the outbox to empty", func() bool { return n.metric("centralino_ticket_outbox_length") == 0 })
 }
 
 // codeOf returns the code of the ticket of a call in progress, and the

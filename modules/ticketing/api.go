@@ -72,7 +72,7 @@ func (m *Ticketing) find(w http.ResponseWriter, r *http.Request, agency string) 
 		t, err = m.store.get(r.Context(), code)
 	}
 	switch {
-	case errors.Is(err, modules.ErrNotFound) || err == nil && !m.canSee(agency, t):
+	case errors.Is(err, modules.ErrNotFound) || (err == nil && !m.canSee(agency, t)):
 		writeError(w, http.StatusNotFound, "no ticket "+code)
 		return nil
 	case err != nil:

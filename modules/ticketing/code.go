@@ -22,8 +22,8 @@ import (
 // character worth v is the pair (v/9, v%9). It is a quasigroup because a is
 // invertible, and totally anti-symmetric because a-1 = (ω+1, 1) is too.
 
-// Prefix starts every ticket code.
-const Prefix = "LA"
+// codePrefix starts every ticket code: Linea Amica.
+const codePrefix = "LA"
 
 // Errors of ParseCode.
 var (
@@ -75,7 +75,7 @@ func checkChar(s string) byte {
 // NewCode returns the code of a ticket: region is three upper-case letters,
 // serial is positive.
 func NewCode(year int, region string, serial int64) string {
-	s := fmt.Sprintf("%s-%04d-%s-%06d-", Prefix, year, region, serial)
+	s := fmt.Sprintf("%s-%04d-%s-%06d-", codePrefix, year, region, serial)
 	return s + string(checkChar(s))
 }
 
@@ -85,7 +85,7 @@ func NewCode(year int, region string, serial int64) string {
 func ParseCode(code string) (string, error) {
 	s := strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(code))
 	// LA, year, region, serial, check.
-	if len(s) < 2+4+3+6+1 || s[:2] != Prefix || !digits(s[2:6]) || !letters(s[6:9]) || !digits(s[9:len(s)-1]) || value(s[len(s)-1]) < 0 {
+	if len(s) < 2+4+3+6+1 || s[:2] != codePrefix || !digits(s[2:6]) || !letters(s[6:9]) || !digits(s[9:len(s)-1]) || value(s[len(s)-1]) < 0 {
 		return "", ErrCodeFormat
 	}
 	if interim(s) != 0 {

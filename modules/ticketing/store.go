@@ -319,7 +319,11 @@ func (s *store) page(ctx context.Context, index string, keep func(*Ticket) bool,
 		offset, skip = skip, 0
 	}
 	for len(out) <= n {
-		codes, err := s.kv.IndexRange(ctx, index, offset, chunk, true)
+		var codes []string
+		err := s.read(ctx, func(ctx context.Context) (err error) {
+			codes, err = s.kv.IndexRange(ctx, index, offset, chunk, true)
+			return err
+		})
 		if err != nil {
 			return nil, false, err
 		}

@@ -594,6 +594,9 @@ func (c *Config) validateUsers() error {
 	full := map[string]int{} // prefix+extension -> user index
 	for i, u := range c.Network.Users {
 		path := fmt.Sprintf("network.users[%d]", i)
+		if u.Media != "" && u.Media != "rtp" && u.Media != "srtp" {
+			return fieldError(path+".media", "%q is not one of rtp, srtp", u.Media)
+		}
 		if !usernameRe.MatchString(u.Username) {
 			return fieldError(path+".username", "%q must be 1-64 letters, digits, '.', '_' or '-'", u.Username)
 		}

@@ -83,6 +83,7 @@ func TestValidateErrors(t *testing.T) {
 		{"odd media port", func(c *Config) { c.Media.PortMin = 30001 }, `media.port_min: must be an even port`},
 		{"media advertise", func(c *Config) { c.Media.Advertise = "relay.example" }, `media.advertise: "relay.example" is not an IP address`},
 		{"agency media", func(c *Config) { c.Network.Agencies[0].Media = "maybe" }, `network.agencies[0].media: "maybe" is not one of`},
+		{"user media", func(c *Config) { c.Network.Users[0].Media = "zrtp" }, `network.users[0].media: "zrtp" is not one of rtp, srtp`},
 		{"module twice", func(c *Config) { c.Modules = []modules.Config{{Name: "sla"}, {Name: "sla"}} }, `modules[1].name: "sla" is enabled twice`},
 		{"unknown algorithm", func(c *Config) { c.Auth.Algorithms = []string{"MD5", "SHA-1"} }, `auth.algorithms[1]: "SHA-1" is not one of MD5, SHA-256`},
 		{"trusted CIDR", func(c *Config) { c.Auth.Trusted = []string{"10.0.0/8"} }, `config: auth.trusted[0]: invalid CIDR "10.0.0/8"`},

@@ -60,9 +60,29 @@ func (s *Switch) sideAnchors(ctx context.Context, agency string, nat bool) bool 
 }
 
 // offerSDP puts the relay in the SDP offer of req (written by the side with
-// tag) and returns the body to forward.
-func (s *Switch) offerSDP(cid, tag string, req *sip.Request) ([]byte, error) {
-	return s.relay.Offer(cid, tag, req.Body(), media.LegOptions{Source: sourceIP(req)})
+// tag) and returns the body to forward, with the transport peer takes.
+func (s *Switch) offerSDP(cid, tag string, req *sip.Request, peer media.Transport) ([]byte, error) {
+	return s.relay.Offer(cid, tag, req.Body(), media.LegOptions{Source: sourceIP(req), PeerTransport: peer})
+}
+
+// peerTransport is what the users rung take: RTP or SRTP when they all agree
+// (a desk phone, a softphone), else what the caller offered.
+func (s *Switch) peerTransport(ctx context.Context, users []string) media.Transport {
+	want := ""
+	for i, name := range users {
+		u, err := s.dir.User(ctx, name)
+		if err != nil || i > 0 && u.Media != want {
+			return media.TransportAsOffered
+		}
+		want = u.Media
+	}
+	switch want {
+	case "rtp":
+		return media.TransportRTP
+	case "srtp":
+		return media.TransportSRTP
+	}
+	return media.TransportAsOffered
 }
 
 // answerSDP does the same for the answer in a response (its To tag names

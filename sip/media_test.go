@@ -2,12 +2,18 @@ package sip
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/test/sipua"
@@ -115,5 +121,96 @@ func TestMediaTimeoutEndsTheCall(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("callee got no BYE")
+	}
+}
+
+// srtpContext makes a pion SRTP context from an SDES inline key (key‖salt).
+func srtpContext(t *testing.T, inline string) *srtp.Context {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(inline)
+	if err != nil || len(raw) != 30 {
+		t.Fatalf("bad inline key %q", inline)
+	}
+	c, err := srtp.CreateContext(raw[:16], raw[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// cryptoKey returns the AES_CM_128_HMAC_SHA1_80 inline key of an SDP.
+func cryptoKey(t *testing.T, body []byte) string {
+	t.Helper()
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if strings.HasPrefix(line, "a=crypto:") && strings.Contains(line, "AES_CM_128_HMAC_SHA1_80") {
+			_, key, _ := strings.Cut(line, "inline:")
+			key, _, _ = strings.Cut(key, "|")
+			return key
+		}
+	}
+	t.Fatalf("no AES_CM_128_HMAC_SHA1_80 key in:\n%s", body)
+	return ""
+}
+
+func TestSRTPSoftphoneToPlainDeskPhone(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.Anchor = AnchorAlways })
+	desk, _ := sw.dir.User(context.Background(), "carla")
+	desk.Media = "rtp"
+	sw.dir.PutUser(context.Background(), desk)
+	callee := newPhone(t, sw, "carla", "udp")
+	register(callee, "pw-carla", 300)
+	caller := newPhone(t, sw, "alice", "udp")
+
+	key := make([]byte, 30)
+	rand.Read(key)
+	inline := base64.StdEncoding.EncodeToString(key)
+	port := caller.RTP.LocalAddr().(*net.UDPAddr).Port
+	offer := fmt.Sprintf("v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
+		"m=audio %d RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\n", port, inline)
+	inv := caller.Request(sip.INVITE, "8300201")
+	inv.SetBody([]byte(offer))
+	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res := caller.DoAuth(inv)
+	if res.StatusCode != 200 {
+		t.Fatalf("call: %d", res.StatusCode)
+	}
+	caller.Ack(inv, res)
+	got := <-callee.Invites
+	if b := string(got.Body()); !strings.Contains(b, "RTP/AVP") || strings.Contains(b, "a=crypto") {
+		t.Fatalf("the desk phone was offered SRTP:\n%s", b)
+	}
+	if b := string(res.Body()); !strings.Contains(b, "RTP/SAVP") {
+		t.Fatalf("the softphone was answered without SRTP:\n%s", b)
+	}
+	toCallee, toCaller := sdpAddr(t, res.Body()), sdpAddr(t, got.Body())
+
+	// Softphone → desk phone: encrypted with the softphone's key, heard in clear.
+	enc := srtpContext(t, inline)
+	pkt := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 1, Timestamp: 160, SSRC: 0xabc}, Payload: []byte("cifrato")}
+	plain, _ := pkt.Marshal()
+	secret, err := enc.EncryptRTP(nil, plain, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller.RTP.WriteToUDP(secret, toCallee)
+	if p, _ := sipua.ReceiveRTP(t, callee.RTP); string(p) != "cifrato" {
+		t.Fatalf("desk phone heard %q", p)
+	}
+	// Desk phone → softphone: plain in, encrypted with the relay's key out.
+	sipua.SendRTP(t, callee.RTP, toCaller, 0, 1, []byte("in chiaro"))
+	buf := make([]byte, 1500)
+	caller.RTP.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, _, err := caller.RTP.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := srtpContext(t, cryptoKey(t, res.Body()))
+	out, err := dec.DecryptRTP(nil, buf[:n], nil)
+	if err != nil {
+		t.Fatalf("the softphone got something it cannot decrypt: %v", err)
+	}
+	var back rtp.Packet
+	if err := back.Unmarshal(out); err != nil || string(back.Payload) != "in chiaro" {
+		t.Fatalf("softphone heard %q (%v)", back.Payload, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/lineamica/centralino/media"
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
 )
@@ -254,7 +255,7 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if c := s.inDialogRequest(req); c != nil && c.anchored && (req.IsInvite() || req.Method == sip.UPDATE) {
 		if len(req.Body()) > 0 {
 			tag, _ := req.From().Params.Get("tag")
-			body, err := s.offerSDP(c.info.CallID, tag, req)
+			body, err := s.offerSDP(c.info.CallID, tag, req, media.TransportAsOffered)
 			if err != nil {
 				s.mediaError(req, tx, err)
 				return
@@ -365,7 +366,11 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if c != nil && s.anchors(ctx, req, c.info.SourceAgency, c.info.DestAgency, callees) {
 		c.anchored = true
-		body, err := s.offerSDP(c.info.CallID, c.callerTag, req)
+		var users []string
+		for _, t := range dec.Targets {
+			users = append(users, t.Username)
+		}
+		body, err := s.offerSDP(c.info.CallID, c.callerTag, req, s.peerTransport(ctx, users))
 		if err != nil {
 			s.mediaError(req, tx, err)
 			final(488, false)

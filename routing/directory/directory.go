@@ -66,6 +66,10 @@ type User struct {
 	Extension   string `yaml:"extension" json:"extension"`
 	HA1MD5      string `yaml:"ha1_md5" json:"ha1_md5"`
 	HA1SHA256   string `yaml:"ha1_sha256" json:"ha1_sha256"`
+	// Media is what the user's phone takes when media is anchored: "rtp"
+	// (a desk phone), "srtp" (a citizen's softphone), or "" for whatever
+	// the caller offered.
+	Media string `yaml:"media,omitempty" json:"media,omitempty"`
 }
 
 // Binding is one registered contact of a user (RFC 3261 §10).

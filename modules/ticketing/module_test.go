@@ -263,3 +263,44 @@ func TestLogsKeepPrivacy(t *testing.T) {
 		t.Errorf("the logs lack the masked number:\n%s", logs)
 	}
 }
+
+// Overflows give a hop for each agency the call left, whether the offer
+// names the agency dialled or, as the switch does for overflows decided
+// when routing, the agency where routing ended.
+func TestOverflowHops(t *testing.T) {
+	overflow := func(c call, from, to string, reason modules.OverflowReason) modules.CallOverflowed {
+		return modules.CallOverflowed{Call: c.at(0), FromAgency: from, ToAgency: to, Reason: reason}
+	}
+	dialled := newCall("dialled", citizen("+393330000001"), "r_campan", 0)
+	ended := newCall("ended", citizen("+393330000002"), "lineamica", 0)
+	for name, events := range map[string][]modules.Event{
+		"offer at the agency dialled": {dialled.offered(true),
+			overflow(dialled, "r_campan", "asl_na1", modules.OverflowClosed),
+			overflow(dialled, "asl_na1", "lineamica", modules.OverflowUnavailable),
+			dialled.answered(10*time.Second, "lineamica.bianchi")},
+		"offer where routing ended": {ended.offered(true),
+			overflow(ended, "r_campan", "asl_na1", modules.OverflowClosed),
+			overflow(ended, "asl_na1", "lineamica", modules.OverflowUnavailable),
+			ended.answered(10*time.Second, "lineamica.bianchi")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := startNode(t, kv.NewMemory(), testOptions)
+			n.publish(events...)
+			tk := n.waitTicket("", func(tk *Ticket) bool { return len(tk.Hops) == 3 && tk.Hops[2].Operator != "" })
+			if !slices.Equal(tk.Agencies, []string{"r_campan", "asl_na1", "lineamica"}) {
+				t.Errorf("agencies = %v", tk.Agencies)
+			}
+			var got []string
+			for _, h := range tk.Hops {
+				got = append(got, h.Agency+" "+string(h.Via)+" "+h.Reason)
+			}
+			want := []string{"r_campan call ", "asl_na1 overflow closed", "lineamica overflow unavailable"}
+			if !slices.Equal(got, want) {
+				t.Errorf("hops = %q, want %q", got, want)
+			}
+			if tk.Status != StatusInLavorazione || tk.Hops[0].EndedAt.IsZero() || tk.Hops[1].EndedAt.IsZero() {
+				t.Errorf("status %s, hops %+v", tk.Status, tk.Hops)
+			}
+		})
+	}
+}

@@ -126,20 +126,27 @@ func (s *store) outboxLen() int {
 // get returns a copy of the ticket, from the outbox or the KV.
 func (s *store) get(ctx context.Context, code string) (*Ticket, error) {
 	s.mu.Lock()
-	p, ok := s.pending[code]
-	s.mu.Unlock()
-	if ok {
-		return p.t.clone(), nil
+	var pending *Ticket
+	if p, ok := s.pending[code]; ok {
+		pending = p.t
 	}
-	var t *Ticket
-	err := s.read(ctx, func(ctx context.Context) error {
-		b, err := s.kv.Get(ctx, "t:"+code)
-		if err == nil {
-			err = json.Unmarshal(b, &t)
-		}
+	s.mu.Unlock()
+	if pending != nil {
+		return pending.clone(), nil
+	}
+	var b []byte
+	err := s.read(ctx, func(ctx context.Context) (err error) {
+		b, err = s.kv.Get(ctx, "t:"+code)
 		return err
 	})
-	return t, err
+	if err != nil {
+		return nil, err
+	}
+	var t Ticket
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("ticket %s: %w", code, err)
+	}
+	return &t, nil
 }
 
 // read runs a KV read with readTimeout, failing at once while the KV is down.
@@ -187,8 +194,7 @@ func (s *store) run(ctx context.Context) {
 		case s.isClosing():
 			return
 		case s.down.Load():
-			// Nothing to write, but reads wait for a sign of life.
-			_, err = s.kv.IndexCount(ctx, "all")
+			err = s.probe(ctx)
 		default:
 			select {
 			case <-s.wake:
@@ -211,6 +217,14 @@ func (s *store) run(ctx context.Context) {
 			s.written(p.t.Code, p.version)
 		}
 	}
+}
+
+// probe asks the KV for a sign of life, which reads wait for while it is down.
+func (s *store) probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	_, err := s.kv.IndexCount(ctx, "all")
+	return err
 }
 
 func (s *store) isClosing() bool {

@@ -107,11 +107,20 @@ func (t *Ticket) hop(callID string) *Hop {
 
 // addHop appends h and returns it, for the caller to fill in.
 func (t *Ticket) addHop(h Hop) *Hop {
-	if !slices.Contains(t.Agencies, h.Agency) {
-		t.Agencies = append(t.Agencies, h.Agency)
-	}
 	t.Hops = append(t.Hops, h)
+	t.listAgencies()
 	return &t.Hops[len(t.Hops)-1]
+}
+
+// listAgencies sets Agencies from the hops.
+func (t *Ticket) listAgencies() {
+	var agencies []string
+	for _, h := range t.Hops {
+		if !slices.Contains(agencies, h.Agency) {
+			agencies = append(agencies, h.Agency)
+		}
+	}
+	t.Agencies = agencies
 }
 
 // progress is a status change told by a call event: it never reopens a

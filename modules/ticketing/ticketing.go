@@ -384,6 +384,13 @@ func (m *Ticketing) overflowed(ctx context.Context, ev modules.CallOverflowed) *
 		return nil
 	}
 	if h := t.hop(ev.CallID); h != nil {
+		if h.Agency != ev.FromAgency && (h.Via == ViaCall || h.Via == ViaRepeatCall) && h.AnsweredAt.IsZero() {
+			// The offer named the agency where routing ended, and the
+			// overflows that follow tell the way there: the call reached
+			// FromAgency first.
+			h.Agency = ev.FromAgency
+			t.listAgencies()
+		}
 		h.EndedAt = ev.Time
 	}
 	t.addHop(Hop{Agency: ev.ToAgency, CallID: ev.CallID, Via: ViaOverflow, Reason: string(ev.Reason), ReachedAt: ev.Time})

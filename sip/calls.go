@@ -41,7 +41,9 @@ type call struct {
 	callerCSeq, calleeCSeq atomic.Uint32
 }
 
-// newCall describes a routed INVITE for the events.
+// newCall describes a routed INVITE for the events. Correlation headers are
+// believed only from trusted sources (trunks, other nodes): a phone could
+// otherwise attach a stranger's ticket to its call.
 func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string, dec routing.Decision) *call {
 	from := req.From()
 	tag, _ := from.Params.Get("tag")
@@ -60,7 +62,7 @@ func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string,
 		Node:         s.cfg.NodeID,
 	}
 	for _, name := range correlationHeaders {
-		if h := req.GetHeader(name); h != nil {
+		if h := req.GetHeader(name); h != nil && trunk != "" {
 			if c.info.Headers == nil {
 				c.info.Headers = map[string]string{}
 			}
@@ -77,8 +79,14 @@ func (c *call) now() modules.Call {
 	return info
 }
 
+// publishOffered tells the call was offered to the agency dialled, then
+// each hop of its overflow chain to the agency that takes it.
 func (s *Switch) publishOffered(c *call, dec routing.Decision) {
-	s.events.Publish(modules.CallOffered{Call: c.now(), Public: dec.Public})
+	offered := c.now()
+	if len(dec.Overflowed) > 0 {
+		offered.DestAgency = dec.Overflowed[0].From
+	}
+	s.events.Publish(modules.CallOffered{Call: offered, Public: dec.Public})
 	for _, hop := range dec.Overflowed {
 		info := c.now()
 		info.DestAgency = hop.To

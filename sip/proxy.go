@@ -321,6 +321,13 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		caller.CallerAgency = user.Agency
 	}
 	fwd.RemoveHeader("Proxy-Authorization")
+	if caller.CallerAgency != "" {
+		// Only the switch and trusted peers set correlation headers.
+		for _, name := range correlationHeaders {
+			for fwd.RemoveHeader(name) {
+			}
+		}
+	}
 
 	dec, err := s.router.Route(ctx, caller)
 	if err != nil {

@@ -36,6 +36,7 @@ import (
 	"github.com/lineamica/centralino/media"
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/modules/kv"
+	_ "github.com/lineamica/centralino/modules/ticketing"
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
 	"github.com/lineamica/centralino/sip"
@@ -131,6 +132,7 @@ func openModuleStore(cfg *configs.Config) (modules.Store, func() error, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: directory.redis_url: %w", err)
 	}
+	opts.ContextTimeoutEnabled = true // the modules' own deadlines apply
 	client := redis.NewClient(opts)
 	return kv.NewRedis(client), client.Close, nil
 }

@@ -9,7 +9,7 @@
 #   REV=HEAD test/bench/sip.sh        # build a committed revision, not the working tree
 #   REG_RATES="5000 10000 20000" CPS_RATES="500 1000 2000" DUR=10 HOLD_MS=1000 USERS=10000
 #   TESTS="mem reg cps"               # which phases run
-#   PROFILE=cps:1500                  # take a 10 s CPU profile during that step (→ $OUT)
+#   PROFILE="register:10000 call:1500" # 10 s CPU profiles during those steps (→ $OUT)
 #   OUT=dir                           # keep logs, sipp stat files and profiles there
 #   TRACE=1                           # sipp -trace_msg for the UAC and the UAS (low rates only)
 #   KEEP_ERRORS=40                    # print the first lines of sipp's error logs
@@ -30,7 +30,9 @@
 # first REGISTER → 200, i.e. both round trips; call: INVITE → 200); CPU = % of
 # one core used by the switch during the steady part of the step (from /proc);
 # µs/op = switch CPU time over the whole step divided by successful operations;
-# load = 1-minute load average when the step ended (others share the machine).
+# load = 1-minute load average when the step ended; others = CPU (% of one core)
+# used by processes other than the switch, sipp and redis during the steady
+# part of the step: other engineers share the machine, re-run steps where it is high.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -101,11 +103,16 @@ for kv in net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_defa
 	v=$(sysctl -n "$k" 2>/dev/null) && SYSCTL_SAVED+=("$k=$v") && sysctl -qw "$kv" 2>/dev/null || true
 done
 
-"${CPU_SW[@]}" "$WORK/centralino" serve --config "$WORK/bench.yaml" >"$WORK/centralino.log" 2>&1 &
-SW=$!
-PIDS+=("$SW")
-for _ in $(seq 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done
-curl -sf "http://$HTTP/readyz" >/dev/null || { echo "switch not ready" >&2; cat "$WORK/centralino.log" >&2; exit 1; }
+SW=
+start_switch() {
+	if [[ -n $SW ]]; then kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; fi
+	"${CPU_SW[@]}" "$WORK/centralino" serve --config "$WORK/bench.yaml" >>"$WORK/centralino.log" 2>&1 &
+	SW=$!
+	PIDS+=("$SW")
+	for _ in $(seq 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done
+	curl -sf "http://$HTTP/readyz" >/dev/null || { echo "switch not ready" >&2; cat "$WORK/centralino.log" >&2; exit 1; }
+}
+start_switch
 
 # field1 carries the whole keyword: sipp expands keywords inside injected fields.
 for i in $(seq 1 "$USERS"); do printf 'u%06d;[authentication username=u%06d password=pass-u%06d]\n' "$i" "$i" "$i"; done |
@@ -116,9 +123,18 @@ hz=$(getconf CLK_TCK)
 ticks() { local s=0 p; for p in "$@"; do s=$((s + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12+$13}'))); done; echo $s; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$SW/status"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
+# user+nice+system ticks of the whole machine: minus ours, what others used.
+busy() { awk '/^cpu /{print $2+$3+$4}' /proc/stat; }
+UAS_PID=
 now() { date +%s.%N; }
 metric() { curl -s "http://$HTTP/metrics" | awk -v m="$1" '$1==m{print $2}'; }
-heap_inuse() { curl -s -o /dev/null "http://$HTTP/debug/pprof/heap?gc=1"; sleep 0.2; curl -s -o /dev/null "http://$HTTP/debug/pprof/heap?gc=1"; metric go_memstats_heap_inuse_bytes; }
+# live heap after a forced GC: heap_alloc (bytes of live objects once the GC
+# has swept) and heap_inuse (bytes of spans holding at least one live object:
+# it also counts fragmentation, so it jumps by whole spans and is noisy).
+heap_after_gc() {
+	curl -s -o /dev/null "http://$HTTP/debug/pprof/heap?gc=1"; sleep 0.2; curl -s -o /dev/null "http://$HTTP/debug/pprof/heap?gc=1"
+	curl -s "http://$HTTP/metrics" | awk '$1=="go_memstats_heap_alloc_bytes"{a=$2} $1=="go_memstats_heap_inuse_bytes"{i=$2} END{printf "%d %d\n", a, i}'
+}
 statcol() { awk -F';' -v c="$2" 'NR==1{for(i=1;i<=NF;i++)if($i==c)k=i} END{if(k)print $k+0; else print 0}' "$1"; }
 SIPP_COMMON=(-i 127.0.0.1 -nostdin -buff_size 8388608)
 
@@ -140,6 +156,7 @@ step() {
 	rm -f "$WORK/$tag"_*
 	local t0 c0 ta ca tb cb t1 c1
 	t0=$(now); c0=$(ticks "$SW")
+	local ours=("$SW" ${REDIS_PID:+"$REDIS_PID"} ${UAS_PID:+"$UAS_PID"}) oa ob ba bb
 	timeout $((DUR * 3 + hold / 1000 + 40)) "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAC_PORT" -r "$rate" -rp 1000 -m "$count" \
 		-l $((rate * (hold / 1000 + 4) + 100)) -timeout $((DUR * 3 + hold / 1000 + 30))s \
 		-trace_stat -stf "$WORK/$tag.stat.csv" -fd 1 -trace_rtt -rtt_freq 1 -trace_err -error_file "$WORK/$tag.errors.log" \
@@ -147,13 +164,13 @@ step() {
 	local sp=$!
 	PIDS+=("$sp")
 	sleep 1
-	ta=$(now); ca=$(ticks "$SW")
-	if [[ $PROFILE == "$name:$rate" ]]; then
+	ta=$(now); ca=$(ticks "$SW"); oa=$(ticks "${ours[@]}" "$sp"); ba=$(busy)
+	if [[ " $PROFILE " == *" $name:$rate "* ]]; then
 		(curl -s -o "$OUT/cpu-$DIRECTORY-$tag.pprof" "http://$HTTP/debug/pprof/profile?seconds=$((DUR > 12 ? 10 : DUR - 2))") &
 		prof_pid=$!
 	fi
 	sleep $((DUR - 2))
-	tb=$(now); cb=$(ticks "$SW")
+	tb=$(now); cb=$(ticks "$SW"); ob=$(ticks "${ours[@]}" "$sp"); bb=$(busy)
 	wait "$sp" || true
 	[[ -n $prof_pid ]] && wait "$prof_pid"
 	t1=$(now); c1=$(ticks "$SW")
@@ -174,38 +191,52 @@ step() {
 	cp "$WORK/$tag".* "$WORK/$tag"_*_rtt.csv "$OUT/" 2>/dev/null || true
 	awk -v n="$name" -v r="$rate" -v d="$DUR" -v ok="$ok" -v f="$fail" -v retr="$retr" -v dead="$dead" -v el="$el" -v hold="$hold" \
 		-v ta="$ta" -v tb="$tb" -v ca="$ca" -v cb="$cb" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v p99="$p" \
-		-v rss="$(rss_kb)" -v max="$MAX_FAIL_PCT" -v load="$(load1)" -v dir="$DIRECTORY" 'BEGIN{
+		-v rss="$(rss_kb)" -v max="$MAX_FAIL_PCT" -v load="$(load1)" -v dir="$DIRECTORY" -v other="$(( (bb - ba) - (ob - oa) ))" 'BEGIN{
 		n0=r*d; miss=n0-ok; if (miss<f) miss=f; fp=100*miss/n0;
 		span=el-hold/1000; if (span<=0) span=el; ach=(span>0)?ok/span:0;
 		cpu=100*(cb-ca)/hz/(tb-ta); us=(ok>0)?1e6*(c1-c0)/hz/ok:0;
 		pass=(fp<max && ach>=0.95*r)?"pass":"FAIL";
-		printf "%-6s %-8s %6d %8.0f %8d %6d %7.3f%% %6d %-4s %7s %6.1f%% %7.0f %7.1f %5s\n", dir, n, r, ach, ok, miss, fp, retr, pass, p99, cpu, us, rss/1024, load
+		oth=100*other/hz/(tb-ta); if (oth<0) oth=0;
+		printf "%-6s %-8s %6d %8.0f %8d %6d %7.3f%% %6d %-4s %7s %6.1f%% %7.0f %7.1f %5s %5.0f%%\n", dir, n, r, ach, ok, miss, fp, retr, pass, p99, cpu, us, rss/1024, load, oth
 		exit (pass=="pass")?0:1 }' | tee -a "$OUT/summary.txt"
 	return "${PIPESTATUS[0]}"
 }
 
-header() { printf '%-6s %-8s %6s %8s %8s %6s %8s %6s %-4s %7s %7s %7s %7s %5s\n' dir test target achieved ok failed fail% retr res p99ms CPU us/op RSS_MB load | tee -a "$OUT/summary.txt"; }
+header() { printf '%-6s %-8s %6s %8s %8s %6s %8s %6s %-4s %7s %7s %7s %7s %5s %6s\n' dir test target achieved ok failed fail% retr res p99ms CPU us/op RSS_MB load others | tee -a "$OUT/summary.txt"; }
 
 echo "== centralino $DESC, directory=$DIRECTORY, users=$USERS, $(nproc) CPUs, pinned=$PIN, DUR=${DUR}s, hold=${HOLD_MS}ms, load $(load1)" | tee -a "$OUT/summary.txt"
 
 if [[ " $TESTS " == *" mem "* ]]; then
-	h0=$(heap_inuse); r0=$(rss_kb)
-	[[ -n $REDIS_PID ]] && m0=$(redis-cli -s "$WORK/redis.sock" info memory | awk -F: '/^used_memory:/{print $2+0}')
-	rate=2000
-	timeout 120 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAC_PORT" -r $rate -m "$USERS" -l 4000 -timeout 90s \
-		-sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users.csv" >"$WORK/mem.out" 2>&1 || true
-	n=$(metric 'centralino_registrar_bindings{transport="udp"}')
-	echo "registered $n contacts; waiting 34 s for the REGISTER transactions to end" >&2
-	sleep 34
-	h1=$(heap_inuse); r1=$(rss_kb)
-	curl -s -o "$OUT/heap-$DIRECTORY.pprof" "http://$HTTP/debug/pprof/heap"
-	line=$(awk -v h0="$h0" -v h1="$h1" -v r0="$r0" -v r1="$r1" -v n="${n:-0}" 'BEGIN{
-		printf "memory: %d contacts; heap in use %.1f -> %.1f MB after GC: %.0f bytes per contact (RSS %.1f -> %.1f MB)", n, h0/1048576, h1/1048576, (n>0)?(h1-h0)/n:0, r0/1024, r1/1024 }')
+	# Three points: idle, USERS/2 registered, USERS registered, each once the
+	# REGISTER transactions have ended (sipgo: Timer J = 64*T1 = 32 s on UDP)
+	# and after a forced GC. The slope between the last two is the cost of one
+	# more contact, free of one-off first-use allocations (pools, buffers).
+	redis_mem() { redis-cli -s "$WORK/redis.sock" info memory | awk -F: '/^used_memory:/{print $2+0}'; }
+	half=$((USERS / 2))
+	sed -n "1,$((half + 1))p" "$WORK/users.csv" >"$WORK/users-a.csv"
+	{ echo SEQUENTIAL; sed -n "$((half + 2)),\$p" "$WORK/users.csv"; } >"$WORK/users-b.csv"
+	H=() I=() N=() M=()
+	for part in 0 a b; do
+		if [[ $part != 0 ]]; then
+			timeout 120 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAC_PORT" -r 2000 -m "$half" -l 4000 -timeout 90s \
+				-sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users-$part.csv" >"$WORK/mem-$part.out" 2>&1 || true
+			echo "registered $(metric 'centralino_registrar_bindings{transport="udp"}') contacts; waiting ${MEM_WAIT:-40} s for the REGISTER transactions to end" >&2
+			sleep "${MEM_WAIT:-40}"
+		fi
+		read -r ha hi < <(heap_after_gc)
+		H+=("$ha") I+=("$hi") N+=("$(metric 'centralino_registrar_bindings{transport="udp"}')")
+		[[ -n $REDIS_PID ]] && M+=("$(redis_mem)")
+		curl -s -o "$OUT/heap-$DIRECTORY-$part.pprof" "http://$HTTP/debug/pprof/heap"
+	done
+	line=$(awk -v h="${H[*]}" -v i="${I[*]}" -v n="${N[*]}" -v rss="$(rss_kb)" 'BEGIN{split(h,H," "); split(i,I," "); split(n,N," ");
+		printf "memory: %d / %d / %d contacts: live heap after GC %.2f / %.2f / %.2f MB = %.0f bytes per contact (slope; %.0f over idle); heap_inuse %.1f / %.1f / %.1f MB = %.0f (slope; %.0f over idle); RSS %.0f MB",
+			N[1], N[2], N[3], H[1]/1048576, H[2]/1048576, H[3]/1048576, (H[3]-H[2])/(N[3]-N[2]), (H[3]-H[1])/N[3],
+			I[1]/1048576, I[2]/1048576, I[3]/1048576, (I[3]-I[2])/(N[3]-N[2]), (I[3]-I[1])/N[3], rss/1024 }')
 	if [[ -n $REDIS_PID ]]; then
-		m1=$(redis-cli -s "$WORK/redis.sock" info memory | awk -F: '/^used_memory:/{print $2+0}')
-		line="$line; redis used_memory +$(( (m1 - m0) / ${n:-1} )) bytes per contact"
+		line="$line; redis used_memory $(awk -v m="${M[*]}" -v n="${N[*]}" 'BEGIN{split(m,M," "); split(n,N," "); printf "+%.0f bytes per contact", (M[3]-M[2])/(N[3]-N[2])}')"
 	fi
 	echo "$line" | tee -a "$OUT/summary.txt"
+	echo "  where it goes: go tool pprof -sample_index=inuse_space -base $OUT/heap-$DIRECTORY-a.pprof $OUT/heap-$DIRECTORY-b.pprof" | tee -a "$OUT/summary.txt"
 fi
 
 header
@@ -224,6 +255,8 @@ if [[ " $TESTS " == *" reg "* ]]; then
 fi
 
 if [[ " $TESTS " == *" cps "* ]]; then
+	# a fresh switch: an overloaded REGISTER step leaves a large heap behind
+	[[ " $TESTS " == *" reg "* ]] && start_switch
 	# "uas" registers from the UAS's own port, then the UAS answers there.
 	timeout 20 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAS_PORT" -m 1 -timeout 15s \
 		-sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/uas.csv" >"$WORK/uas-register.out" 2>&1 ||
@@ -234,6 +267,7 @@ if [[ " $TESTS " == *" cps "* ]]; then
 			-timeout $((DUR * 3 + HOLD_MS / 1000 + 40))s -trace_stat -stf "$WORK/uas-$r.stat.csv" -fd 1 \
 			-trace_err -error_file "$WORK/uas-$r.errors.log" ${TRACE:+-trace_msg -message_file "$WORK/uas-$r.msg.log"} >"$WORK/uas-$r.out" 2>&1 &
 		uas=$!
+		UAS_PID=$uas
 		PIDS+=("$uas")
 		sleep 0.5
 		if step call "$r" -sf "$ROOT/test/bench/scenarios/uac.xml" -s uas -d "$HOLD_MS"; then
@@ -243,6 +277,7 @@ if [[ " $TESTS " == *" cps "* ]]; then
 		fi
 		kill "$uas" 2>/dev/null || true
 		wait "$uas" 2>/dev/null || true
+		UAS_PID=
 		cp "$WORK/uas-$r".* "$OUT/" 2>/dev/null || true
 		if [[ -n ${KEEP_ERRORS:-} && -s $WORK/uas-$r.errors.log ]]; then
 			echo "--- first $KEEP_ERRORS lines of the UAS's error log at $r calls/s" >&2

@@ -62,6 +62,7 @@ for srtp in $SRTP; do
 	env $RELAY_ENV taskset -c "$RELAY_CPUS" "$BIN" -mode relay -ng "$NG" -max-life 30m >"$OUT/relay-srtp$srtp.log" 2>&1 &
 	RP=$!
 	for _ in $(seq 1 50); do grep -q ready "$OUT/relay-srtp$srtp.log" && break; sleep 0.1; done
+	grep -q ready "$OUT/relay-srtp$srtp.log" || { cat "$OUT/relay-srtp$srtp.log" >&2; exit 1; }
 	flags=(-ng "$NG" -relay-pid "$RP")
 	[ "$srtp" = 1 ] && flags+=(-srtp)
 	for n in $CALLS; do step "relay-srtp$srtp-$n" "${flags[@]}" -calls "$n"; done

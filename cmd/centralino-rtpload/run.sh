@@ -58,15 +58,27 @@ step() { # LABEL ARGS...
 }
 
 for n in $CALLS; do step "direct-$n" -direct -calls "$n"; done
-for srtp in $SRTP; do
-	env $RELAY_ENV taskset -c "$RELAY_CPUS" "$BIN" -mode relay -ng "$NG" -max-life 30m >"$OUT/relay-srtp$srtp.log" 2>&1 &
+# A fresh relay per step, so its RSS growth is that step's calls.
+relay_start() { # LOG
+	env $RELAY_ENV taskset -c "$RELAY_CPUS" "$BIN" -mode relay -ng "$NG" -max-life 30m >"$1" 2>&1 &
 	RP=$!
-	for _ in $(seq 1 50); do grep -q ready "$OUT/relay-srtp$srtp.log" && break; sleep 0.1; done
-	grep -q ready "$OUT/relay-srtp$srtp.log" || { cat "$OUT/relay-srtp$srtp.log" >&2; exit 1; }
-	flags=(-ng "$NG" -relay-pid "$RP")
+	for _ in $(seq 1 50); do grep -q ready "$1" && break; sleep 0.1; done
+	grep -q ready "$1" || { cat "$1" >&2; exit 1; }
+}
+relay_stop() { kill -TERM "$RP"; wait "$RP" 2>/dev/null; RP=; }
+
+for srtp in $SRTP; do
+	flags=(-ng "$NG")
 	[ "$srtp" = 1 ] && flags+=(-srtp)
-	for n in $CALLS; do step "relay-srtp$srtp-$n" "${flags[@]}" -calls "$n"; done
-	for n in $UNPACED_CALLS; do step "relay-srtp$srtp-unpaced-$n" "${flags[@]}" -calls "$n" -unpaced; done
-	kill -TERM "$RP"; wait "$RP" 2>/dev/null; RP=
+	for n in $CALLS; do
+		relay_start "$OUT/relay-srtp$srtp-$n.log"
+		step "relay-srtp$srtp-$n" "${flags[@]}" -relay-pid "$RP" -calls "$n"
+		relay_stop
+	done
+	for n in $UNPACED_CALLS; do
+		relay_start "$OUT/relay-srtp$srtp-unpaced-$n.log"
+		step "relay-srtp$srtp-unpaced-$n" "${flags[@]}" -relay-pid "$RP" -calls "$n" -unpaced
+		relay_stop
+	done
 done
 echo "logs: $OUT"

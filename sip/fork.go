@@ -137,7 +137,7 @@ func (f *forker) runGroup(targets []branchTarget, timeout time.Duration) {
 	for _, t := range targets {
 		tx, err := f.s.client.TransactionRequest(context.Background(), t.req, asIs)
 		if err != nil {
-			f.s.log.Debug("branch not sent", "call_id", callID(f.req), "dest", t.req.Destination(), "error", err)
+			f.s.log.Warn("branch not sent", "call_id", callID(f.req), "dest", t.req.Destination(), "error", err)
 			f.considerLocal(480, "Temporarily Unavailable")
 			continue
 		}

@@ -509,3 +509,17 @@ func TestRingTimeoutWithASilentPhone(t *testing.T) {
 		t.Errorf("408 came after %v; the ring timeout is 500ms", d)
 	}
 }
+
+func TestLargeInviteReachesAUDPPhone(t *testing.T) {
+	sw := startSwitch(t, nil)
+	callee := newPhone(t, sw, "carla", "udp")
+	register(callee, "pw-carla", 300)
+	caller := newPhone(t, sw, "alice", "tcp")
+	req := caller.Request(sip.INVITE, "8300201")
+	// An offer with video and several SRTP keys: well over 1300 bytes.
+	req.SetBody([]byte(string(caller.SDP()) + strings.Repeat("a=x-filler:"+strings.Repeat("k", 70)+"\r\n", 30)))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	if res := caller.DoAuth(req); res.StatusCode != 200 {
+		t.Fatalf("a %d-byte INVITE to a UDP phone: %d %s", len(req.String()), res.StatusCode, res.Reason)
+	}
+}

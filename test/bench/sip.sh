@@ -137,6 +137,9 @@ heap_after_gc() {
 }
 statcol() { awk -F';' -v c="$2" 'NR==1{for(i=1;i<=NF;i++)if($i==c)k=i} END{if(k)print $k+0; else print 0}' "$1"; }
 SIPP_COMMON=(-i 127.0.0.1 -nostdin -buff_size 8388608)
+# sipp binds an RTP socket even without media (default port 6000, which
+# other programs on the machine may hold): give each sipp its own.
+MP=${MP:-26000}
 
 # p99 of sipp's -trace_rtt file: "Date_ms;response_time_ms;rtd_no" per line
 # (with -rtt_freq 1 every sample is written), a header line first.
@@ -157,7 +160,7 @@ step() {
 	local t0 c0 ta ca tb cb t1 c1
 	t0=$(now); c0=$(ticks "$SW")
 	local ours=("$SW" ${REDIS_PID:+"$REDIS_PID"} ${UAS_PID:+"$UAS_PID"}) oa ob ba bb
-	timeout $((DUR * 3 + hold / 1000 + 40)) "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAC_PORT" -r "$rate" -rp 1000 -m "$count" \
+	timeout $((DUR * 3 + hold / 1000 + 40)) "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -mp "$MP" -p "$UAC_PORT" -r "$rate" -rp 1000 -m "$count" \
 		-l $((rate * (hold / 1000 + 4) + 100)) -timeout $((DUR * 3 + hold / 1000 + 30))s \
 		-trace_stat -stf "$WORK/$tag.stat.csv" -fd 1 -trace_rtt -rtt_freq 1 -trace_err -error_file "$WORK/$tag.errors.log" \
 		${TRACE:+-trace_msg -message_file "$WORK/$tag.msg.log"} "$@" >"$WORK/$tag.out" 2>&1 &
@@ -218,7 +221,7 @@ if [[ " $TESTS " == *" mem "* ]]; then
 	H=() I=() N=() M=()
 	for part in 0 a b; do
 		if [[ $part != 0 ]]; then
-			timeout 120 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAC_PORT" -r 2000 -m "$half" -l 4000 -timeout 90s \
+			timeout 120 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -mp $((MP + 200)) -p "$UAC_PORT" -r 2000 -m "$half" -l 4000 -timeout 90s \
 				-sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users-$part.csv" >"$WORK/mem-$part.out" 2>&1 || true
 			echo "registered $(metric 'centralino_registrar_bindings{transport="udp"}') contacts; waiting ${MEM_WAIT:-40} s for the REGISTER transactions to end" >&2
 			sleep "${MEM_WAIT:-40}"
@@ -258,12 +261,12 @@ if [[ " $TESTS " == *" cps "* ]]; then
 	# a fresh switch: an overloaded REGISTER step leaves a large heap behind
 	[[ " $TESTS " == *" reg "* ]] && start_switch
 	# "uas" registers from the UAS's own port, then the UAS answers there.
-	timeout 20 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -p "$UAS_PORT" -m 1 -timeout 15s \
+	timeout 20 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -mp $((MP + 300)) -p "$UAS_PORT" -m 1 -timeout 15s \
 		-sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/uas.csv" >"$WORK/uas-register.out" 2>&1 ||
 		{ echo "REGISTER of uas failed" >&2; cat "$WORK/uas-register.out" >&2; exit 1; }
 	fails=0 best=0
 	for r in $CPS_RATES; do
-		"${CPU_LG[@]}" sipp "${SIPP_COMMON[@]}" -p "$UAS_PORT" -sf "$UAS_SCENARIO" \
+		"${CPU_LG[@]}" sipp "${SIPP_COMMON[@]}" -mp $((MP + 100)) -p "$UAS_PORT" -sf "$UAS_SCENARIO" \
 			-timeout $((DUR * 3 + HOLD_MS / 1000 + 40))s -trace_stat -stf "$WORK/uas-$r.stat.csv" -fd 1 \
 			-trace_err -error_file "$WORK/uas-$r.errors.log" ${TRACE:+-trace_msg -message_file "$WORK/uas-$r.msg.log"} >"$WORK/uas-$r.out" 2>&1 &
 		uas=$!

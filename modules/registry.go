@@ -191,3 +191,28 @@ func (r *Running) Stop(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// CallHeaderer is a module that has SIP headers for a call, to be carried on
+// the INVITE that continues it elsewhere (a transfer): ticketing gives
+// "X-Ticket". It answers from memory, never waiting on a store.
+type CallHeaderer interface {
+	CallHeaders(callID string) map[string]string
+}
+
+// CallHeaders merges the headers the running modules have for a call.
+func (r *Running) CallHeaders(callID string) map[string]string {
+	var out map[string]string
+	for _, s := range r.mods {
+		h, ok := s.m.(CallHeaderer)
+		if !ok {
+			continue
+		}
+		for k, v := range h.CallHeaders(callID) {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}

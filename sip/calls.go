@@ -27,6 +27,7 @@ var correlationHeaders = []string{"X-Ticket"}
 // call is one INVITE through the switch, from its routing to its end.
 type call struct {
 	info      modules.Call
+	origin    string // Call-ID of the first call of a chain of transfers
 	callerTag string
 	offered   time.Time
 	rang      time.Time
@@ -47,7 +48,7 @@ type call struct {
 func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string, dec routing.Decision) *call {
 	from := req.From()
 	tag, _ := from.Params.Get("tag")
-	c := &call{callerTag: tag, offered: time.Now(), inv: req}
+	c := &call{callerTag: tag, offered: time.Now(), inv: req, origin: callID(req)}
 	c.info = modules.Call{
 		CallID: callID(req),
 		Caller: modules.Caller{

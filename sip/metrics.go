@@ -17,6 +17,7 @@ type metrics struct {
 	authFailures *prometheus.CounterVec
 	callAttempts *prometheus.CounterVec
 	callOutcomes *prometheus.CounterVec
+	transfers    *prometheus.CounterVec
 	txSeconds    *prometheus.HistogramVec
 	setupSeconds prometheus.Histogram
 }
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 			Namespace: "centralino", Name: "call_outcomes_total",
 			Help: "Final outcome of new calls, by source and destination agency.",
 		}, []string{"source_agency", "destination_agency", "outcome"}),
+		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "centralino", Name: "transfers_total",
+			Help: "Calls transferred (REFER followed by its INVITE), by type and source and destination agency.",
+		}, []string{"type", "source_agency", "destination_agency"}),
 		txSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "centralino", Subsystem: "sip", Name: "transaction_duration_seconds",
 			Help:    "Time from a forwarded request to its final response, by method.",
@@ -64,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.authFailures, m.callAttempts,
-			m.callOutcomes, m.txSeconds, m.setupSeconds, &stateCollector{s: s})
+			m.callOutcomes, m.transfers, m.txSeconds, m.setupSeconds, &stateCollector{s: s})
 	}
 	return m
 }

@@ -251,8 +251,17 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if fromPhone(req) {
 		fixContact(fwd, req.Source(), req.Transport())
 	}
+	c := s.inDialogRequest(req)
+	if c != nil && req.Method == sip.REFER {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ok := s.checkRefer(ctx, req, tx, c)
+		cancel()
+		if !ok {
+			return
+		}
+	}
 	var hooks forkHooks
-	if c := s.inDialogRequest(req); c != nil && c.anchored && (req.IsInvite() || req.Method == sip.UPDATE) {
+	if c != nil && c.anchored && (req.IsInvite() || req.Method == sip.UPDATE) {
 		if len(req.Body()) > 0 {
 			tag, _ := req.From().Params.Get("tag")
 			body, err := s.offerSDP(c.info.CallID, tag, req, media.TransportAsOffered)
@@ -343,6 +352,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		c = s.newCall(req, caller, trunk, dec)
 		s.metrics.callAttempts.WithLabelValues(label(c.info.SourceAgency), label(c.info.DestAgency)).Inc()
+		s.continueTransfer(req, fwd, c, dec)
 		s.publishOffered(c, dec)
 	}
 	// final records the end of a call that was not answered.

@@ -70,6 +70,7 @@ type Switch struct {
 	router  Router
 	events  Publisher
 	relay   Relay
+	headers HeaderSource
 	log     *slog.Logger
 	metrics *metrics
 
@@ -86,9 +87,10 @@ type Switch struct {
 	legacy   *legacyClients
 	throttle *failureThrottle
 
-	draining atomic.Bool
-	calls    sync.Map // Call-ID -> *call, for answered calls
-	active   atomic.Int64
+	draining  atomic.Bool
+	calls     sync.Map // Call-ID -> *call, for answered calls
+	transfers transfers
+	active    atomic.Int64
 }
 
 // Deps are what the switch works with. Events, Relay and Metrics may be nil.
@@ -96,7 +98,8 @@ type Deps struct {
 	Dir     directory.Store
 	Router  Router
 	Events  Publisher
-	Relay   Relay // the media relay; nil: media is never anchored
+	Relay   Relay        // the media relay; nil: media is never anchored
+	Headers HeaderSource // headers a call carries to its transfers; may be nil
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
 }
@@ -118,6 +121,7 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		router:   d.Router,
 		events:   d.Events,
 		relay:    d.Relay,
+		headers:  d.Headers,
 		log:      log,
 		ports:    make(map[string]int),
 		nonces:   newNonceAuthority(cfg.NonceTTL),

@@ -216,7 +216,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: &routing.Queues{}}
-	deps := sip.Deps{Dir: store, Router: router, Events: bus, Metrics: reg, Log: log}
+	deps := sip.Deps{Dir: store, Router: router, Events: bus, Headers: running, Metrics: reg, Log: log}
 	if relay, err := newRelay(cfg, reg, log); err != nil {
 		return err
 	} else if relay != nil {

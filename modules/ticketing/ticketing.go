@@ -408,3 +408,12 @@ func (m *Ticketing) ended(ctx context.Context, ev modules.CallEnded) *Ticket {
 	m.untrack(ev.CallID)
 	return t
 }
+
+// CallHeaders gives the ticket code of a call as the header that carries it
+// on a transferred call (modules.CallHeaderer).
+func (m *Ticketing) CallHeaders(callID string) map[string]string {
+	if code, ok := m.CodeForCall(callID); ok {
+		return map[string]string{Header: code}
+	}
+	return nil
+}

@@ -70,3 +70,89 @@ func TestCitizenCallOpensATicket(t *testing.T) {
 		t.Errorf("after the restart the ticket is %q, was %q", list.Tickets[0].Code, tk.Code)
 	}
 }
+
+// The operator of URP Campania hands the citizen to INPS: the citizen's
+// phone follows the REFER, INPS's operator sees the ticket code on the
+// INVITE, and the one ticket has both hops.
+func TestBlindTransferCarriesTheTicket(t *testing.T) {
+	withRedis(t, func(t *testing.T, o nodeOptions) {
+		o.trusted = []string{"127.0.0.1/32"}
+		o.edit = func(c *configs.Config) {
+			c.Modules = []modules.Config{{Name: "ticketing", Options: map[string]any{"regions": map[string]any{"r_campan": "CAM"}}}}
+		}
+		n := startNode(t, o)
+		campania := phone(t, n, "campania.deluca", "udp")
+		mustRegister(t, campania)
+		inps := phone(t, n, "inps.ricci", "udp")
+		mustRegister(t, inps)
+		citizen := phone(t, n, "3331234567", "udp")
+
+		res, inv := citizen.Invite("8100000")
+		if res.StatusCode != 200 {
+			t.Fatalf("citizen's call: %d", res.StatusCode)
+		}
+		citizen.Ack(inv, res)
+		<-campania.Invites
+		if refer := campania.ReferAnswered(inv.CallID().Value(), "8300000"); refer.StatusCode != 202 {
+			t.Fatalf("REFER: %d %s", refer.StatusCode, refer.Reason)
+		}
+		select {
+		case r := <-citizen.Transferred:
+			if r.StatusCode != 200 {
+				t.Fatalf("the transferred call: %d %s", r.StatusCode, r.Reason)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the citizen's phone did not follow the REFER")
+		}
+		got := <-inps.Invites
+		code := ""
+		if h := got.GetHeader("X-Ticket"); h != nil {
+			code = h.Value()
+		}
+		if code == "" {
+			t.Fatalf("INPS's operator got no ticket code on the INVITE")
+		}
+		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr+"/api/ticketing/tickets/"+code, nil)
+		req.Header.Set("X-Agency", "inps")
+		var tk struct {
+			Hops []struct {
+				Agency string `json:"agency"`
+				Via    string `json:"via"`
+			} `json:"hops"`
+		}
+		waitFor(t, 5*time.Second, "two hops on the ticket", func() bool {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			json.NewDecoder(resp.Body).Decode(&tk)
+			return len(tk.Hops) == 2
+		})
+		if tk.Hops[0].Agency != "r_campan" || tk.Hops[1].Agency != "inps" || tk.Hops[1].Via != "transfer" {
+			t.Errorf("hops %+v, want r_campan then inps by transfer", tk.Hops)
+		}
+		if v := n.metric(t, `centralino_transfers_total{destination_agency="inps",source_agency="r_campan",type="blind"}`); v != 1 {
+			t.Errorf("transfer not counted: %v", v)
+		}
+	})
+}
+
+func TestOnlyOperatorsTransferOutsideTheirAgency(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	desk := phone(t, n, "campania.russo", "udp") // a phone, not an operator
+	mustRegister(t, desk)
+	caller := phone(t, n, "campania.esposito", "udp")
+	res, inv := caller.Invite("102")
+	if res.StatusCode != 200 {
+		t.Fatalf("call: %d", res.StatusCode)
+	}
+	caller.Ack(inv, res)
+	<-desk.Invites
+	if refer := desk.ReferAnswered(inv.CallID().Value(), "8300000"); refer.StatusCode != 403 {
+		t.Fatalf("a desk phone transferring to INPS: %d, want 403", refer.StatusCode)
+	}
+	if refer := desk.ReferAnswered(inv.CallID().Value(), "201"); refer.StatusCode != 202 {
+		t.Fatalf("a desk phone transferring inside its agency: %d, want 202", refer.StatusCode)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,6 +50,9 @@ type Phone struct {
 	Client         *sipgo.Client
 	// Invites receives each INVITE the phone answers (it rings, then answers 200).
 	Invites chan *sip.Request
+	// Transferred receives the answer to each INVITE the phone placed because
+	// it was referred (it accepts every REFER and calls the target at once).
+	Transferred chan *sip.Response
 	// Byes receives each BYE the phone gets.
 	Byes chan *sip.Request
 	// RTP is the phone's media socket, announced in every SDP it sends.
@@ -56,6 +60,9 @@ type Phone struct {
 
 	t      testing.TB
 	listen string
+
+	mu       sync.Mutex
+	answered map[string][2]sip.Message // Call-ID -> the INVITE it answered and its 200
 }
 
 // New starts a phone and stops it when the test ends.
@@ -67,7 +74,7 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 		t.Fatal(err)
 	}
 	p := &Phone{User: user, Password: password, Realm: realm, Transport: transport, Switch: switchAddr,
-		Invites: make(chan *sip.Request, 8), Byes: make(chan *sip.Request, 8), t: t}
+		Invites: make(chan *sip.Request, 8), Byes: make(chan *sip.Request, 8), Transferred: make(chan *sip.Response, 8), t: t}
 	if p.RTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +85,7 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 	}
 	srv.OnInvite(p.answer)
 	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	srv.OnRefer(p.referred)
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		select {
 		case p.Byes <- req:
@@ -117,6 +125,12 @@ func (p *Phone) answer(req *sip.Request, tx sip.ServerTransaction) {
 	res := sip.NewResponseFromRequest(req, 200, "OK", p.SDP())
 	res.AppendHeader(p.contact())
 	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	p.mu.Lock()
+	if p.answered == nil {
+		p.answered = map[string][2]sip.Message{}
+	}
+	p.answered[req.CallID().Value()] = [2]sip.Message{req, res}
+	p.mu.Unlock()
 	tx.Respond(res)
 }
 
@@ -300,4 +314,63 @@ func (p *Phone) ReInvite(inv *sip.Request, res *sip.Response, cseq uint32, direc
 		p.Ack(req, answer)
 	}
 	return answer
+}
+
+// referred accepts a REFER and calls its target, as a blind transfer asks.
+func (p *Phone) referred(req *sip.Request, tx sip.ServerTransaction) {
+	tx.Respond(sip.NewResponseFromRequest(req, 202, "Accepted", nil))
+	target := req.ReferTo().Address.User
+	go func() {
+		inv := p.Request(sip.INVITE, target)
+		inv.SetBody(p.SDP())
+		inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		inv.AppendHeader(sip.NewHeader("Referred-By", req.From().Address.String()))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := p.Client.Do(ctx, inv)
+		if err == nil && (res.StatusCode == 401 || res.StatusCode == 407) {
+			res, err = p.Client.DoDigestAuth(ctx, inv, res, sipgo.DigestAuth{Username: p.User, Password: p.Password})
+		}
+		if err != nil {
+			res = sip.NewResponseFromRequest(inv, 408, err.Error(), nil)
+		}
+		p.Transferred <- res
+	}()
+}
+
+// ReferAnswered asks the caller of a call this phone answered to call target:
+// the operator's blind transfer.
+func (p *Phone) ReferAnswered(callID string, target string) *sip.Response {
+	p.t.Helper()
+	p.mu.Lock()
+	d, ok := p.answered[callID]
+	p.mu.Unlock()
+	if !ok {
+		p.t.Fatalf("no answered call %s", callID)
+	}
+	inv, res := d[0].(*sip.Request), d[1].(*sip.Response)
+	req := sip.NewRequest(sip.REFER, inv.Contact().Address)
+	for _, h := range inv.GetHeaders("Record-Route") {
+		req.AppendHeader(&sip.RouteHeader{Address: h.(*sip.RecordRouteHeader).Address})
+	}
+	req.AppendHeader(&sip.FromHeader{Address: res.To().Address, Params: res.To().Params.Clone()})
+	req.AppendHeader(&sip.ToHeader{Address: inv.From().Address, Params: inv.From().Params.Clone()})
+	req.AppendHeader(sip.HeaderClone(inv.CallID()))
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REFER})
+	req.AppendHeader(p.contact())
+	req.AppendHeader(&sip.ReferToHeader{Address: sip.Uri{Scheme: "sip", User: target, Host: p.Realm}})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	req.SetTransport(inv.Transport())
+	req.SetDestination(p.Switch)
+	return p.Do(req)
+}
+
+// Refer asks the other side of the call inv/res to call target (RFC 3515).
+func (p *Phone) Refer(inv *sip.Request, res *sip.Response, cseq uint32, target string) *sip.Response {
+	p.t.Helper()
+	req := p.inDialog(sip.REFER, inv, res, cseq)
+	req.AppendHeader(p.contact())
+	req.AppendHeader(&sip.ReferToHeader{Address: sip.Uri{Scheme: "sip", User: target, Host: p.Realm}})
+	return p.Do(req)
 }

@@ -31,7 +31,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "centralino")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/centralino")
+	// The "chaos" tag adds a module that misbehaves on purpose (modules/chaos).
+	build := exec.Command("go", "build", "-tags", "chaos", "-o", binary, "../../cmd/centralino")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building centralino:", err)

@@ -96,38 +96,34 @@ func newKey(suite int) []byte {
 }
 
 // cipher holds the SRTP state of one direction of one leg. The zero value
-// (both contexts nil) means plain RTP. The RTP context is only ever used by
-// one goroutine (see end.rx and end.tx); RTCP may reach a leg on its RTP or
-// its RTCP socket while a re-INVITE toggles rtcp-mux, so its context is
-// guarded.
+// (no context) means plain RTP. One pion context serves both SRTP and SRTCP
+// (it keeps their keys, rollover and replay state apart); all the sockets
+// of a call are served by one loop, so it is used by one goroutine at a
+// time. RTCP still takes mu, as it may reach a leg on its RTP or its RTCP
+// socket while a re-INVITE toggles rtcp-mux.
 type cipher struct {
 	suite int
 	key   []byte
 	rtp   *srtp.Context
 	mu    sync.Mutex
-	rtcp  *srtp.Context
+	rtcp  *srtp.Context // the same context as rtp
 }
 
 // plain is the cipher of a leg without SRTP.
 var plain = &cipher{suite: -1}
 
-// newCipher creates the contexts for key; decrypt contexts get replay
+// newCipher creates the context for key; decrypt contexts get replay
 // protection.
 func newCipher(suite int, key []byte, decrypt bool) (*cipher, error) {
 	s := suites[suite]
 	k, _ := s.profile.KeyLen()
-	var rtpOpts, rtcpOpts []srtp.ContextOption
+	var opts []srtp.ContextOption
 	if decrypt {
-		rtpOpts = []srtp.ContextOption{srtp.SRTPReplayProtection(replayWindow)}
-		rtcpOpts = []srtp.ContextOption{srtp.SRTCPReplayProtection(replayWindow)}
+		opts = []srtp.ContextOption{srtp.SRTPReplayProtection(replayWindow), srtp.SRTCPReplayProtection(replayWindow)}
 	}
-	rtp, err := srtp.CreateContext(key[:k], key[k:], s.profile, rtpOpts...)
+	ctx, err := srtp.CreateContext(key[:k], key[k:], s.profile, opts...)
 	if err != nil {
 		return nil, err
 	}
-	rtcp, err := srtp.CreateContext(key[:k], key[k:], s.profile, rtcpOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return &cipher{suite: suite, key: key, rtp: rtp, rtcp: rtcp}, nil
+	return &cipher{suite: suite, key: key, rtp: ctx, rtcp: ctx}, nil
 }

@@ -72,9 +72,10 @@ func main() {
 	direct := flag.Bool("direct", false, "no relay: phones send to each other (the generator's floor)")
 	mux := flag.Bool("mux", true, "phones offer rtcp-mux (false: the relay also binds RTCP ports)")
 	senders := flag.Int("senders", runtime.GOMAXPROCS(0), "sender goroutines")
-	basePort := flag.Int("base-port", 20000, "phone ports: call i uses base+2i and base+2i+1")
-	portMin := flag.Int("port-min", 30000, "relay port range (modes both and relay)")
-	portMax := flag.Int("port-max", 49999, "")
+	basePort := flag.Int("base-port", 2000, "phone ports: call i uses base+2i and base+2i+1 (-shared: base)")
+	// Below Linux's ephemeral range (32768–60999), where other programs' sockets would take ports.
+	portMin := flag.Int("port-min", 10000, "relay port range (modes both and relay); a call takes 2 pairs")
+	portMax := flag.Int("port-max", 31999, "")
 	ngAddr := flag.String("ng", "127.0.0.1:2224", "ng control address: listened on (relay), used (gen)")
 	relayPID := flag.Int("relay-pid", 0, "gen: the relay's PID, for its CPU and RSS")
 	maxLife := flag.Duration("max-life", 15*time.Minute, "relay: exit after this long")

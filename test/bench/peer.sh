@@ -18,8 +18,9 @@ cleanup() { [[ -n $SW ]] && kill "$SW" 2>/dev/null; wait 2>/dev/null; rm -rf "$W
 trap cleanup EXIT
 mkdir "$WORK/src"
 git archive "$REV" | tar -x -C "$WORK/src"
+rm -rf "$WORK/src/test/bench/genconfig" && mkdir -p "$WORK/src/test/bench" && cp -r "$ROOT/test/bench/genconfig" "$WORK/src/test/bench/"
 (cd "$WORK/src" && go build -o "$WORK/centralino" ./cmd/centralino && go build -o "$WORK/genconfig" ./test/bench/genconfig)
-"$WORK/genconfig" -users 10000 -sip "$SIP" -http "$HTTP" -o "$WORK/bench.yaml"
+"$WORK/genconfig" -users 10000 -sip "$SIP" -http "$HTTP" -media-ports "${MEDIA_PORTS:-50000-64999}" -media-anchor "${MEDIA_ANCHOR:-never}" -o "$WORK/bench.yaml"
 taskset -c 0 "$WORK/centralino" serve --config "$WORK/bench.yaml" >"$WORK/centralino.log" 2>&1 &
 SW=$!
 for _ in $(seq 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done

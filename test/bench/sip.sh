@@ -11,6 +11,7 @@
 #   TESTS="mem reg cps"               # which phases run
 #   PROFILE="register:10000 call:1500" # 10 s CPU profiles during those steps (→ $OUT)
 #   OUT=dir                           # keep logs, sipp stat files and profiles there
+#   MEDIA_ANCHOR=always MEDIA_PORTS=50000-64999 # anchor media (default never: SIP only)
 #   TRACE=1                           # sipp -trace_msg for the UAC and the UAS (low rates only)
 #   KEEP_ERRORS=40                    # print the first lines of sipp's error logs
 #
@@ -32,7 +33,8 @@
 # µs/op = switch CPU time over the whole step divided by successful operations;
 # load = 1-minute load average when the step ended; others = CPU (% of one core)
 # used by processes other than the switch, sipp and redis during the steady
-# part of the step: other engineers share the machine, re-run steps where it is high.
+# part of the step (kernel threads such as ksoftirqd included): other engineers
+# share the machine, re-run steps where it is high.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -64,7 +66,7 @@ cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	for p in "${SYSCTL_SAVED[@]}"; do sysctl -qw "$p" 2>/dev/null || true; done
-	[[ $OUT == "$WORK"/* ]] && cp "$WORK/centralino.log" "$OUT/" 2>/dev/null
+	cp "$WORK/centralino.log" "$OUT/" 2>/dev/null || true
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -76,6 +78,8 @@ if [[ -n $REV ]]; then
 	SRC=$WORK/src
 	mkdir -p "$SRC"
 	git -C "$ROOT" archive "$REV" | tar -x -C "$SRC"
+	# the bench's own config generator is taken from this checkout
+	rm -rf "$SRC/test/bench/genconfig" && mkdir -p "$SRC/test/bench" && cp -r "$ROOT/test/bench/genconfig" "$SRC/test/bench/"
 fi
 DESC=$(git -C "$ROOT" rev-parse --short "${REV:-HEAD}")
 [[ -z $REV && -n $(git -C "$ROOT" status --porcelain -- cmd sip media routing modules configs go.mod 2>/dev/null) ]] && DESC="$DESC+dirty"
@@ -93,7 +97,15 @@ if [[ $DIRECTORY == redis ]]; then
 	for _ in $(seq 50); do [[ -S $WORK/redis.sock ]] && break; sleep 0.1; done
 	REDIS_ARGS=(-redis "unix://$WORK/redis.sock")
 fi
-"$WORK/genconfig" -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" -o "$WORK/bench.yaml"
+# Media: the config default anchors calls through the relay. Its default port
+# range (30000-49999) is also the one of rtpengine and of the media load test
+# that others run on this machine ("media: no free relay port" -> 500), so the
+# bench uses its own, wider range (4 ports a call: 10,000 ports cap 1 s calls
+# at 2,500/s). By default (MEDIA_ANCHOR=never) the bench measures SIP alone,
+# as the Kamailio harness does (no rtpengine there); MEDIA_ANCHOR=always adds
+# the relay's port allocation and release to every call.
+"$WORK/genconfig" -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" \
+	-media-ports "${MEDIA_PORTS:-50000-64999}" -media-anchor "${MEDIA_ANCHOR:-never}" -o "$WORK/bench.yaml"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # The switch does not size its SIP socket buffers itself: with the kernel's
 # default (208 KB) bursts of sipp traffic are dropped at the switch's UDP

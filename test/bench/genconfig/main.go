@@ -23,6 +23,8 @@ func main() {
 	redis := flag.String("redis", "", "Redis URL (default: memory directory)")
 	realm := flag.String("realm", "example.test", "realm")
 	out := flag.String("o", "bench.yaml", "output file")
+	anchor := flag.String("media-anchor", "", "media anchoring: always, nat or never (default: the config default)")
+	ports := flag.String("media-ports", "", "relay port range MIN-MAX (default: the config default); keep it clear of other programs' ranges")
 	flag.Parse()
 
 	cfg := configs.Default()
@@ -35,6 +37,15 @@ func main() {
 	cfg.Auth.Trusted = []string{"127.0.0.1/32"}
 	cfg.Auth.MaxFailures = 0
 	cfg.Proxy.RingTimeout = configs.Duration(30 * time.Second)
+	if *anchor != "" {
+		cfg.Media.Anchor = *anchor
+	}
+	if *ports != "" {
+		if _, err := fmt.Sscanf(*ports, "%d-%d", &cfg.Media.PortMin, &cfg.Media.PortMax); err != nil {
+			fmt.Fprintln(os.Stderr, "media-ports:", err)
+			os.Exit(2)
+		}
+	}
 	if *redis != "" {
 		cfg.Directory = configs.Directory{Backend: "redis", RedisURL: *redis}
 	}

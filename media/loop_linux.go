@@ -43,6 +43,9 @@ type loop struct {
 
 const wakeToken = -1
 
+// sockOS is what a socket needs beyond its fd on Linux: nothing.
+type sockOS struct{}
+
 func newLoop(r *Relay) (*loop, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {

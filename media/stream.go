@@ -130,6 +130,7 @@ type latchState struct {
 
 // sock is one relay UDP socket, served by its call's loop.
 type sock struct {
+	sockOS
 	fd     int // -1 once closed
 	v6     bool
 	lp     *loop

@@ -142,7 +142,8 @@ type sock struct {
 
 	packets, bytes, dropped atomic.Uint64
 
-	// Scratch of the loop (pion's header structs).
+	// Scratch of the loop: the datagram's size as received, pion's headers.
+	rxLen   int
 	hdr     rtp.Header
 	rtcpHdr rtcp.Header
 }
@@ -195,12 +196,12 @@ func (s *sock) accepted(l *latchState, src netip.AddrPort, ssrc uint32, relatch 
 	}
 }
 
-// forward is the per-packet entry point: relay the datagram and count it.
+// forward is the per-packet entry point: relay the datagram. send counts
+// it before it leaves (a scrape never lags a packet already delivered);
+// a packet not relayed is counted dropped.
 func (s *sock) forward(pkt []byte, src netip.AddrPort, now int64) {
-	if s.relay(pkt, src, now) {
-		s.packets.Add(1)
-		s.bytes.Add(uint64(len(pkt)))
-	} else {
+	s.rxLen = len(pkt)
+	if !s.relay(pkt, src, now) {
 		s.dropped.Add(1)
 	}
 }
@@ -329,6 +330,8 @@ func (s *sock) send(pkt []byte, isRTCP bool) bool {
 	if err != nil {
 		return false
 	}
+	s.packets.Add(1)
+	s.bytes.Add(uint64(s.rxLen))
 	return s.lp.sendto(dst, out, l.peer)
 }
 

@@ -93,6 +93,15 @@ type Switch struct {
 	active    atomic.Int64
 }
 
+// sipgo refuses UDP messages over 1300 bytes (an INVITE with SRTP keys,
+// video or two Record-Routes); send them as Kamailio does, fragmented by IP
+// if need be, and read datagrams up to the UDP maximum. Package variables of
+// sipgo, set before any transport runs.
+func init() {
+	sip.UDPMTUSize = 65535 + 200
+	sip.TransportBufferReadSize = 65535
+}
+
 // Deps are what the switch works with. Events, Relay and Metrics may be nil.
 type Deps struct {
 	Dir     directory.Store
@@ -109,11 +118,6 @@ func New(cfg Config, d Deps) (*Switch, error) {
 	if len(cfg.Listeners) == 0 {
 		return nil, errors.New("sip: no listener")
 	}
-	// sipgo refuses UDP messages over 1300 bytes (an INVITE with SRTP keys,
-	// video or two Record-Routes); send them as Kamailio does, fragmented
-	// by IP if need be, and read datagrams up to the UDP maximum.
-	sip.UDPMTUSize = 65535 + 200
-	sip.TransportBufferReadSize = 65535
 	log := d.Log
 	s := &Switch{
 		cfg:      cfg,

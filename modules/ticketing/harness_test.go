@@ -1,15 +1,14 @@
 package ticketing
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/lineamica/centralino/test/syncbuf"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,23 +32,7 @@ type node struct {
 	stopped bool
 }
 
-// syncBuffer collects the module's log lines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // testOptions are the module's options in most tests.
 var testOptions = map[string]any{

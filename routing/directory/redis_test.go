@@ -1,12 +1,11 @@
 package directory
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/lineamica/centralino/test/syncbuf"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -261,19 +260,4 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return sum
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer

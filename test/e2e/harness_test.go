@@ -20,6 +20,7 @@ import (
 	"github.com/lineamica/centralino/configs"
 	"github.com/lineamica/centralino/test/redisserver"
 	"github.com/lineamica/centralino/test/sipua"
+	"github.com/lineamica/centralino/test/syncbuf"
 )
 
 var binary string
@@ -62,7 +63,7 @@ type node struct {
 	WSPort   int
 	HTTPAddr string
 	cmd      *exec.Cmd
-	logs     *bytes.Buffer
+	logs     *syncbuf.Buffer // written by the process while tests read it
 	done     chan struct{}
 }
 
@@ -106,7 +107,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n.logs = &bytes.Buffer{}
+	n.logs = &syncbuf.Buffer{}
 	n.cmd = exec.Command(binary, "serve", "--config", file)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {

@@ -25,12 +25,13 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 		code, reason, authz, authn = 407, "Proxy Authentication Required", "Proxy-Authorization", "Proxy-Authenticate"
 	}
 	ip := sourceIP(req)
-	hasCredentials := req.GetHeader(authz) != nil
-	algorithms := s.cfg.Algorithms
-	if len(algorithms) > 1 && s.md5Only(ctx, req, ip, hasCredentials) {
-		algorithms = []string{"MD5"}
-	}
+	// Which algorithms to offer is decided only when a challenge is due: a
+	// request that authenticates never pays for it.
 	challenge := func(stale bool) {
+		algorithms := s.cfg.Algorithms
+		if len(algorithms) > 1 && s.md5Only(ctx, req, ip, req.GetHeader(authz) != nil) {
+			algorithms = []string{"MD5"}
+		}
 		res := sip.NewResponseFromRequest(req, code, reason, nil)
 		for _, c := range s.nonces.challenges(s.cfg.Realm, algorithms, ip, stale) {
 			res.AppendHeader(sip.NewHeader(authn, c))
@@ -97,12 +98,15 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 }
 
 // md5Only reports whether the client of req must be challenged with MD5
-// alone: learnt from this request, remembered for its address, or recorded on
-// a binding of the user it claims to be from that address (which survives a
-// restart of the node and is seen by every node).
+// alone: learnt from this request, remembered for its address, or, for a
+// call, recorded on a binding of the user it claims to be from that address
+// (which survives a restart of the node and is seen by every node).
 func (s *Switch) md5Only(ctx context.Context, req *sip.Request, ip netip.Addr, hasCredentials bool) bool {
 	if s.legacy.isLegacy(ip.String(), callID(req), hasCredentials) {
 		return true
+	}
+	if req.Method == sip.REGISTER {
+		return false // a REGISTER is learnt from its own retry; an INVITE gets no second try
 	}
 	bindings, err := s.dir.Bindings(ctx, req.From().Address.User)
 	if err != nil {

@@ -20,7 +20,8 @@ func TestEvents(t *testing.T) {
 		modules.CallEnded{Call: call},
 		modules.DigitsCollected{Call: call},
 	}
-	phoneEvents := []modules.Event{modules.Registered{}, modules.Unregistered{}}
+	phoneEvents := []modules.Event{modules.Registered{}, modules.Unregistered{},
+		modules.TicketChanged{}, modules.PECDelivery{}, modules.PECReceived{}, modules.RatingOffered{}, modules.RatingGiven{}}
 
 	kinds := map[string]bool{}
 	for _, ev := range append(callEvents, phoneEvents...) {

@@ -22,12 +22,13 @@ import (
 // been provisioned, so a failed Start leaves nothing behind on the bus or the
 // HTTP mux.
 type Host struct {
-	name    string
-	bus     *Bus
-	logger  *slog.Logger
-	metrics prometheus.Registerer
-	kv      KV
-	options map[string]any
+	name     string
+	bus      *Bus
+	logger   *slog.Logger
+	metrics  prometheus.Registerer
+	kv       KV
+	agencies Agencies
+	options  map[string]any
 
 	mux *http.ServeMux // the module's own, mounted under prefix
 	sub *subscription
@@ -50,6 +51,9 @@ func (h *Host) Metrics() prometheus.Registerer { return h.metrics }
 
 // KV is the module's own key space.
 func (h *Host) KV() KV { return h.kv }
+
+// Agencies looks up the directory's agencies.
+func (h *Host) Agencies() Agencies { return h.agencies }
 
 // Prefix is the path under which the module's routes are served:
 // "/api/<name>".

@@ -54,11 +54,12 @@ type Config struct {
 // Deps are what Start shares among the modules. Bus, Mux and Store are
 // required.
 type Deps struct {
-	Bus     *Bus
-	Mux     *http.ServeMux        // the modules' routes are mounted under /api/<name>/
-	Store   Store                 // gives each module its key space
-	Logger  *slog.Logger          // nil: slog.Default()
-	Metrics prometheus.Registerer // nil: metrics are not exported
+	Bus      *Bus
+	Mux      *http.ServeMux        // the modules' routes are mounted under /api/<name>/
+	Store    Store                 // gives each module its key space
+	Logger   *slog.Logger          // nil: slog.Default()
+	Metrics  prometheus.Registerer // nil: metrics are not exported
+	Agencies Agencies              // nil: modules see no agency
 }
 
 var (
@@ -127,6 +128,9 @@ func Start(ctx context.Context, enabled []Config, deps Deps) (*Running, error) {
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
 	}
+	if deps.Agencies == nil {
+		deps.Agencies = noAgencies{}
+	}
 
 	infos := make([]Info, len(enabled))
 	registryMu.RLock()
@@ -154,13 +158,14 @@ func Start(ctx context.Context, enabled []Config, deps Deps) (*Running, error) {
 			return fail(c.Name, err)
 		}
 		h := &Host{
-			name:    c.Name,
-			bus:     deps.Bus,
-			logger:  deps.Logger.With("module", c.Name),
-			metrics: prometheus.WrapRegistererWith(prometheus.Labels{"module": c.Name}, deps.Metrics),
-			kv:      deps.Store.KV(c.Name),
-			options: c.Options,
-			mux:     http.NewServeMux(),
+			name:     c.Name,
+			bus:      deps.Bus,
+			logger:   deps.Logger.With("module", c.Name),
+			metrics:  prometheus.WrapRegistererWith(prometheus.Labels{"module": c.Name}, deps.Metrics),
+			kv:       deps.Store.KV(c.Name),
+			agencies: deps.Agencies,
+			options:  c.Options,
+			mux:      http.NewServeMux(),
 		}
 		m := infos[i].New()
 		if err := m.Provision(h); err != nil {

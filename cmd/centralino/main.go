@@ -36,7 +36,6 @@ import (
 	"github.com/lineamica/centralino/media"
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/modules/kv"
-	_ "github.com/lineamica/centralino/modules/ticketing"
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
 	"github.com/lineamica/centralino/sip"
@@ -206,7 +205,8 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer closeModuleStore()
-	running, err := modules.Start(ctx, cfg.Modules, modules.Deps{Bus: bus, Mux: mux, Store: moduleStore, Logger: log, Metrics: reg})
+	running, err := modules.Start(ctx, cfg.Modules, modules.Deps{Bus: bus, Mux: mux, Store: moduleStore, Logger: log, Metrics: reg,
+		Agencies: directoryAgencies{store, log}})
 	if err != nil {
 		return err
 	}

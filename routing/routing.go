@@ -21,6 +21,9 @@ type Request struct {
 	// Time is when the call arrived; office hours are judged at it. The zero
 	// value means now.
 	Time time.Time
+	// Tried are the agencies that already had the call and could not take
+	// it, for Overflow: the chain never comes back to them.
+	Tried []string
 }
 
 // Target is one user to ring; the proxy turns it into that user's contacts.
@@ -58,6 +61,8 @@ const (
 	OverflowClosed      OverflowReason = "closed"      // outside office hours, a holiday or a closure
 	OverflowBusy        OverflowReason = "busy"        // every logged-in operator on a call
 	OverflowUnavailable OverflowReason = "unavailable" // no operator, or all paused or logged out
+	OverflowNoAnswer    OverflowReason = "no-answer"   // operators rung, none answered in time
+	OverflowFailed      OverflowReason = "failed"      // the agency's targets failed (5xx, unreachable)
 )
 
 // Router turns requests into decisions.
@@ -90,7 +95,7 @@ func (r *Router) Route(ctx context.Context, req Request) (Decision, error) {
 		return Decision{}, err
 	}
 	if a, err := r.Dir.AgencyByNumber(ctx, d); err == nil {
-		dec, err := r.reachAgency(ctx, a, cmp.Or(req.Time, time.Now()))
+		dec, err := r.reachAgency(ctx, a, cmp.Or(req.Time, time.Now()), map[string]bool{})
 		dec.Public = true
 		return dec, err
 	} else if !errors.Is(err, directory.ErrNotFound) {
@@ -124,6 +129,42 @@ func (r *Router) Route(ctx context.Context, req Request) (Decision, error) {
 	return reject(404, "Not Found"), nil
 }
 
+// Overflow is the next decision for a call that agency from took but could
+// not complete (its operators did not answer, were busy, or failed): the
+// call moves along from's overflow chain. Its Overflowed starts with the hop
+// out of from. A decision with Status 0 and no Targets never comes back; when
+// no agency further on can take the call, Status is the refusal to give.
+func (r *Router) Overflow(ctx context.Context, req Request, from string, why OverflowReason) (Decision, error) {
+	a, err := r.Dir.Agency(ctx, from)
+	if errors.Is(err, directory.ErrNotFound) || err == nil && a.Overflow == "" {
+		return reject(480, "Nessun operatore disponibile"), nil
+	}
+	if err != nil {
+		return Decision{}, fmt.Errorf("routing: overflow of %s: %w", from, err)
+	}
+	seen := map[string]bool{from: true}
+	for _, code := range req.Tried {
+		seen[code] = true
+	}
+	if seen[a.Overflow] {
+		return reject(480, "Nessun operatore disponibile"), nil
+	}
+	next, err := r.Dir.Agency(ctx, a.Overflow)
+	if errors.Is(err, directory.ErrNotFound) {
+		return reject(480, "Nessun operatore disponibile"), nil
+	}
+	if err != nil {
+		return Decision{}, fmt.Errorf("routing: overflow of %s: %w", from, err)
+	}
+	dec, err := r.reachAgency(ctx, next, cmp.Or(req.Time, time.Now()), seen)
+	if err != nil {
+		return Decision{}, err
+	}
+	dec.Public = true
+	dec.Overflowed = append([]Hop{{From: from, To: next.Code, Reason: why}}, dec.Overflowed...)
+	return dec, nil
+}
+
 func (r *Router) ringUser(u directory.User) Decision {
 	return Decision{
 		Targets:     []Target{{Username: u.Username, Agency: u.Agency}},
@@ -134,12 +175,13 @@ func (r *Router) ringUser(u directory.User) Decision {
 }
 
 // reachAgency offers the call to agency a, then along its overflow chain,
-// until one can take it. When none can, the answer is the refusal of a, the
-// agency the caller dialled: its opening hours are what the caller needs.
-func (r *Router) reachAgency(ctx context.Context, a directory.Agency, now time.Time) (Decision, error) {
+// until one can take it, skipping the agencies already seen. When none can,
+// the answer is the refusal of a, the first agency offered: for the agency
+// the caller dialled, its opening hours are what the caller needs.
+func (r *Router) reachAgency(ctx context.Context, a directory.Agency, now time.Time, seen map[string]bool) (Decision, error) {
 	var hops []Hop
 	var refusal Decision
-	for seen := map[string]bool{}; ; {
+	for {
 		seen[a.Code] = true
 		dec, why, err := r.offer(ctx, a, now)
 		if err != nil {

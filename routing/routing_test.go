@@ -240,3 +240,39 @@ func TestAgencyConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestOverflow(t *testing.T) {
+	ctx := context.Background()
+	tuesday, christmas := at(t, "2026-03-03 10:00"), at(t, "2026-12-25 10:00")
+	la := []Target{{Username: "la.op", Agency: "lineamica"}}
+	tests := []struct {
+		name string
+		req  Request
+		from string
+		why  OverflowReason
+		want Decision
+	}{
+		{"no answer at the URP: the national centre", Request{Dialled: "8100000", Time: tuesday}, "r_campan", OverflowNoAnswer,
+			Decision{Public: true, Targets: la, Parallel: true, RingTimeout: time.Minute, DestAgency: "lineamica",
+				Overflowed: []Hop{{From: "r_campan", To: "lineamica", Reason: OverflowNoAnswer}}}},
+		{"the centre closed too: refused with its reason", Request{Dialled: "8100000", Time: christmas}, "r_campan", OverflowBusy,
+			Decision{Public: true, Status: 480, Reason: "Ufficio chiuso, riapre il 26/12 alle 00:00", DestAgency: "lineamica",
+				Overflowed: []Hop{{From: "r_campan", To: "lineamica", Reason: OverflowBusy}}}},
+		{"no overflow target", Request{Dialled: "8300000", Time: tuesday}, "inps", OverflowNoAnswer,
+			Decision{Status: 480, Reason: "Nessun operatore disponibile"}},
+		{"never back to an agency already tried", Request{Dialled: "8500000", Time: at(t, "2026-03-07 09:30"), Tried: []string{"loop_a"}}, "loop_b", OverflowNoAnswer,
+			Decision{Status: 480, Reason: "Nessun operatore disponibile"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _ := newRouter(t)
+			got, err := r.Overflow(ctx, tt.req, tt.from, tt.why)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Overflow(%s, %s)\n got %+v\nwant %+v", tt.from, tt.why, got, tt.want)
+			}
+		})
+	}
+}

@@ -32,6 +32,9 @@ type call struct {
 	offered   time.Time
 	rang      time.Time
 	answered  time.Time
+	queue     string        // agency whose queue the call waits in, "" when not waiting
+	queuedAt  time.Time     // when it started waiting there
+	occupied  chan struct{} // closed once its users are marked busy in their queues
 
 	anchored bool // its media goes through the relay
 	// The dialog as set up, for BYEs of the switch's own (media timeout).
@@ -88,11 +91,7 @@ func (s *Switch) publishOffered(c *call, dec routing.Decision) {
 		offered.DestAgency = dec.Overflowed[0].From
 	}
 	s.events.Publish(modules.CallOffered{Call: offered, Public: dec.Public})
-	for _, hop := range dec.Overflowed {
-		info := c.now()
-		info.DestAgency = hop.To
-		s.events.Publish(modules.CallOverflowed{Call: info, FromAgency: hop.From, ToAgency: hop.To, Reason: modules.OverflowReason(hop.Reason)})
-	}
+	s.publishHops(c, dec.Overflowed)
 }
 
 // ringing records the first 18x of a call.
@@ -114,6 +113,8 @@ func (s *Switch) answered(c *call, b *branch, res *sip.Response) {
 	if _, loaded := s.calls.LoadOrStore(c.info.CallID, c); !loaded {
 		s.active.Add(1)
 	}
+	s.queueLeft(c, "answered")
+	s.occupy(c)
 	s.events.Publish(modules.CallAnswered{Call: c.now(), Wait: c.answered.Sub(c.offered)})
 }
 
@@ -142,6 +143,7 @@ func (s *Switch) endCall(bye *sip.Request, code int) {
 	}
 	s.active.Add(-1)
 	c := v.(*call)
+	s.vacate(c)
 	by := modules.SideCallee
 	if tag, _ := bye.From().Params.Get("tag"); tag == c.callerTag {
 		by = modules.SideCaller

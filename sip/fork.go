@@ -71,18 +71,38 @@ func newForker(s *Switch, req *sip.Request, tx sip.ServerTransaction, hooks fork
 	return f
 }
 
-// run sends the groups one after another, each for at most timeout, and
-// answers upstream if no branch did.
+// run rings the groups and answers upstream if no branch did.
 func (f *forker) run(groups [][]branchTarget, timeout time.Duration) {
+	f.ring(groups, timeout)
+	f.answer()
+}
+
+// ring sends the groups one after another, each for at most timeout, until
+// one answers, the caller cancels, or a branch declines everywhere (6xx).
+func (f *forker) ring(groups [][]branchTarget, timeout time.Duration) {
 	for _, g := range groups {
 		f.runGroup(g, timeout)
-		f.mu.Lock()
-		stop := f.final != 0 || f.cancelled || (f.best != nil && f.best.StatusCode >= 600)
-		f.mu.Unlock()
-		if stop {
-			break
+		if _, open := f.unanswered(); !open {
+			return
 		}
 	}
+}
+
+// unanswered returns the best final status so far (0 if none) and whether
+// the call is still open to more targets: no final answer relayed, not
+// cancelled, not declined everywhere.
+func (f *forker) unanswered() (best int, open bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.best != nil {
+		best = f.best.StatusCode
+	}
+	return best, f.final == 0 && !f.cancelled && best < 600
+}
+
+// answer relays the best final response, unless a final answer went
+// upstream already.
+func (f *forker) answer() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.final != 0 {
@@ -186,8 +206,30 @@ func (f *forker) runGroup(targets []branchTarget, timeout time.Duration) {
 		}
 	}
 	f.mu.Unlock()
+	// A cancelled branch owes a 487; one that never sends it (a phone that
+	// lost the CANCEL, or hung) is given up after a grace period rather than
+	// holding the caller until its INVITE transaction times out.
+	grace := time.NewTimer(cancelGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return
+	case <-grace.C:
+	}
+	f.mu.Lock()
+	for _, b := range f.live {
+		if !b.done {
+			b.dropped = true
+			b.tx.Terminate()
+		}
+	}
+	f.mu.Unlock()
 	<-done
 }
+
+// cancelGrace is how long a branch cancelled at the ring timeout may take
+// to answer 487.
+const cancelGrace = 4 * time.Second
 
 // follow reads the responses of one branch until its transaction ends.
 func (f *forker) follow(b *branch) {

@@ -122,6 +122,7 @@ func (s *Switch) mediaTimeout(cid string, q media.Quality) {
 	}
 	s.active.Add(-1)
 	c := v.(*call)
+	s.vacate(c)
 	s.log.Warn("media timeout: ending the call", "call_id", cid)
 	reason := sip.NewHeader("Reason", `Q.850;cause=102;text="media timeout"`)
 	s.sendBye(c, true, reason)

@@ -20,6 +20,8 @@ type metrics struct {
 	transfers    *prometheus.CounterVec
 	txSeconds    *prometheus.HistogramVec
 	setupSeconds prometheus.Histogram
+	queueWaiting *prometheus.GaugeVec
+	queueWait    *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
@@ -67,9 +69,10 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 	}
+	m.queueWaiting, m.queueWait = newQueueMetrics()
 	if reg != nil {
 		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.authFailures, m.callAttempts,
-			m.callOutcomes, m.transfers, m.txSeconds, m.setupSeconds, &stateCollector{s: s})
+			m.callOutcomes, m.transfers, m.txSeconds, m.setupSeconds, m.queueWaiting, m.queueWait, &stateCollector{s: s})
 	}
 	return m
 }

@@ -328,6 +328,9 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 		caller.CallerAgency = user.Agency
+		if s.featureCode(ctx, req, tx, user) {
+			return
+		}
 	}
 	fwd.RemoveHeader("Proxy-Authorization")
 	if caller.CallerAgency != "" {
@@ -360,6 +363,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		if c != nil {
 			s.metrics.callOutcomes.WithLabelValues(label(c.info.SourceAgency), label(c.info.DestAgency), outcomeOf(code)).Inc()
 			if code >= 300 || code < 200 {
+				s.queueLeft(c, map[bool]string{true: "abandoned", false: "failed"}[cancelled])
 				s.unanswered(c, code, cancelled)
 			}
 		}
@@ -381,6 +385,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		final(480, false)
 		return
 	}
+	var offer []byte // the anchored SDP offer
 	if c != nil && s.anchors(ctx, req, c.info.SourceAgency, c.info.DestAgency, callees) {
 		c.anchored = true
 		var users []string
@@ -393,11 +398,8 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 			final(488, false)
 			return
 		}
-		for _, g := range groups {
-			for _, b := range g {
-				b.req.SetBody(body)
-			}
-		}
+		setBodies(groups, body)
+		offer = body
 	}
 	var hooks forkHooks
 	if c != nil {
@@ -416,13 +418,20 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 			hooks.sdp = func(res *sip.Response) ([]byte, error) { return s.answerSDP(c.info.CallID, res) }
 		}
 	}
+	s.queueEntered(c, dec)
 	f := newForker(s, req, tx, hooks)
-	timeout := dec.RingTimeout
-	if timeout <= 0 {
-		timeout = s.cfg.RingTimeout
-	}
-	f.run(groups, timeout)
+	f.ring(groups, cmpDuration(dec.RingTimeout, s.cfg.RingTimeout))
+	s.overflow(f, c, req, fwd, caller, dec, offer)
+	f.answer()
 	final(f.finalCode(), f.wasCancelled())
+}
+
+func setBodies(groups [][]branchTarget, body []byte) {
+	for _, g := range groups {
+		for _, b := range g {
+			b.req.SetBody(body)
+		}
+	}
 }
 
 // reasonHeader explains a refusal of the switch's own (RFC 3326), e.g. an

@@ -61,6 +61,8 @@ type Config struct {
 // Router decides where calls go; *routing.Router implements it.
 type Router interface {
 	Route(ctx context.Context, req routing.Request) (routing.Decision, error)
+	// Overflow is the next decision for a call agency from could not complete.
+	Overflow(ctx context.Context, req routing.Request, from string, why routing.OverflowReason) (routing.Decision, error)
 }
 
 // Switch is a registrar and stateful proxy.
@@ -68,6 +70,7 @@ type Switch struct {
 	cfg     Config
 	dir     directory.Store
 	router  Router
+	queues  routing.QueueState // nil: no queues, no feature codes
 	events  Publisher
 	relay   Relay
 	headers HeaderSource
@@ -106,6 +109,7 @@ func init() {
 type Deps struct {
 	Dir     directory.Store
 	Router  Router
+	Queues  routing.QueueState // operator states, told of calls; may be nil
 	Events  Publisher
 	Relay   Relay        // the media relay; nil: media is never anchored
 	Headers HeaderSource // headers a call carries to its transfers; may be nil
@@ -123,6 +127,7 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		cfg:      cfg,
 		dir:      d.Dir,
 		router:   d.Router,
+		queues:   d.Queues,
 		events:   d.Events,
 		relay:    d.Relay,
 		headers:  d.Headers,

@@ -215,8 +215,11 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: &routing.Queues{}}
-	deps := sip.Deps{Dir: store, Router: router, Events: bus, Headers: running, Metrics: reg, Log: log}
+	queues := &routing.Queues{}
+	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: queues}
+	(&routing.QueueAPI{Dir: store, Queues: queues}).Register(mux)
+	reg.MustRegister(routing.OperatorCollector{Dir: store, Queues: queues})
+	deps := sip.Deps{Dir: store, Router: router, Queues: queues, Events: bus, Headers: running, Metrics: reg, Log: log}
 	if relay, err := newRelay(cfg, reg, log); err != nil {
 		return err
 	} else if relay != nil {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +58,9 @@ type Phone struct {
 	Byes chan *sip.Request
 	// RTP is the phone's media socket, announced in every SDP it sends.
 	RTP *net.UDPConn
+	// Reply is the final answer to INVITEs: 0 answers (200 with SDP), -1
+	// leaves them ringing (the person is away), another status rejects.
+	Reply atomic.Int32
 
 	t      testing.TB
 	listen string
@@ -121,6 +125,15 @@ func (p *Phone) answer(req *sip.Request, tx sip.ServerTransaction) {
 	default:
 	}
 	tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+	switch reply := p.Reply.Load(); reply {
+	case 0:
+	case -1:
+		<-tx.Done() // rings until cancelled
+		return
+	default:
+		tx.Respond(sip.NewResponseFromRequest(req, int(reply), "Rejected", nil))
+		return
+	}
 	time.Sleep(20 * time.Millisecond) // rings a moment, as a person would
 	res := sip.NewResponseFromRequest(req, 200, "OK", p.SDP())
 	res.AppendHeader(p.contact())

@@ -22,12 +22,12 @@ func registerWith(t *testing.T, n *node, user, contactAddr string) {
 	}
 }
 
-// uasPort starts a sipp callee on a free port and returns its address and
-// the function that waits for it.
-func sippCallee(t *testing.T, n *node, scenario string) (string, func() sippResult) {
+// sippCallee starts a sipp callee on a free port and returns its address
+// and the function that waits for it.
+func sippCallee(t *testing.T, n *node, scenario string, args ...string) (string, func() sippResult) {
 	t.Helper()
 	port := sipua.FreePort(t)
-	wait := sippBackground(t, n, scenario, "-m", "1", "-p", strconv.Itoa(port), "-mp", strconv.Itoa(sipua.FreePort(t)))
+	wait := sippBackground(t, n, scenario, append([]string{"-m", "1", "-p", strconv.Itoa(port), "-mp", strconv.Itoa(sipua.FreePort(t))}, args...)...)
 	time.Sleep(300 * time.Millisecond) // let sipp bind before anyone calls it
 	return fmt.Sprintf("127.0.0.1:%d", port), wait
 }

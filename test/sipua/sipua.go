@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -329,15 +330,21 @@ func (p *Phone) ReInvite(inv *sip.Request, res *sip.Response, cseq uint32, direc
 	return answer
 }
 
-// referred accepts a REFER and calls its target, as a blind transfer asks.
+// referred accepts a REFER and calls its target, as a blind transfer asks,
+// or, when the Refer-To carries a Replaces header, an attended one.
 func (p *Phone) referred(req *sip.Request, tx sip.ServerTransaction) {
 	tx.Respond(sip.NewResponseFromRequest(req, 202, "Accepted", nil))
-	target := req.ReferTo().Address.User
+	referTo := req.ReferTo().Address
 	go func() {
-		inv := p.Request(sip.INVITE, target)
+		inv := p.Request(sip.INVITE, referTo.User)
 		inv.SetBody(p.SDP())
 		inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		inv.AppendHeader(sip.NewHeader("Referred-By", req.From().Address.String()))
+		if replaces, ok := referTo.Headers.Get("Replaces"); ok {
+			if v, err := url.QueryUnescape(replaces); err == nil {
+				inv.AppendHeader(sip.NewHeader("Replaces", v))
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		res, err := p.Client.Do(ctx, inv)
@@ -355,6 +362,24 @@ func (p *Phone) referred(req *sip.Request, tx sip.ServerTransaction) {
 // the operator's blind transfer.
 func (p *Phone) ReferAnswered(callID string, target string) *sip.Response {
 	p.t.Helper()
+	return p.referAnswered(callID, sip.Uri{Scheme: "sip", User: target, Host: p.Realm})
+}
+
+// ReferAnsweredReplacing asks the caller of a call this phone answered to
+// call target in place of the consultation call consult/consultRes this
+// phone placed to it (RFC 3891 Replaces): the operator's attended transfer.
+func (p *Phone) ReferAnsweredReplacing(callID string, target string, consult *sip.Request, consultRes *sip.Response) *sip.Response {
+	p.t.Helper()
+	uri := sip.Uri{Scheme: "sip", User: target, Host: p.Realm, Headers: sip.NewParams()}
+	toTag, _ := consultRes.To().Params.Get("tag")
+	fromTag, _ := consult.From().Params.Get("tag")
+	replaces := consult.CallID().Value() + ";to-tag=" + toTag + ";from-tag=" + fromTag
+	uri.Headers.Add("Replaces", url.QueryEscape(replaces))
+	return p.referAnswered(callID, uri)
+}
+
+func (p *Phone) referAnswered(callID string, referTo sip.Uri) *sip.Response {
+	p.t.Helper()
 	p.mu.Lock()
 	d, ok := p.answered[callID]
 	p.mu.Unlock()
@@ -371,7 +396,7 @@ func (p *Phone) ReferAnswered(callID string, target string) *sip.Response {
 	req.AppendHeader(sip.HeaderClone(inv.CallID()))
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REFER})
 	req.AppendHeader(p.contact())
-	req.AppendHeader(&sip.ReferToHeader{Address: sip.Uri{Scheme: "sip", User: target, Host: p.Realm}})
+	req.AppendHeader(&sip.ReferToHeader{Address: referTo})
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
 	req.SetTransport(inv.Transport())

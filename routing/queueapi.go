@@ -93,11 +93,7 @@ func (a *QueueAPI) getQueue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := a.queue(r, ag)
-	if err != nil {
-		apiError(w, http.StatusServiceUnavailable, "queue state unavailable")
-		return
-	}
-	writeAPI(w, http.StatusOK, v)
+	answer(w, v, err)
 }
 
 func (a *QueueAPI) queue(r *http.Request, ag directory.Agency) (QueueView, error) {
@@ -107,7 +103,7 @@ func (a *QueueAPI) queue(r *http.Request, ag directory.Agency) (QueueView, error
 	}
 	v := QueueView{Agency: ag.Code, Strategy: string(cmpStrategy(ag)), Operators: []OperatorView{}}
 	for _, o := range ops {
-		v.Operators = append(v.Operators, OperatorView{Username: o.Username, Agency: o.Agency, State: o.State, IdleSince: o.IdleSince, Calls: o.Calls})
+		v.Operators = append(v.Operators, viewOf(o))
 	}
 	return v, nil
 }
@@ -144,11 +140,7 @@ func (a *QueueAPI) getOperator(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := a.operatorView(r, u)
-	if err != nil {
-		apiError(w, http.StatusServiceUnavailable, "queue state unavailable")
-		return
-	}
-	writeAPI(w, http.StatusOK, v)
+	answer(w, v, err)
 }
 
 func (a *QueueAPI) operatorView(r *http.Request, u directory.User) (OperatorView, error) {
@@ -158,7 +150,7 @@ func (a *QueueAPI) operatorView(r *http.Request, u directory.User) (OperatorView
 	}
 	for _, o := range ops {
 		if o.Username == u.Username {
-			return OperatorView{Username: o.Username, Agency: o.Agency, State: o.State, IdleSince: o.IdleSince, Calls: o.Calls}, nil
+			return viewOf(o), nil
 		}
 	}
 	return OperatorView{Username: u.Username, Agency: u.Agency, State: LoggedOut}, nil
@@ -199,11 +191,20 @@ func (a *QueueAPI) putOperator(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := a.operatorView(r, u)
+	answer(w, v, err)
+}
+
+// answer writes v, or 503 when the queue state could not be read.
+func answer(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		apiError(w, http.StatusServiceUnavailable, "queue state unavailable")
 		return
 	}
 	writeAPI(w, http.StatusOK, v)
+}
+
+func viewOf(o Operator) OperatorView {
+	return OperatorView{Username: o.Username, Agency: o.Agency, State: o.State, IdleSince: o.IdleSince, Calls: o.Calls}
 }
 
 func writeAPI(w http.ResponseWriter, code int, v any) {

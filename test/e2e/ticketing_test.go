@@ -87,23 +87,12 @@ func TestBlindTransferCarriesTheTicket(t *testing.T) {
 		mustRegister(t, inps)
 		citizen := phone(t, n, "3331234567", "udp")
 
-		res, inv := citizen.Invite("8100000")
-		if res.StatusCode != 200 {
-			t.Fatalf("citizen's call: %d", res.StatusCode)
-		}
-		citizen.Ack(inv, res)
+		inv, _ := established(t, citizen, "8100000")
 		<-campania.Invites
 		if refer := campania.ReferAnswered(inv.CallID().Value(), "8300000"); refer.StatusCode != 202 {
 			t.Fatalf("REFER: %d %s", refer.StatusCode, refer.Reason)
 		}
-		select {
-		case r := <-citizen.Transferred:
-			if r.StatusCode != 200 {
-				t.Fatalf("the transferred call: %d %s", r.StatusCode, r.Reason)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("the citizen's phone did not follow the REFER")
-		}
+		followed(t, citizen)
 		got := <-inps.Invites
 		code := ""
 		if h := got.GetHeader("X-Ticket"); h != nil {
@@ -112,25 +101,9 @@ func TestBlindTransferCarriesTheTicket(t *testing.T) {
 		if code == "" {
 			t.Fatalf("INPS's operator got no ticket code on the INVITE")
 		}
-		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr+"/api/ticketing/tickets/"+code, nil)
-		req.Header.Set("X-Agency", "inps")
-		var tk struct {
-			Hops []struct {
-				Agency string `json:"agency"`
-				Via    string `json:"via"`
-			} `json:"hops"`
-		}
-		waitFor(t, 5*time.Second, "two hops on the ticket", func() bool {
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return false
-			}
-			defer resp.Body.Close()
-			json.NewDecoder(resp.Body).Decode(&tk)
-			return len(tk.Hops) == 2
-		})
-		if tk.Hops[0].Agency != "r_campan" || tk.Hops[1].Agency != "inps" || tk.Hops[1].Via != "transfer" {
-			t.Errorf("hops %+v, want r_campan then inps by transfer", tk.Hops)
+		hops := ticketHops(t, n, code, "inps", 2)
+		if hops[0].Agency != "r_campan" || hops[1].Agency != "inps" || hops[1].Via != "transfer" {
+			t.Errorf("hops %+v, want r_campan then inps by transfer", hops)
 		}
 		if v := n.metric(t, `centralino_transfers_total{destination_agency="inps",source_agency="r_campan",type="blind"}`); v != 1 {
 			t.Errorf("transfer not counted: %v", v)

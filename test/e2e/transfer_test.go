@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/lineamica/centralino/configs"
 	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/test/sipua"
 )
 
 // The operator of URP Campania consults INPS's operator, then hands the
@@ -25,32 +29,17 @@ func TestAttendedTransferAcrossAgencies(t *testing.T) {
 	mustRegister(t, inps)
 	citizen := phone(t, n, "3331234567", "udp")
 
-	res, inv := citizen.Invite("8100000")
-	if res.StatusCode != 200 {
-		t.Fatalf("citizen's call: %d %s", res.StatusCode, res.Reason)
-	}
-	citizen.Ack(inv, res)
+	inv, res := established(t, citizen, "8100000")
 	<-campania.Invites
 
 	// The consultation call, operator to operator.
-	cres, cinv := campania.Invite("8300201")
-	if cres.StatusCode != 200 {
-		t.Fatalf("consultation call: %d %s", cres.StatusCode, cres.Reason)
-	}
-	campania.Ack(cinv, cres)
+	cinv, cres := established(t, campania, "8300201")
 	<-inps.Invites
 
 	if refer := campania.ReferAnsweredReplacing(inv.CallID().Value(), "8300201", cinv, cres); refer.StatusCode != 202 {
 		t.Fatalf("REFER with Replaces: %d %s", refer.StatusCode, refer.Reason)
 	}
-	select {
-	case r := <-citizen.Transferred:
-		if r.StatusCode != 200 {
-			t.Fatalf("the transferred call: %d %s", r.StatusCode, r.Reason)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the citizen's phone did not follow the REFER")
-	}
+	followed(t, citizen)
 	got := <-inps.Invites
 	replaces := got.GetHeader("Replaces")
 	if replaces == nil || !strings.HasPrefix(replaces.Value(), cinv.CallID().Value()+";") {
@@ -66,21 +55,8 @@ func TestAttendedTransferAcrossAgencies(t *testing.T) {
 	if v := n.metric(t, `centralino_transfers_total{destination_agency="inps",source_agency="r_campan",type="attended"}`); v != 1 {
 		t.Errorf("attended transfer counted %v times, want 1", v)
 	}
-	req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr+"/api/ticketing/tickets/"+ticket.Value(), nil)
-	req.Header.Set("X-Agency", "inps")
-	var tk struct {
-		Hops []struct{ Agency, Via, Reason string } `json:"hops"`
-	}
-	waitFor(t, 5*time.Second, "the attended hop on the ticket", func() bool {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		json.NewDecoder(resp.Body).Decode(&tk)
-		return len(tk.Hops) == 2
-	})
-	if h := tk.Hops[1]; h.Agency != "inps" || h.Via != "transfer" || h.Reason != "attended" {
+	hops := ticketHops(t, n, ticket.Value(), "inps", 2)
+	if h := hops[1]; h.Agency != "inps" || h.Via != "transfer" || h.Reason != "attended" {
 		t.Errorf("second hop %+v, want inps by attended transfer", h)
 	}
 }
@@ -104,19 +80,8 @@ func TestSippOperatorTransfers(t *testing.T) {
 			mustRegister(t, inps)
 			citizen := phone(t, n, "3331234567", "udp")
 
-			res, inv := citizen.Invite("8100000")
-			if res.StatusCode != 200 {
-				t.Fatalf("citizen's call: %d %s", res.StatusCode, res.Reason)
-			}
-			citizen.Ack(inv, res)
-			select {
-			case r := <-citizen.Transferred:
-				if r.StatusCode != 200 {
-					t.Fatalf("the transferred call: %d %s", r.StatusCode, r.Reason)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("the citizen's phone was not transferred")
-			}
+			inv, res := established(t, citizen, "8100000")
+			followed(t, citizen)
 			got := <-inps.Invites
 			if h := got.GetHeader("Replaces"); (h != nil) != (tt.replaces != "") {
 				t.Errorf("INPS's INVITE Replaces header: %v", h)
@@ -130,4 +95,52 @@ func TestSippOperatorTransfers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// established calls number from p, expects it answered and ACKs it.
+func established(t *testing.T, p *sipua.Phone, number string) (*sip.Request, *sip.Response) {
+	t.Helper()
+	res, inv := p.Invite(number)
+	if res.StatusCode != 200 {
+		t.Fatalf("%s calling %s: %d %s", p.User, number, res.StatusCode, res.Reason)
+	}
+	p.Ack(inv, res)
+	return inv, res
+}
+
+// followed waits for p to follow a REFER and get its new call answered.
+func followed(t *testing.T, p *sipua.Phone) {
+	t.Helper()
+	select {
+	case r := <-p.Transferred:
+		if r.StatusCode != 200 {
+			t.Fatalf("the transferred call: %d %s", r.StatusCode, r.Reason)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the phone did not follow the REFER")
+	}
+}
+
+type ticketHop struct {
+	Agency, Via, Reason, Operator string
+}
+
+// ticketHops reads a ticket as agency sees it, waiting until it has want hops.
+func ticketHops(t *testing.T, n *node, code, agency string, want int) []ticketHop {
+	t.Helper()
+	var tk struct {
+		Hops []ticketHop `json:"hops"`
+	}
+	waitFor(t, 5*time.Second, fmt.Sprintf("%d hops on ticket %s", want, code), func() bool {
+		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr+"/api/ticketing/tickets/"+code, nil)
+		req.Header.Set("X-Agency", agency)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		json.NewDecoder(resp.Body).Decode(&tk)
+		return len(tk.Hops) == want
+	})
+	return tk.Hops
 }

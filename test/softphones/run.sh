@@ -83,8 +83,8 @@ wait_until() { # wait_until SECONDS command...: true as soon as the command succ
 
 # ---------------------------------------------------------------- ports
 # One block of ports, all free on 127.0.0.1 for UDP and TCP: BASE+0 SIP, +6 WS, +80 HTTP,
-# +10..+19 the phones' SIP and console ports (baresip also listens for TLS on its SIP port + 1),
-# +100..+159 the phones' RTP, +500..+999 the relay.
+# +10..+22 the phones' SIP and console ports (baresip also listens for TLS on its SIP port + 1),
+# +100..+179 the phones' RTP, +500..+999 the relay.
 pick_base() {
 	python3 - <<'EOF'
 import random, socket
@@ -100,8 +100,8 @@ def free(p):
     return True
 for _ in range(50):
     base = random.randrange(20000, 29000, 10)
-    ports = [base + o for o in (0, 6, 80)] + list(range(base + 10, base + 20)) + \
-            list(range(base + 100, base + 160)) + list(range(base + 500, base + 1000, 7))
+    ports = [base + o for o in (0, 6, 80)] + list(range(base + 10, base + 23)) + \
+            list(range(base + 100, base + 180)) + list(range(base + 500, base + 1000, 7))
     if all(free(p) for p in ports):
         print(base)
         break
@@ -283,6 +283,46 @@ bs_call() {
 	check_metrics_after "$label" "$before"
 }
 
+# bs_transfer LABEL CALLER OPERATOR TARGET_PHONE TARGET_NUMBER CALLER_HZ TARGET_HZ: the caller calls the
+# operator (8100201), the operator's /transfer sends it to TARGET_NUMBER (a blind REFER across agencies);
+# the caller's phone follows, the target answers, audio flows both ways, and the switch counts it.
+bs_transfer() {
+	local label=$1 a=$2 op=$3 b=$4 num=$5 fa=$6 fb=$7
+	local la=$WORK/$a/log lo=$WORK/$op/log lb=$WORK/$b/log
+	local ea eo eb tb before transfers
+	ea=$(log_count "$la" "Call established")
+	eo=$(log_count "$lo" "Call established")
+	eb=$(log_count "$lb" "Call established")
+	tb=$(log_count "$lb" "terminated")
+	transfers=$(metric centralino_transfers_total)
+	bs_cmd "$a" "/dial 8100201"
+	if ! { wait_until 20 log_has_more "$la" "Call established" "$ea" && wait_until 5 log_has_more "$lo" "Call established" "$eo"; }; then
+		fail "$label: call $a -> the operator not established (see $la, $lo)"
+		bs_cmd "$a" "/hangup"
+		return
+	fi
+	sleep 2
+	rm -f "$WORK/$a"/dump-*.wav "$WORK/$b"/dump-*.wav
+	before=$(metric centralino_media_packets_total)
+	bs_cmd "$op" "/transfer $num"
+	if wait_until 20 log_has_more "$lb" "Call established" "$eb" && wait_until 5 log_has_more "$la" "Call established" $((ea + 1)); then
+		pass "$label: the operator's /transfer $num: $a now talks to $b"
+	else
+		fail "$label: /transfer $num did not connect $a to $b (see $lo, $la, $lb)"
+		bs_cmd "$a" "/hangup"
+		bs_cmd "$op" "/hangup"
+		return
+	fi
+	check "$label: centralino_transfers_total counted the transfer" wait_until 5 metric_is centralino_transfers_total $((transfers + 1))
+	sleep 6
+	bs_cmd "$a" "/hangup"
+	check "$label: the target sees the call end" wait_until 10 log_has_more "$lb" terminated "$tb"
+	bs_cmd "$op" "/hangup" 2>/dev/null
+	sleep 1
+	check_tone "$label: audio $b -> $a after the transfer" "$(newest_dump "$a")" "$fb"
+	check_tone "$label: audio $a -> $b after the transfer" "$(newest_dump "$b")" "$fa"
+}
+
 run_baresip() {
 	if ! ensure_baresip; then
 		fail "baresip: not installed and apt-get install failed"
@@ -309,6 +349,17 @@ run_baresip() {
 	fi
 	bs_call "baresip/udp" bsA bsB 8300201 440 660 bsA
 	bs_call "baresip/udp reverse" bsB bsA 8100101 660 440 bsA
+	# Transfer: C is URP Campania's operator (8100201, 880 Hz), who hands A to INPS's B.
+	local OP=campania.deluca
+	bs_setup bsC $((BASE + 20)) $((BASE + 22)) $((BASE + 160)) 880 \
+		"<sip:$OP@lineamica.gov.it;transport=udp>;auth_pass=demo-$OP;outbound=\"sip:127.0.0.1:$SIP\";regint=600;answermode=auto"
+	bs_start bsC $((BASE + 22))
+	if wait_until 100 registered "$OP" udp; then
+		bs_transfer "baresip/transfer" bsA bsC bsB 8300201 440 660
+	else
+		fail "baresip/transfer: the operator's phone did not register (see $WORK/bsC/log)"
+	fi
+	bs_stop bsC
 	bs_stop bsA
 	bs_stop bsB
 	check "baresip/udp: phones unregistered on /quit" wait_until 5 both_unregistered
@@ -464,6 +515,44 @@ lp_call() {
 	check_metrics_after "$label" "$before"
 }
 
+# lp_transfer LABEL: baresip bsM (campania.esposito, 440 Hz) calls linphone (the Agenzia delle Entrate's
+# operator, 8400201), which transfers it with linphonec's 'transfer' (a blind REFER) to INPS's baresip bsL
+# (8300201): bsM follows, bsL answers, audio flows both ways, the switch counts the transfer.
+lp_transfer() {
+	local label=$1 lm=$WORK/bsM/log lb=$WORK/bsL/log
+	local cl em eb tb transfers id
+	cl=$(log_count "$LP/out" " connected.")
+	em=$(log_count "$lm" "Call established")
+	eb=$(log_count "$lb" "Call established")
+	tb=$(log_count "$lb" "terminated")
+	transfers=$(metric centralino_transfers_total)
+	bs_cmd bsM "/dial 8400201"
+	if ! { wait_until 20 log_has_more "$LP/out" " connected." "$cl" && wait_until 5 log_has_more "$lm" "Call established" "$em"; }; then
+		fail "$label: bsM -> linphone not established (see $LP/out, $lm)"
+		bs_cmd bsM "/hangup"
+		return
+	fi
+	sleep 2
+	id=$(grep -o -E 'Call [0-9]+ with [^ ]+ connected' "$LP/out" | tail -1 | awk '{print $2}')
+	rm -f "$WORK/bsM"/dump-*.wav "$WORK/bsL"/dump-*.wav
+	lp_cmd "transfer ${id:-1} sip:8300201@lineamica.gov.it"
+	if wait_until 20 log_has_more "$lb" "Call established" "$eb" && wait_until 5 log_has_more "$lm" "Call established" $((em + 1)); then
+		pass "$label: linphone's transfer to 8300201: bsM now talks to bsL"
+	else
+		fail "$label: linphone's transfer did not connect bsM to bsL (see $LP/out, $lm, $lb)"
+		bs_cmd bsM "/hangup"
+		lp_cmd "terminate"
+		return
+	fi
+	check "$label: centralino_transfers_total counted the transfer" wait_until 5 metric_is centralino_transfers_total $((transfers + 1))
+	sleep 6
+	bs_cmd bsM "/hangup"
+	check "$label: the target sees the call end" wait_until 10 log_has_more "$lb" terminated "$tb"
+	sleep 1
+	check_tone "$label: audio bsL -> bsM after the transfer" "$(newest_dump bsM)" 660
+	check_tone "$label: audio bsM -> bsL after the transfer" "$(newest_dump bsL)" 440
+}
+
 # Registration first, against a switch that has not met baresip yet: linphone gets the
 # two-algorithm challenge (MD5 and SHA-256) every phone gets at first.
 lp_register_fresh() {
@@ -498,6 +587,16 @@ run_linphone() {
 	fi
 	lp_call "linphone/udp -> baresip/udp" out lp
 	lp_call "baresip/udp -> linphone/udp" in bs
+	local M=campania.esposito
+	bs_setup bsM $((BASE + 20)) $((BASE + 22)) $((BASE + 160)) 440 \
+		"<sip:$M@lineamica.gov.it;transport=udp>;auth_pass=demo-$M;outbound=\"sip:127.0.0.1:$SIP\";regint=600;answermode=auto"
+	bs_start bsM $((BASE + 22))
+	if wait_until 100 registered "$M" udp; then
+		lp_transfer "linphone/transfer"
+	else
+		fail "linphone/transfer: the caller's baresip did not register (see $WORK/bsM/log)"
+	fi
+	bs_stop bsM
 	lp_stop
 	check "linphone/udp: unregistered on quit" wait_until 5 not_registered "$LP_USER"
 

@@ -59,9 +59,16 @@ func (es importErrors) Error() string {
 	return strings.Join(msgs, "; ")
 }
 
+// sorted orders the errors by line and keeps the first maxImportErrors.
+func (es importErrors) sorted() importErrors {
+	slices.SortStableFunc(es, func(a, b lineError) int { return a.Line - b.Line })
+	return es[:min(len(es), maxImportErrors)]
+}
+
 // parseImport reads the entries of a file in the given format, normalized
 // and validated. Any error fails the whole file, so that a file is
-// imported entirely or not at all; the error is an importErrors.
+// imported entirely or not at all; an importErrors comes with the entries
+// read, for more checks to report with it.
 func parseImport(format string, data []byte) ([]lineInput, error) {
 	data = bytes.TrimPrefix(data, []byte("\uFEFF")) // spreadsheets write a BOM
 	var (
@@ -106,8 +113,7 @@ func parseImport(format string, data []byte) ([]lineInput, error) {
 		}
 	}
 	if len(errs) > 0 {
-		slices.SortStableFunc(errs, func(a, b lineError) int { return a.Line - b.Line })
-		return nil, errs[:min(len(errs), maxImportErrors)]
+		return ins, errs.sorted()
 	}
 	if len(ins) == 0 {
 		return nil, errors.New("the file has no entries")

@@ -243,3 +243,27 @@ func TestOptions(t *testing.T) {
 		}
 	}
 }
+
+// The starter FAQ covers every sector, and its owners are the demo
+// network's agencies.
+func TestStarterFAQ(t *testing.T) {
+	ins := mustStarter(t)
+	if len(ins) < 45 {
+		t.Errorf("%d entries, want about 50", len(ins))
+	}
+	perSector := map[string]int{}
+	for _, in := range ins {
+		perSector[in.Sector]++
+		if _, ok := (demoAgencies{}).Agency(in.Agency); in.Agency != "" && !ok {
+			t.Errorf("line %d: agency %q is not in the demo network", in.Line, in.Agency)
+		}
+		if in.ID == "" {
+			t.Errorf("line %d: no id: loading it twice would make two entries", in.Line)
+		}
+	}
+	for _, s := range sectors {
+		if perSector[s] < 4 {
+			t.Errorf("sector %s has %d entries", s, perSector[s])
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package faq
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"slices"
@@ -292,7 +293,7 @@ func (s *suggester) open(st *stream) ([]*Suggestions, bool) {
 			now = append(now, &cp)
 		}
 	}
-	slices.SortFunc(now, func(a, b *Suggestions) int { return a.Time.Compare(b.Time) })
+	slices.SortFunc(now, func(a, b *Suggestions) int { return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.CallID, b.CallID)) })
 	return now, true
 }
 

@@ -38,7 +38,9 @@ func init() {
 }
 
 // foldFilter folds each token to ASCII.
-type foldFilter struct{ f *asciifolding.AsciiFoldingFilter }
+type foldFilter struct {
+	f *asciifolding.AsciiFoldingFilter
+}
 
 func (f foldFilter) Filter(in analysis.TokenStream) analysis.TokenStream {
 	for _, t := range in {

@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// faqReady waits for the demo network's starter FAQ to be indexed.
+func faqReady(t *testing.T, n *node) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the starter FAQ", func() bool {
+		return n.metric(t, `centralino_faq_entries{module="faq"}`) >= 50
+	})
+}
+
+// A citizen opens the FAQ page served by the switch in Chromium, types a
+// question and sees ranked answers; a sector narrows them.
+func TestFAQPageInChromium(t *testing.T) {
+	browser := need(t, "chromium")
+	n := startNode(t, nodeOptions{}) // the demo config enables the FAQ with its starter entries
+	faqReady(t, n)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.WindowSize(1000, 1200))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("chromium, %s: %v\ncentralino log:\n%s", what, err, n.logs.String())
+		}
+	}
+
+	do("opening the page",
+		chromedp.Navigate("http://"+n.HTTPAddr+"/api/faq/"),
+		chromedp.WaitVisible(chromedp.ID("q")),
+		// The sectors come from the switch.
+		chromedp.WaitReady(chromedp.CSS(`#settore option[value="pensioni"]`)))
+	lang := run(t, ctx, chromedp.AttributeValue(chromedp.CSS("html"), "lang"))
+	label := run(t, ctx, chromedp.Text(chromedp.CSS(`label[for="q"]`)))
+	if lang.Value != "it" || label != "Che cosa vuoi sapere?" {
+		t.Errorf("page: lang %q, label %q", lang.Value, label)
+	}
+
+	do("searching",
+		chromedp.SendKeys(chromedp.ID("q"), "pensioni di vecchiaia"),
+		chromedp.Click(chromedp.CSS(`button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#elenco li.risultato h3")))
+	status := run(t, ctx, chromedp.Text(chromedp.ID("stato")))
+	results := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#elenco li.risultato h3")].map(h => h.textContent)`))
+	if len(results) < 2 || !strings.Contains(results[0], "pensione di vecchiaia") || !strings.Contains(status, "trovat") {
+		t.Fatalf("results %q (status %q)", results, status)
+	}
+	if dir := os.Getenv("FAQ_SCREENSHOTS"); dir != "" {
+		os.WriteFile(filepath.Join(dir, "faq-search.png"), run(t, ctx, chromedp.FullScreenshot(100)), 0o644)
+	}
+
+	// Accents and plurals need not be typed; the sector filter narrows.
+	do("searching a sector",
+		chromedp.Clear(chromedp.ID("q")),
+		chromedp.SendKeys(chromedp.ID("q"), "tessere sanitarie scadute"),
+		chromedp.SetValue(chromedp.ID("settore"), "sanità"),
+		chromedp.Click(chromedp.CSS(`button[type="submit"]`)))
+	run(t, ctx, chromedp.Poll[bool](`(document.querySelector("#elenco h3") || {textContent: ""}).textContent.includes("tessera sanitaria")`))
+	sectors := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#elenco .info")].map(p => p.textContent.split(" · ")[0])`))
+	if len(sectors) == 0 {
+		t.Fatal("no results in the sector")
+	}
+	for _, s := range sectors {
+		if s != "Sanità" {
+			t.Errorf("sector filter let %q through", s)
+		}
+	}
+}
+
+// run runs a browser action and returns its value.
+func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	return v
+}
+
+// When INPS's operator answers a citizen's call, the operator's screen,
+// listening on the suggestion stream, receives the pensions entries.
+func TestFAQSuggestionsOnAnswer(t *testing.T) {
+	n := startNode(t, nodeOptions{trusted: []string{"127.0.0.1/32"}})
+	faqReady(t, n)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.HTTPAddr+"/api/faq/suggestions/stream?user=inps.ricci", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := bufio.NewScanner(resp.Body)
+	next := func() (string, string) {
+		var name, data string
+		for events.Scan() {
+			line := events.Text()
+			switch {
+			case line == "" && name != "":
+				return name, data
+			case strings.HasPrefix(line, "event: "):
+				name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				data = strings.TrimPrefix(line, "data: ")
+			}
+		}
+		t.Fatalf("stream ended: %v", events.Err())
+		return "", ""
+	}
+	if ev, _ := next(); ev != "ready" {
+		t.Fatalf("first event %q", ev)
+	}
+
+	operator := phone(t, n, "inps.ricci", "udp")
+	mustRegister(t, operator)
+	citizen := phone(t, n, "3331234567", "udp")
+	res, inv := citizen.Invite("8300000")
+	if res.StatusCode != 200 {
+		t.Fatalf("citizen's call to INPS: %d %s", res.StatusCode, res.Reason)
+	}
+	citizen.Ack(inv, res)
+	defer citizen.Bye(inv, res)
+
+	ev, data := next()
+	var sg struct {
+		CallID  string `json:"call_id"`
+		Agency  string `json:"agency"`
+		Sector  string `json:"sector"`
+		Entries []struct {
+			ID       string `json:"id"`
+			Question string `json:"question"`
+			Sector   string `json:"sector"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(data), &sg); err != nil || ev != "suggestions" {
+		t.Fatalf("%s %s (%v)", ev, data, err)
+	}
+	if sg.Agency != "inps" || sg.Sector != "pensioni" || len(sg.Entries) == 0 {
+		t.Fatalf("suggestions %+v", sg)
+	}
+	for _, e := range sg.Entries {
+		if e.Sector != "pensioni" {
+			t.Errorf("suggested %s (%s) to INPS's operator", e.ID, e.Sector)
+		}
+	}
+	// The call's Call-ID answers too, for a screen that asks.
+	code, body := n.get("/api/faq/suggestions?call=" + sg.CallID)
+	if code != 200 || !strings.Contains(body, sg.Entries[0].ID) {
+		t.Fatalf("GET suggestions: %d %s", code, body)
+	}
+}

@@ -84,7 +84,7 @@ func (in *Input) normalize() {
 	if s, ok := Sector(in.Sector); ok {
 		in.Sector = s
 	}
-	var tags []string
+	tags := []string{}
 	for _, t := range in.Tags {
 		t = strings.ToLower(strings.TrimSpace(t))
 		if t != "" && !slices.Contains(tags, t) {

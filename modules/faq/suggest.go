@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -38,7 +39,7 @@ type Suggestions struct {
 const (
 	suggestionsTTL = 4 * time.Hour // in the store, for any node to serve
 	ticketsKept    = 10000         // tickets whose last change is remembered
-	callsKept      = 10000         // answered calls in progress on this node
+	callsKept      = 10000         // calls in progress on this node, answered or with a ticket
 	notesText      = 2000          // bytes of the latest notes searched
 	streamQueue    = 16
 )
@@ -50,7 +51,7 @@ type suggester struct {
 
 	mu      sync.Mutex
 	tickets map[string]ticketInfo // by code: what the last TicketChanged said
-	callTkt map[string]string     // call id -> ticket code, from TicketChanged
+	callTkt map[string]callTicket // by call id: its ticket, from TicketChanged
 	calls   map[string]*Suggestions
 	streams map[*stream]bool
 }
@@ -59,6 +60,11 @@ type ticketInfo struct {
 	agencies []string
 	notes    []string
 	seen     time.Time
+}
+
+type callTicket struct {
+	code string
+	seen time.Time
 }
 
 // stream is an open suggestion stream, for one operator or one agency.
@@ -72,7 +78,7 @@ func (s *stream) wants(sg *Suggestions) bool {
 }
 
 func newSuggester(m *FAQ) *suggester {
-	return &suggester{m: m, tickets: map[string]ticketInfo{}, callTkt: map[string]string{},
+	return &suggester{m: m, tickets: map[string]ticketInfo{}, callTkt: map[string]callTicket{},
 		calls: map[string]*Suggestions{}, streams: map[*stream]bool{}}
 }
 
@@ -98,13 +104,10 @@ func (s *suggester) answered(ctx context.Context, ev modules.CallAnswered) {
 	s.mu.Lock()
 	sg.Ticket = ev.Headers[ticketHeader]
 	if sg.Ticket == "" {
-		sg.Ticket = s.callTkt[ev.CallID]
+		sg.Ticket = s.callTkt[ev.CallID].code
 	}
-	if len(s.calls) >= callsKept {
-		s.mu.Unlock()
-		s.m.log.Warn("too many answered calls remembered: no suggestions", "call", ev.CallID)
-		return
-	}
+	// Calls whose end was lost go first.
+	forgetOldest(s.calls, callsKept, func(sg *Suggestions) time.Time { return sg.Time })
 	s.calls[ev.CallID] = sg
 	s.mu.Unlock()
 	s.suggest(ctx, sg)
@@ -113,13 +116,13 @@ func (s *suggester) answered(ctx context.Context, ev modules.CallAnswered) {
 // ticketChanged remembers the ticket's agencies and notes, and suggests
 // again for the calls of the ticket answered here.
 func (s *suggester) ticketChanged(ctx context.Context, ev modules.TicketChanged) {
+	now := time.Now()
 	s.mu.Lock()
-	if len(s.tickets) >= ticketsKept {
-		s.forgetOldest()
-	}
-	s.tickets[ev.Code] = ticketInfo{agencies: ev.Agencies, notes: ev.Notes, seen: time.Now()}
+	forgetOldest(s.tickets, ticketsKept, func(t ticketInfo) time.Time { return t.seen })
+	s.tickets[ev.Code] = ticketInfo{agencies: ev.Agencies, notes: ev.Notes, seen: now}
 	if ev.CallID != "" {
-		s.callTkt[ev.CallID] = ev.Code
+		forgetOldest(s.callTkt, callsKept, func(c callTicket) time.Time { return c.seen })
+		s.callTkt[ev.CallID] = callTicket{code: ev.Code, seen: now}
 	}
 	var again []*Suggestions
 	for id, sg := range s.calls {
@@ -136,16 +139,16 @@ func (s *suggester) ticketChanged(ctx context.Context, ev modules.TicketChanged)
 	}
 }
 
-// forgetOldest drops the tenth of the tickets seen longest ago. Call with
-// mu held.
-func (s *suggester) forgetOldest() {
-	codes := make([]string, 0, len(s.tickets))
-	for c := range s.tickets {
-		codes = append(codes, c)
+// forgetOldest makes room in a map of at most limit values by dropping
+// the tenth seen longest ago.
+func forgetOldest[V any](m map[string]V, limit int, seen func(V) time.Time) {
+	if len(m) < limit {
+		return
 	}
-	slices.SortFunc(codes, func(a, b string) int { return s.tickets[a].seen.Compare(s.tickets[b].seen) })
-	for _, c := range codes[:len(codes)/10+1] {
-		delete(s.tickets, c)
+	keys := slices.Collect(maps.Keys(m))
+	slices.SortFunc(keys, func(a, b string) int { return seen(m[a]).Compare(seen(m[b])) })
+	for _, k := range keys[:len(keys)/10+1] {
+		delete(m, k)
 	}
 }
 

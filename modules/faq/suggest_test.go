@@ -140,3 +140,18 @@ func TestStreamRequests(t *testing.T) {
 		t.Errorf("second stream over max_streams: %d", code)
 	}
 }
+
+func TestForgetOldest(t *testing.T) {
+	m := map[string]time.Time{}
+	for i := range 10 {
+		m[string(rune('a'+i))] = t0.Add(time.Duration(i) * time.Minute)
+	}
+	forgetOldest(m, 20, func(v time.Time) time.Time { return v })
+	if len(m) != 10 {
+		t.Fatalf("below the limit: %d left", len(m))
+	}
+	forgetOldest(m, 10, func(v time.Time) time.Time { return v })
+	if _, ok := m["a"]; ok || len(m) != 8 || m["c"].IsZero() {
+		t.Fatalf("at the limit: %v", m)
+	}
+}

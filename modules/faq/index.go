@@ -230,8 +230,9 @@ func terms(field string, values []string) query.Query {
 	return bleve.NewDisjunctionQuery(qs...)
 }
 
-// textQuery matches text in the question, the tags and the answer, the
-// question weighing most.
+// textQuery matches text in the question, the tags and the answer, a
+// match in the question weighing twice (more favours entries that repeat a
+// common word such as "INPS" over those with the rarer word asked).
 func textQuery(text string) query.Query {
 	field := func(name string, boost float64) query.Query {
 		q := bleve.NewMatchQuery(text)
@@ -240,7 +241,7 @@ func textQuery(text string) query.Query {
 		q.SetBoost(boost)
 		return q
 	}
-	return bleve.NewDisjunctionQuery(field("question", 3), field("tags", 2), field("answer", 1))
+	return bleve.NewDisjunctionQuery(field("question", 2), field("tags", 1), field("answer", 1))
 }
 
 // Hit is an entry found by a search, with its score and, per field, the

@@ -23,10 +23,12 @@ func faqReady(t *testing.T, n *node) {
 }
 
 // A citizen opens the FAQ page served by the switch in Chromium, types a
-// question and sees ranked answers; a sector narrows them.
+// question and sees ranked answers; a sector narrows them. An operator's
+// screen shows the suggestions when the operator answers a call.
 func TestFAQPageInChromium(t *testing.T) {
 	browser := need(t, "chromium")
-	n := startNode(t, nodeOptions{}) // the demo config enables the FAQ with its starter entries
+	// The demo config enables the FAQ with its starter entries.
+	n := startNode(t, nodeOptions{trusted: []string{"127.0.0.1/32"}})
 	faqReady(t, n)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
@@ -83,6 +85,34 @@ func TestFAQPageInChromium(t *testing.T) {
 		if s != "Sanità" {
 			t.Errorf("sector filter let %q through", s)
 		}
+	}
+
+	do("opening the operator's screen",
+		chromedp.Navigate("http://"+n.HTTPAddr+"/api/faq/ui/?operatore=inps.ricci"),
+		chromedp.WaitVisible(chromedp.ID("suggerimenti")),
+		chromedp.WaitReady(chromedp.CSS(`#suggerimenti[data-pronto="1"]`)))
+	operator := phone(t, n, "inps.ricci", "udp")
+	mustRegister(t, operator)
+	citizen := phone(t, n, "3331234567", "udp")
+	res, inv := citizen.Invite("8300000")
+	if res.StatusCode != 200 {
+		t.Fatalf("citizen's call to INPS: %d %s", res.StatusCode, res.Reason)
+	}
+	citizen.Ack(inv, res)
+	defer citizen.Bye(inv, res)
+	do("waiting for suggestions", chromedp.WaitVisible(chromedp.CSS("#elenco-suggerimenti li.risultato")))
+	suggested := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#elenco-suggerimenti .info")].map(p => p.textContent)`))
+	said := run(t, ctx, chromedp.Text(chromedp.ID("stato-suggerimenti")))
+	if !strings.Contains(said, "INPS") || len(suggested) == 0 {
+		t.Fatalf("operator's screen: %q, %q", said, suggested)
+	}
+	for _, s := range suggested {
+		if !strings.HasPrefix(s, "Pensioni · ") {
+			t.Errorf("suggested to INPS's operator: %q", s)
+		}
+	}
+	if dir := os.Getenv("FAQ_SCREENSHOTS"); dir != "" {
+		os.WriteFile(filepath.Join(dir, "faq-operator.png"), run(t, ctx, chromedp.FullScreenshot(100)), 0o644)
 	}
 }
 

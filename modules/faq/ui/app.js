@@ -33,15 +33,9 @@
     return p;
   }
 
-  function mostra(dati) {
-    elenco.replaceChildren();
-    if (!dati.results.length) {
-      stato.textContent = "Nessuna risposta trovata. Prova con altre parole o togli i filtri.";
-      return;
-    }
-    stato.textContent = dati.total === 1 ? "1 risposta trovata." :
-      dati.total + " risposte trovate" + (dati.total > dati.results.length ? ", le prime " + dati.results.length + "." : ".");
-    dati.results.forEach(r => {
+  function voci(lista, risultati) {
+    lista.replaceChildren();
+    risultati.forEach(r => {
       const li = document.createElement("li");
       li.className = "risultato";
       const h = document.createElement("h3");
@@ -50,8 +44,38 @@
       li.appendChild(paragrafo("risposta", null, r.answer));
       const chi = r.agency ? (nomi[r.agency] || r.agency) : "Rete Linea Amica";
       li.appendChild(paragrafo("info", null, (etichette[r.sector] || r.sector) + " · " + chi));
-      elenco.appendChild(li);
+      lista.appendChild(li);
     });
+  }
+
+  function mostra(dati) {
+    voci(elenco, dati.results);
+    if (!dati.results.length) {
+      stato.textContent = "Nessuna risposta trovata. Prova con altre parole o togli i filtri.";
+      return;
+    }
+    stato.textContent = dati.total === 1 ? "1 risposta trovata." :
+      dati.total + " risposte trovate" + (dati.total > dati.results.length ? ", le prime " + dati.results.length + "." : ".");
+  }
+
+  // An operator's screen (?operatore=<username>) follows the suggestions pushed when the operator answers a call.
+  const operatore = new URLSearchParams(location.search).get("operatore");
+  if (operatore && window.EventSource) {
+    const sezione = document.getElementById("suggerimenti");
+    const statoS = document.getElementById("stato-suggerimenti");
+    const elencoS = document.getElementById("elenco-suggerimenti");
+    sezione.hidden = false;
+    statoS.textContent = "In attesa di una chiamata per " + operatore + "…";
+    const flusso = new EventSource(base + "suggestions/stream?user=" + encodeURIComponent(operatore));
+    flusso.addEventListener("ready", () => { sezione.dataset.pronto = "1"; });
+    flusso.addEventListener("suggestions", e => {
+      const s = JSON.parse(e.data);
+      const chi = nomi[s.agency] || s.agency;
+      statoS.textContent = "Chiamata risposta per " + chi + (s.ticket ? ", pratica " + s.ticket : "") + ": " +
+        (s.entries.length ? s.entries.length + " risposte suggerite." : "nessun suggerimento.");
+      voci(elencoS, s.entries);
+    });
+    flusso.onerror = () => { statoS.textContent = "Collegamento ai suggerimenti interrotto: nuovo tentativo in corso…"; };
   }
 
   function cerca() {

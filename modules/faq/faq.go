@@ -124,7 +124,8 @@ func (m *FAQ) Provision(h *modules.Host) error {
 	}
 	m.routes(h)
 	if err := h.Subscribe(0, []string{
-		modules.KindCallAnswered, modules.KindCallEnded, modules.KindTicketChanged,
+		modules.KindCallAnswered, modules.KindCallOverflowed, modules.KindCallTransferred, modules.KindCallEnded,
+		modules.KindTicketChanged,
 	}, m.sugg.handle); err != nil {
 		return err
 	}

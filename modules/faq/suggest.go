@@ -29,8 +29,8 @@ type Suggestions struct {
 	User   string    `json:"user"`             // the operator who answered
 	Ticket string    `json:"ticket,omitempty"` // the call's ticket, if known
 	Sector string    `json:"sector,omitempty"` // the agency's sector
-	// Agencies are the ticket's earlier agencies, whose entries are
-	// suggested too.
+	// Agencies are the agencies the call (by its overflows and transfers)
+	// and its ticket reached before, whose entries are suggested too.
 	Agencies []string `json:"agencies,omitempty"`
 	Entries  []Hit    `json:"entries"`
 }
@@ -52,6 +52,7 @@ type suggester struct {
 	mu      sync.Mutex
 	tickets map[string]ticketInfo // by code: what the last TicketChanged said
 	callTkt map[string]callTicket // by call id: its ticket, from TicketChanged
+	hops    map[string]callHops   // by call id: the agencies it left, from overflows and transfers
 	calls   map[string]*Suggestions
 	streams map[*stream]bool
 }
@@ -67,6 +68,11 @@ type callTicket struct {
 	seen time.Time
 }
 
+type callHops struct {
+	agencies []string
+	seen     time.Time
+}
+
 // stream is an open suggestion stream, for one operator or one agency.
 type stream struct {
 	user, agency string
@@ -78,7 +84,7 @@ func (s *stream) wants(sg *Suggestions) bool {
 }
 
 func newSuggester(m *FAQ) *suggester {
-	return &suggester{m: m, tickets: map[string]ticketInfo{}, callTkt: map[string]callTicket{},
+	return &suggester{m: m, tickets: map[string]ticketInfo{}, callTkt: map[string]callTicket{}, hops: map[string]callHops{},
 		calls: map[string]*Suggestions{}, streams: map[*stream]bool{}}
 }
 
@@ -88,12 +94,32 @@ func (s *suggester) handle(ctx context.Context, ev modules.Event) {
 		s.answered(ctx, ev)
 	case modules.TicketChanged:
 		s.ticketChanged(ctx, ev)
+	case modules.CallOverflowed:
+		s.left(ev.CallID, ev.CallID, ev.FromAgency)
+	case modules.CallTransferred:
+		s.left(ev.CallID, cmp.Or(ev.NewCallID, ev.CallID), ev.FromAgency)
 	case modules.CallEnded:
 		s.mu.Lock()
 		delete(s.calls, ev.CallID)
 		delete(s.callTkt, ev.CallID)
+		delete(s.hops, ev.CallID)
 		s.mu.Unlock()
 	}
+}
+
+// left records that the call from left agency, and that the call to (the
+// same call, or the leg a transfer made) has left every agency it had.
+// Calls whose ticket is unknown (no ticketing) still have their history.
+func (s *suggester) left(from, to, agency string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.hops[from]
+	if agency != "" && !slices.Contains(h.agencies, agency) {
+		h.agencies = append(slices.Clip(h.agencies), agency)
+	}
+	h.seen = time.Now()
+	forgetOldest(s.hops, callsKept, func(h callHops) time.Time { return h.seen })
+	s.hops[to] = h
 }
 
 func (s *suggester) answered(ctx context.Context, ev modules.CallAnswered) {
@@ -102,6 +128,7 @@ func (s *suggester) answered(ctx context.Context, ev modules.CallAnswered) {
 	}
 	sg := &Suggestions{CallID: ev.CallID, Time: ev.Time, Agency: ev.DestAgency, User: ev.User}
 	s.mu.Lock()
+	sg.Agencies = s.hops[ev.CallID].agencies
 	sg.Ticket = ev.Headers[ticketHeader]
 	if sg.Ticket == "" {
 		sg.Ticket = s.callTkt[ev.CallID].code
@@ -160,8 +187,10 @@ func (s *suggester) suggest(ctx context.Context, base *Suggestions) {
 	t := s.tickets[sg.Ticket]
 	s.mu.Unlock()
 
+	// The agencies the call left, then those of its ticket.
+	earlier := sg.Agencies
 	sg.Agencies = nil
-	for _, a := range t.agencies {
+	for _, a := range slices.Concat(earlier, t.agencies) {
 		if a != sg.Agency && !slices.Contains(sg.Agencies, a) {
 			sg.Agencies = append(sg.Agencies, a)
 		}

@@ -155,3 +155,34 @@ func TestForgetOldest(t *testing.T) {
 		t.Fatalf("at the limit: %v", m)
 	}
 }
+
+// Without a ticket, the agencies a call overflowed or was transferred from
+// are its history: their entries are suggested too.
+func TestSuggestionsFollowTheCall(t *testing.T) {
+	n := startNode(t, kv.NewMemory(), map[string]any{"starter": true, "suggestions": 50})
+	eventually(t, "the starter FAQ", func() bool { return n.metric("centralino_faq_entries") >= 40 })
+	s := n.stream("agency=inps")
+	s.next()
+
+	first := answered("x1", "asl_na1", "aslna1.sorrentino", "").Call
+	n.bus.Publish(modules.CallOverflowed{Call: first, FromAgency: "r_campan", ToAgency: "asl_na1", Reason: modules.OverflowBusy})
+	n.bus.Publish(modules.CallTransferred{Call: first, Type: modules.TransferBlind, FromAgency: "asl_na1", ToAgency: "inps",
+		By: "aslna1.sorrentino", OriginalCallID: "x1", NewCallID: "x2"})
+	n.bus.Publish(answered("x2", "inps", "inps.ricci", ""))
+	_, data := s.next()
+	sg := decode(t, data)
+	if sg.CallID != "x2" || !slices.Equal(sg.Agencies, []string{"r_campan", "asl_na1"}) {
+		t.Fatalf("%+v", sg)
+	}
+	owners := map[string]bool{}
+	for _, h := range sg.Entries {
+		owners[h.Agency] = true
+	}
+	if !owners["asl_na1"] || !owners["inps"] || owners["age"] {
+		t.Fatalf("owners of the suggestions: %v", owners)
+	}
+	// The call's sector leads.
+	if sg.Entries[0].Sector != "pensioni" {
+		t.Errorf("first suggestion %s of %s", sg.Entries[0].ID, sg.Entries[0].Sector)
+	}
+}

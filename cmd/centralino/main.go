@@ -45,6 +45,7 @@ const usage = `usage:
   centralino serve [--config FILE] [--log-format text|json] [--log-level debug|info|warn|error]
   centralino check-config FILE
   centralino directory [--redis URL | --file FILE] COMMAND   (centralino directory --help)
+  centralino faq [--api URL] [--agency CODE] check|import FILE   (centralino faq --help)
 `
 
 func main() {
@@ -64,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = checkConfig(args[1:], stdout)
 	case "directory":
 		err = directoryCmd(args[1:], stdout)
+	case "faq":
+		err = faqCmd(args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

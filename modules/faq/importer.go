@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -56,7 +57,27 @@ func (es importErrors) Error() string {
 	for i, e := range es {
 		msgs[i] = e.Error()
 	}
-	return strings.Join(msgs, "; ")
+	return strings.Join(msgs, "\n")
+}
+
+// FormatOf tells an import file's format by its extension: "" if unknown.
+func FormatOf(name string) string {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml":
+		return FormatYAML
+	case ".json":
+		return FormatJSON
+	case ".csv":
+		return FormatCSV
+	}
+	return ""
+}
+
+// Check reads an import file as the API would, without its rights, and
+// returns how many entries it has or its errors, one line each.
+func Check(format string, data []byte) (int, error) {
+	ins, err := parseImport(format, data)
+	return len(ins), err
 }
 
 // sorted orders the errors by line and keeps the first maxImportErrors.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,5 +198,43 @@ func TestFAQSuggestionsOnAnswer(t *testing.T) {
 	code, body := n.get("/api/faq/suggestions?call=" + sg.CallID)
 	if code != 200 || !strings.Contains(body, sg.Entries[0].ID) {
 		t.Fatalf("GET suggestions: %d %s", code, body)
+	}
+}
+
+// An editor checks a FAQ file offline, then imports it into a running
+// switch with the command line; errors name the lines.
+func TestFAQCommandLine(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	faqReady(t, n)
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cli := func(args ...string) (string, bool) {
+		out, err := exec.Command(binary, append([]string{"faq", "--api", "http://" + n.HTTPAddr}, args...)...).CombinedOutput()
+		return string(out), err == nil
+	}
+
+	bad := write("bad.csv", "question;answer;sector\nCome si paga il canone RAI?;In bolletta.;tributi\n;Senza domanda.;astronomia\n")
+	if out, ok := cli("check", bad); ok || !strings.Contains(out, "line 3: question: required") || !strings.Contains(out, `line 3: sector: "astronomia"`) {
+		t.Fatalf("check of a bad file: ok=%v\n%s", ok, out)
+	}
+	good := write("age.yaml", "- id: age-canone-rai\n  question: Come si paga il canone RAI?\n  answer: Di norma nella bolletta della luce, in dieci rate.\n  sector: tributi\n")
+	if out, ok := cli("check", good); !ok || !strings.Contains(out, "ok (1 entries)") {
+		t.Fatalf("check: %s", out)
+	}
+	if out, ok := cli("--agency", "age", "--user", "age.greco", "import", good); !ok || !strings.Contains(out, "1 created") {
+		t.Fatalf("import: %s", out)
+	}
+	if code, body := n.get("/api/faq/search?q=canone+rai&agency=age"); code != 200 || !strings.Contains(body, `"agency":"age"`) {
+		t.Fatalf("search after the import: %d %s", code, body)
+	}
+	// INPS may not change the Agenzia's entry: nothing is imported.
+	if out, ok := cli("--agency", "inps", "import", good); ok || !strings.Contains(out, `line 1: id: "age-canone-rai" belongs to another agency`) {
+		t.Fatalf("import over another agency's entry: ok=%v\n%s", ok, out)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/lineamica/centralino/test/redisserver"
 )
 
 // faqReady waits for the demo network's starter FAQ to be indexed.
@@ -237,4 +239,31 @@ func TestFAQCommandLine(t *testing.T) {
 	if out, ok := cli("--agency", "inps", "import", good); ok || !strings.Contains(out, `line 1: id: "age-canone-rai" belongs to another agency`) {
 		t.Fatalf("import over another agency's entry: ok=%v\n%s", ok, out)
 	}
+}
+
+// Two nodes on one Redis: an entry written through one is found through
+// the other.
+func TestFAQSharedAcrossNodes(t *testing.T) {
+	need(t, "redis-server")
+	srv := redisserver.Start(t)
+	a := startNode(t, nodeOptions{redisURL: srv.URL(), nodeID: "napoli"})
+	b := startNode(t, nodeOptions{redisURL: srv.URL(), nodeID: "bari"})
+	faqReady(t, a)
+	faqReady(t, b)
+	req, _ := http.NewRequest("POST", "http://"+a.HTTPAddr+"/api/faq/entries", strings.NewReader(
+		`{"id": "puglia-bonus-trasporti", "question": "Chi ha diritto all'abbonamento agevolato ai trasporti in Puglia?",
+		  "answer": "Gli studenti e i pendolari con ISEE sotto la soglia del bando regionale.", "sector": "generale"}`))
+	req.Header.Set("X-Agency", "r_puglia")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST on node a: %s", resp.Status)
+	}
+	waitFor(t, 10*time.Second, "node b to find the entry", func() bool {
+		_, body := b.get("/api/faq/search?q=abbonamenti+trasporto&agency=r_puglia")
+		return strings.Contains(body, `"id":"puglia-bonus-trasporti"`)
+	})
 }

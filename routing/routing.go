@@ -26,10 +26,13 @@ type Request struct {
 	Tried []string
 }
 
-// Target is one user to ring; the proxy turns it into that user's contacts.
+// Target is one user to ring, which the proxy turns into that user's
+// contacts, or one peer of a trunk.
 type Target struct {
 	Username string
 	Agency   string
+	Trunk    string // the trunk of Peer; "" for a user
+	Peer     Peer
 }
 
 // Decision says how to handle a call. Status is non-zero when the call is to
@@ -72,6 +75,8 @@ type Router struct {
 	// Queues holds operator states for agencies with a queue. When nil,
 	// their public numbers ring every operator at once, as without a queue.
 	Queues QueueState
+	// Trunks take the numbers the directory does not know; may be nil.
+	Trunks *Trunks
 }
 
 // Route decides where a call goes. The numbering plan, in order:
@@ -80,7 +85,9 @@ type Router struct {
 //     at once or by its queue; closed or without an available operator, the
 //     call follows the agency's overflow chain;
 //  3. a short extension rings that extension in the caller's own agency;
-//  4. a full number (agency prefix + extension) rings that user.
+//  4. a full number (agency prefix + extension) rings that user;
+//  5. any other number matching a trunk's numbers or prefixes leaves
+//     through the trunk's peers that are up.
 //
 // An error is returned only when the directory fails; a number that leads
 // nowhere is a Decision with Status 404.
@@ -125,6 +132,11 @@ func (r *Router) Route(ctx context.Context, req Request) (Decision, error) {
 			return Decision{}, err
 		}
 		break
+	}
+	if r.Trunks != nil {
+		if tr, ok := r.Trunks.Match(d); ok {
+			return r.viaTrunk(tr), nil
+		}
 	}
 	return reject(404, "Not Found"), nil
 }

@@ -26,6 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
 )
 
@@ -43,6 +44,8 @@ type Config struct {
 	Proxy     Proxy      `yaml:"proxy"`
 	Media     Media      `yaml:"media"`
 	Network   Network    `yaml:"network"`
+	// Trunks are links to central bodies' switches and PSTN gateways (docs/trunks.md).
+	Trunks []routing.Trunk `yaml:"trunks,omitempty"`
 	// Modules are the in-process modules to start, in order, with their
 	// options (see docs/ for each module's).
 	Modules []modules.Config `yaml:"modules,omitempty"`
@@ -339,7 +342,7 @@ func fieldError(path, format string, args ...any) error {
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
 		c.validateNode, c.validateListen, c.validateServices, c.validateAuth,
-		c.validateAgencies, c.validateUsers, c.validateModules,
+		c.validateAgencies, c.validateUsers, c.validateTrunks, c.validateModules,
 	} {
 		if err := check(); err != nil {
 			return err

@@ -18,6 +18,7 @@ type Request struct {
 	Caller       string // username of an authenticated caller, or the caller's number
 	CallerAgency string // IPA code of the caller's agency; "" when unknown
 	Dialled      string // user part of the Request-URI
+	Trunk        string // the trunk the call came in on; such calls never leave through a trunk
 	// Time is when the call arrived; office hours are judged at it. The zero
 	// value means now.
 	Time time.Time
@@ -133,7 +134,7 @@ func (r *Router) Route(ctx context.Context, req Request) (Decision, error) {
 		}
 		break
 	}
-	if r.Trunks != nil {
+	if r.Trunks != nil && req.Trunk == "" {
 		if tr, ok := r.Trunks.Match(d); ok {
 			return r.viaTrunk(tr), nil
 		}

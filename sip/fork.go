@@ -16,6 +16,7 @@ type branchTarget struct {
 	req    *sip.Request
 	direct bool
 	user   string // the user rung, for events
+	trunk  *trunkBranch
 }
 
 // forker runs the client side of a stateful proxy transaction (RFC 3261
@@ -47,6 +48,7 @@ type branch struct {
 	cancelAsked bool
 	dropped     bool // given up at the ring timeout: its end says nothing
 	done        bool
+	code        int // its final status; 0 if none
 }
 
 // forkHooks are called, with the forker locked, as the call progresses.
@@ -82,7 +84,10 @@ func (f *forker) run(groups [][]branchTarget, timeout time.Duration) {
 func (f *forker) ring(groups [][]branchTarget, timeout time.Duration) {
 	for _, g := range groups {
 		f.runGroup(g, timeout)
-		if _, open := f.unanswered(); !open {
+		f.mu.Lock()
+		more := f.trunkGroupEnded()
+		f.mu.Unlock()
+		if _, open := f.unanswered(); !open || !more {
 			return
 		}
 	}
@@ -163,6 +168,7 @@ func (f *forker) runGroup(targets []branchTarget, timeout time.Duration) {
 		}
 		b := &branch{branchTarget: t, tx: tx}
 		f.live = append(f.live, b)
+		f.watchTrunkReply(b)
 		if t.req.IsInvite() {
 			tx.OnRetransmission(func(res *sip.Response) {
 				// A retransmitted 2xx from a phone whose ACK got lost.
@@ -276,7 +282,7 @@ func (f *forker) onResponse(b *branch, res *sip.Response) bool {
 		f.forwardLocked(f.relay(res, b.direct))
 		return false
 	case res.IsSuccess():
-		b.done = true
+		b.done, b.code = true, res.StatusCode
 		if !f.req.IsInvite() && f.final != 0 {
 			return true
 		}
@@ -290,7 +296,10 @@ func (f *forker) onResponse(b *branch, res *sip.Response) bool {
 		f.cancelAllLocked()
 		return true
 	default:
-		b.done = true
+		if f.trunkChallenged(b, res) {
+			return false
+		}
+		b.done, b.code = true, res.StatusCode
 		f.consider(res)
 		return true
 	}

@@ -316,13 +316,14 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, code, reason)
 		return
 	}
-	caller := routing.Request{Caller: req.From().Address.User, Dialled: req.Recipient.User, Time: start}
-	if !s.trusted(sourceIP(req)) && req.Method != sip.OPTIONS {
+	caller := routing.Request{Caller: req.From().Address.User, Time: start}
+	trunk := s.trunks.byAddress(sourceIP(req))
+	if trunk == "" && !s.trusted(sourceIP(req)) && req.Method != sip.OPTIONS {
 		user, ok := s.authenticate(ctx, req, tx, true)
 		if !ok {
 			return
 		}
-		if req.From().Address.User != user.Username {
+		if trunk = s.trunks.byUser(user.Username); trunk == "" && req.From().Address.User != user.Username {
 			s.metrics.authFailures.WithLabelValues("from_mismatch").Inc()
 			s.respond(req, tx, 403, "Forbidden")
 			return
@@ -332,6 +333,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
+	caller.Dialled, caller.Trunk = s.trunks.dialled(req, trunk), trunk
 	fwd.RemoveHeader("Proxy-Authorization")
 	if caller.CallerAgency != "" {
 		// Only the switch and trusted peers set correlation headers.
@@ -349,8 +351,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	var c *call
 	if req.IsInvite() {
-		trunk := ""
-		if caller.CallerAgency == "" {
+		if trunk == "" && caller.CallerAgency == "" {
 			trunk = sourceIP(req).String()
 		}
 		c = s.newCall(req, caller, trunk, dec)
@@ -444,6 +445,9 @@ func reasonHeader(code int, text string) sip.Header {
 // ring step, one request per registered contact.
 // It also returns the bindings rung.
 func (s *Switch) branches(ctx context.Context, req, fwd *sip.Request, dec routing.Decision) ([][]branchTarget, []directory.Binding, error) {
+	if len(dec.Targets) > 0 && dec.Targets[0].Trunk != "" {
+		return s.trunks.branches(req, fwd, dec), nil, nil
+	}
 	var groups [][]branchTarget
 	var group []branchTarget
 	var all []directory.Binding

@@ -74,7 +74,7 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 		challenge(false)
 		return directory.User{}, false
 	}
-	user, err := s.dir.User(ctx, creds.Username)
+	user, err := s.credentials(ctx, creds.Username)
 	if err != nil && !errors.Is(err, directory.ErrNotFound) {
 		s.log.Error("directory unavailable for authentication", "call_id", callID(req), "error", err)
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
@@ -133,7 +133,7 @@ func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		return
 	}
-	if user.Username != aor {
+	if user.Username != aor || user.Role == roleTrunk {
 		s.metrics.authFailures.WithLabelValues("aor_mismatch").Inc()
 		s.respond(req, tx, 403, "Forbidden")
 		return

@@ -76,6 +76,7 @@ type Switch struct {
 	headers HeaderSource
 	log     *slog.Logger
 	metrics *metrics
+	trunks  *trunkSet
 
 	ua     *sipgo.UserAgent
 	server *sipgo.Server
@@ -115,6 +116,7 @@ type Deps struct {
 	Headers HeaderSource // headers a call carries to its transfers; may be nil
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
+	Trunks  *routing.Trunks // the trunks the router also uses; may be nil
 }
 
 // New builds a switch; Serve starts its listeners.
@@ -144,6 +146,7 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		s.cfg.Algorithms = DefaultAlgorithms
 	}
 	s.metrics = newMetrics(d.Metrics, s)
+	s.trunks = newTrunkSet(s, d.Trunks, d.Metrics)
 	if s.relay != nil {
 		s.relay.OnTimeout(s.mediaTimeout)
 		s.relay.OnDTMF(s.dtmf)
@@ -237,6 +240,7 @@ func (s *Switch) Serve(ctx context.Context) error {
 			return fmt.Errorf("sip: listen %s %s: not ready after 5s", l.Transport, l.Addr)
 		}
 	}
+	s.trunks.start(ctx)
 	return nil
 }
 
@@ -249,8 +253,12 @@ func (s *Switch) Draining() bool { return s.draining.Load() }
 // ActiveCalls is the number of confirmed calls through the switch.
 func (s *Switch) ActiveCalls() int64 { return s.active.Load() }
 
-// Close stops the user agent and its transports.
-func (s *Switch) Close() error { return s.ua.Close() }
+// Close stops the trunks' probes and registrations, then the user agent
+// and its transports.
+func (s *Switch) Close() error {
+	s.trunks.stop()
+	return s.ua.Close()
+}
 
 // instrument counts requests and the final answers the switch gives.
 func (s *Switch) instrument(h sipgo.RequestHandler) sipgo.RequestHandler {

@@ -219,10 +219,11 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	queues := &routing.Queues{}
-	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: queues}
+	trunks := routing.NewTrunks(cfg.Trunks)
+	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: queues, Trunks: trunks}
 	(&routing.QueueAPI{Dir: store, Queues: queues}).Register(mux)
 	reg.MustRegister(routing.OperatorCollector{Dir: store, Queues: queues})
-	deps := sip.Deps{Dir: store, Router: router, Queues: queues, Events: bus, Headers: running, Metrics: reg, Log: log}
+	deps := sip.Deps{Dir: store, Router: router, Queues: queues, Events: bus, Headers: running, Metrics: reg, Log: log, Trunks: trunks}
 	if relay, err := newRelay(cfg, reg, log); err != nil {
 		return err
 	} else if relay != nil {
@@ -361,8 +362,8 @@ func switchConfig(cfg *configs.Config) (sip.Config, error) {
 	return sc, nil
 }
 
-// startHTTP serves /metrics, /healthz, /readyz and the read-only registration
-// list on one listener.
+// startHTTP serves /metrics, /healthz, /readyz, the read-only registration
+// list and the trunks' health on one listener.
 func startHTTP(cfg configs.HTTP, mux *http.ServeMux, reg *prometheus.Registry, store directory.Store, sw *sip.Switch, log *slog.Logger) (*http.Server, error) {
 	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -391,6 +392,9 @@ func startHTTP(cfg configs.HTTP, mux *http.ServeMux, reg *prometheus.Registry, s
 			return
 		}
 		writeJSON(w, bindings)
+	})
+	mux.HandleFunc("GET /api/trunks", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, sw.Trunks())
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

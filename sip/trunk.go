@@ -557,11 +557,11 @@ type TrunkStatus struct {
 // PeerStatus is a trunk's peer with its health.
 type PeerStatus struct {
 	routing.Peer
-	Up             bool               `json:"up"`
-	LatencySeconds float64            `json:"latency_seconds"` // of the last answered probe
-	LastProbe      time.Time          `json:"last_probe,omitzero"`
-	Failures       int                `json:"failures,omitempty"` // failed probes in a row
-	LastError      string             `json:"last_error,omitempty"`
+	Up             bool                `json:"up"`
+	LatencySeconds float64             `json:"latency_seconds"` // of the last answered probe
+	LastProbe      time.Time           `json:"last_probe,omitzero"`
+	Failures       int                 `json:"failures,omitempty"` // failed probes in a row
+	LastError      string              `json:"last_error,omitempty"`
 	Registration   *RegistrationStatus `json:"registration,omitempty"` // for peers the switch registers with
 }
 

@@ -34,7 +34,9 @@ type gateway struct {
 	inviteCode int  // the answer to INVITEs; 0: none at all
 	invites    []*sip.Request
 	registers  []*sip.Request // with credentials that check out
-	password   string         // the registrar's account password for "centralino"
+	// password of the account "centralino": when set, the gateway
+	// challenges REGISTERs and INVITEs.
+	password string
 }
 
 func startGateway(t *testing.T, host string) *gateway {
@@ -82,8 +84,11 @@ func startGateway(t *testing.T, host string) *gateway {
 func (g *gateway) invite(req *sip.Request, tx sip.ServerTransaction) {
 	g.mu.Lock()
 	g.invites = append(g.invites, req)
-	code := g.inviteCode
+	code, auth := g.inviteCode, g.password != ""
 	g.mu.Unlock()
+	if auth && g.challenge(req, tx, 407, "Proxy-Authorization") {
+		return
+	}
 	switch code {
 	case 0:
 		return // a gateway that has hung
@@ -100,27 +105,41 @@ func (g *gateway) invite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 }
 
-// register is a registrar with one account, centralino/g.password, that
-// grants two seconds, so that refreshes come quickly.
-func (g *gateway) register(req *sip.Request, tx sip.ServerTransaction) {
+// challenge answers req with a digest challenge for the gateway's one
+// account, centralino/g.password, unless it carries credentials of that
+// account in header; it reports whether it did.
+func (g *gateway) challenge(req *sip.Request, tx sip.ServerTransaction, code int, header string) bool {
+	g.mu.Lock()
+	password := g.password
+	g.mu.Unlock()
 	chal := &digest.Challenge{Realm: "gw.example", Nonce: sip.GenerateTagN(16), Algorithm: "MD5", QOP: []string{"auth"}}
-	h := req.GetHeader("Authorization")
-	if h == nil {
-		res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
-		res.AppendHeader(sip.NewHeader("WWW-Authenticate", chal.String()))
-		tx.Respond(res)
-		return
-	}
-	cred, err := digest.ParseCredentials(h.Value())
-	if err != nil {
-		tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Authorization", nil))
-		return
-	}
-	chal.Nonce, chal.Realm = cred.Nonce, cred.Realm
-	want, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: cred.URI, Username: "centralino",
-		Password: g.password, Cnonce: cred.Cnonce, Count: cred.Nc})
-	if err != nil || cred.Username != "centralino" || want.Response != cred.Response {
+	if h := req.GetHeader(header); h != nil {
+		cred, err := digest.ParseCredentials(h.Value())
+		if err == nil {
+			chal.Nonce, chal.Realm = cred.Nonce, cred.Realm
+			want, err := digest.Digest(chal, digest.Options{Method: string(req.Method), URI: cred.URI, Username: "centralino",
+				Password: password, Cnonce: cred.Cnonce, Count: cred.Nc})
+			if err == nil && cred.Username == "centralino" && want.Response == cred.Response {
+				return false
+			}
+		}
 		tx.Respond(sip.NewResponseFromRequest(req, 403, "Forbidden", nil))
+		return true
+	}
+	res := sip.NewResponseFromRequest(req, code, "Unauthorized", nil)
+	name := "WWW-Authenticate"
+	if code == 407 {
+		name = "Proxy-Authenticate"
+	}
+	res.AppendHeader(sip.NewHeader(name, chal.String()))
+	tx.Respond(res)
+	return true
+}
+
+// register is a registrar that grants two seconds, so that refreshes come
+// quickly.
+func (g *gateway) register(req *sip.Request, tx sip.ServerTransaction) {
+	if g.challenge(req, tx, 401, "Authorization") {
 		return
 	}
 	g.mu.Lock()
@@ -160,7 +179,14 @@ func (g *gateway) invitesFor(number string) int {
 func (g *gateway) call(sw, number, user, password string) *sip.Response {
 	g.t.Helper()
 	host, port, _ := sip.ParseAddr(sw)
-	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: number, Host: host, Port: port})
+	return g.callURI(sw, sip.Uri{Scheme: "sip", User: number, Host: host, Port: port}, number, user, password)
+}
+
+// callURI sends an INVITE for the number in To to the Request-URI ruri.
+func (g *gateway) callURI(sw string, ruri sip.Uri, number, user, password string) *sip.Response {
+	g.t.Helper()
+	req := sip.NewRequest(sip.INVITE, ruri)
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: number, Host: "lineamica.gov.it"}, Params: sip.NewParams()})
 	// A caller of its own per gateway: the tickets of one caller would be linked.
 	gh, gp, _ := sip.ParseAddr(g.addr)
 	caller := "+39333123" + strings.ReplaceAll(gh, ".", "")
@@ -421,9 +447,9 @@ func TestTrunkInbound(t *testing.T) {
 // challenge, and refreshes the registration before it expires.
 func TestTrunkRegistration(t *testing.T) {
 	reg := startGateway(t, "127.0.0.6")
-	reg.password = "reg-secret"
+	reg.set(func(g *gateway) { g.password = "reg-secret" })
 	bad := startGateway(t, "127.0.0.7")
-	bad.password = "another"
+	bad.set(func(g *gateway) { g.password = "another" })
 	n := startNode(t, nodeOptions{edit: func(c *configs.Config) {
 		good, wrong := peerOf(reg, "registrar", 1), peerOf(bad, "wrong-password", 1)
 		good.Register, wrong.Register = true, true
@@ -460,5 +486,29 @@ func TestTrunkRegistration(t *testing.T) {
 	}
 	if strings.Contains(logs, "reg-secret") {
 		t.Error("the outbound password is in the log")
+	}
+
+	// The registrar challenges calls too: the switch answers with the
+	// trunk's account, and the caller never sees the challenge.
+	caller := phone(t, n, "campania.esposito", "udp")
+	mustRegister(t, caller)
+	if code := callOut(t, caller, "00491234567"); code != 200 {
+		t.Fatalf("call through a peer that challenges INVITEs: %d", code)
+	}
+	if got := reg.invitesFor("00491234567"); got != 2 {
+		t.Errorf("the peer got %d INVITEs, want the first and the authenticated one", got)
+	}
+	// The peer calls the contact the switch registered, with the number in To.
+	host, port, _ := sip.ParseAddr(n.sipAddr())
+	if res := reg.callURI(n.sipAddr(), sip.Uri{Scheme: "sip", User: "centralino", Host: host, Port: port}, "8100101", "", ""); res.StatusCode != 200 {
+		t.Fatalf("call to the registered contact for campania.esposito's number: %d %s", res.StatusCode, res.Reason)
+	}
+	select {
+	case inv := <-caller.Invites:
+		if inv.From().Address.User != "+39333123127006" {
+			t.Errorf("campania.esposito was called by %s", inv.From().Address.User)
+		}
+	case <-time.After(time.Second):
+		t.Error("the call to the registered contact did not reach campania.esposito")
 	}
 }

@@ -357,13 +357,16 @@ func (s *Switch) isOurIP(host string) bool {
 	return false
 }
 
+// trusted reports whether ip is a trusted source: in Config.Trusted, or an
+// address of a trunk trusted by address. Trusted sources are not challenged
+// nor flood-limited.
 func (s *Switch) trusted(ip netip.Addr) bool {
 	for _, p := range s.cfg.Trusted {
 		if p.Contains(ip) {
 			return true
 		}
 	}
-	return false
+	return s.trunks.byAddress(ip) != ""
 }
 
 func callID(m sip.Message) string {

@@ -109,6 +109,10 @@ func TestTrunkInboundLookup(t *testing.T) {
 			t.Errorf("byAddress(%s) = %q, want %q", ip, got, want)
 		}
 	}
+	// Trunks trusted by address are trusted sources: not flood-limited either.
+	if !sw.trusted(netip.MustParseAddr("192.0.2.10")) || sw.trusted(netip.MustParseAddr("203.0.113.5")) {
+		t.Error("trusted sources: want the pstn peer, not the digest trunk's")
+	}
 	u, err := sw.credentials(t.Context(), "pbx")
 	if err != nil || u.Role != roleTrunk || sw.trunks.byUser("pbx") != "pbx" || sw.trunks.byUser("alice") != "" {
 		t.Errorf("account of the pbx trunk: %+v, %v", u, err)

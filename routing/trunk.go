@@ -101,7 +101,9 @@ func (t Trunk) WithDefaults() Trunk {
 				p.Port = 5061
 			}
 		}
-		p.Weight = cmp.Or(p.Weight, 1)
+		if p.Weight <= 0 { // unset; negative ones are refused by the config
+			p.Weight = 1
+		}
 		p.Name = cmp.Or(p.Name, net.JoinHostPort(p.Host, strconv.Itoa(p.Port)))
 	}
 	t.Inbound.Trust = cmp.Or(t.Inbound.Trust, TrustAddress)

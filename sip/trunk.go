@@ -216,7 +216,11 @@ func (ts *trunkSet) branches(req, fwd *sip.Request, dec routing.Decision) [][]br
 
 // peerURI addresses user (none: the peer itself) at a peer.
 func peerURI(user string, p routing.Peer) sip.Uri {
-	u := sip.Uri{Scheme: "sip", User: user, Host: p.Host, Port: p.Port, UriParams: sip.NewParams()}
+	host := p.Host
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // an IPv6 address
+	}
+	u := sip.Uri{Scheme: "sip", User: user, Host: host, Port: p.Port, UriParams: sip.NewParams()}
 	if p.Transport != "udp" {
 		u.UriParams.Add("transport", p.Transport)
 	}

@@ -126,3 +126,19 @@ func TestTrunkInboundLookup(t *testing.T) {
 		t.Errorf("a trunk that does not register dials %q, want the Request-URI's user", got)
 	}
 }
+
+func TestPeerURI(t *testing.T) {
+	for _, c := range []struct {
+		user string
+		peer routing.Peer
+		want string
+	}{
+		{"0811234567", routing.Peer{Host: "192.0.2.1", Port: 5060, Transport: "udp"}, "sip:0811234567@192.0.2.1:5060"},
+		{"", routing.Peer{Host: "gw.example.it", Port: 5061, Transport: "tls"}, "sip:gw.example.it:5061;transport=tls"},
+		{"112", routing.Peer{Host: "2001:db8::1", Port: 5070, Transport: "tcp"}, "sip:112@[2001:db8::1]:5070;transport=tcp"},
+	} {
+		if u := peerURI(c.user, c.peer); u.String() != c.want {
+			t.Errorf("peerURI(%q, %s) = %s, want %s", c.user, c.peer.Host, u.String(), c.want)
+		}
+	}
+}

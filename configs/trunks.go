@@ -104,8 +104,8 @@ func validatePeers(path string, t routing.Trunk, listening map[string]bool) erro
 		if p.Priority < 0 {
 			return fieldError(ppath+".priority", "must not be negative, got %d", p.Priority)
 		}
-		if p.Weight < 0 {
-			return fieldError(ppath+".weight", "must not be negative, got %d", p.Weight)
+		if w := t.Peers[k].Weight; w < 0 { // before the default, which takes it as unset
+			return fieldError(ppath+".weight", "must not be negative, got %d", w)
 		}
 		if j, dup := names[p.Name]; dup {
 			return fieldError(ppath+".name", "%q duplicates %s.peers[%d]", p.Name, path, j)

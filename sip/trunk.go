@@ -374,7 +374,7 @@ func (ts *trunkSet) watch(ctx context.Context, tr routing.Trunk, p routing.Peer)
 // probe sends one OPTIONS to a peer. Any answer but 408 and 5xx counts: a
 // peer that refuses OPTIONS (405) or wants credentials for it is alive.
 func (ts *trunkSet) probe(ctx context.Context, tr routing.Trunk, p routing.Peer) {
-	pctx, cancel := context.WithTimeout(ctx, min(tr.Probe.Interval, 5*time.Second))
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout(tr.Probe.Interval))
 	defer cancel()
 	from := sip.Uri{Scheme: "sip", User: "centralino", Host: ts.s.cfg.Realm}
 	req := ts.s.newRequest(sip.OPTIONS, peerURI("", p), from, peerURI("", p), sip.GenerateTagN(16), 1)
@@ -405,6 +405,12 @@ func (ts *trunkSet) probe(ctx context.Context, tr routing.Trunk, p routing.Peer)
 	case why != "":
 		log.Debug("trunk probe failed", "reason", why)
 	}
+}
+
+// probeTimeout is how long a probe waits for its answer: the interval, but
+// no less than a second (a loaded peer is not a dead one) and no more than 5 s.
+func probeTimeout(interval time.Duration) time.Duration {
+	return min(max(interval, time.Second), 5*time.Second)
 }
 
 // keepRegistered registers with a peer and refreshes the registration at

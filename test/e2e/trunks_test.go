@@ -451,8 +451,8 @@ func TestTrunkRegistration(t *testing.T) {
 	bad := startGateway(t, "127.0.0.7")
 	bad.set(func(g *gateway) { g.password = "another" })
 	n := startNode(t, nodeOptions{edit: func(c *configs.Config) {
-		good, wrong := peerOf(reg, "registrar", 1), peerOf(bad, "wrong-password", 1)
-		good.Register, wrong.Register = true, true
+		good, wrong := peerOf(reg, "registrar", 1), peerOf(bad, "wrong-password", 2)
+		good.Register, wrong.Register = true, true // calls go to the registrar, priority 1
 		c.Trunks = []routing.Trunk{{
 			Name: "voip", Prefixes: []string{"00"}, Peers: []routing.Peer{good, wrong},
 			Outbound: routing.Outbound{Username: "centralino", Password: "reg-secret", Expires: time.Minute},

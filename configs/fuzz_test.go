@@ -9,6 +9,7 @@ import (
 // and that what it rejects is explained in one line.
 func FuzzParse(f *testing.F) {
 	f.Add(demoYAML)
+	f.Add([]byte(trunksYAML))
 	for _, s := range []string{
 		"",
 		"realm: [",
@@ -22,6 +23,7 @@ func FuzzParse(f *testing.F) {
 		"realm: a\n---\nrealm: b\n",
 		"0\r\r00",
 		"directory: {backend: redis, redis_url: 'redis://:pw@[::1'}\n",
+		"trunks: [{name: t, prefixes: ['0'], peers: [{host: '::1', weight: -1}, {host: '::1'}], inbound: {trust: digest}}]\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -278,7 +278,7 @@ func trunkOutcome(b *branch, cancelled bool) string {
 // outbound credentials (Kamailio's uac_auth): the branch goes on as a new
 // transaction carrying them. It reports whether it did.
 func (f *forker) trunkChallenged(b *branch, res *sip.Response) bool {
-	if b.trunk == nil || b.trunk.authed || res.StatusCode != 401 && res.StatusCode != 407 || f.cancelled || f.final != 0 {
+	if b.trunk == nil || b.trunk.authed || b.cancelAsked || res.StatusCode != 401 && res.StatusCode != 407 || f.cancelled || f.final != 0 {
 		return false
 	}
 	out := f.s.trunks.byName[b.trunk.trunk].Outbound

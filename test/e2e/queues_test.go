@@ -139,6 +139,8 @@ func TestQueueRoundRobinBusyPauseAndOverflow(t *testing.T) {
 			t.Fatalf("with two operators paused the call went to %q, want %s", who, order[0])
 		}
 		hangup()
+		// Idle again only once the switch has seen the BYE through.
+		waitFor(t, 3*time.Second, "the operator available after the call", func() bool { return operatorState(t, n, order[0]) == "available" })
 	}
 
 	// Nobody answers: after the queue's maximum wait the national centre does.

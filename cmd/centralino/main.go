@@ -94,6 +94,9 @@ func checkConfig(args []string, stdout io.Writer) error {
 	if err := checkModules(cfg); err != nil {
 		return err
 	}
+	if err := provisionModules(cfg); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "%s: ok (%d agencies, %d users, %d listeners)\n", args[0], len(cfg.Network.Agencies), len(cfg.Network.Users), len(cfg.Listen))
 	return nil
 }
@@ -122,6 +125,22 @@ func checkModules(cfg *configs.Config) error {
 		}
 	}
 	return nil
+}
+
+// provisionModules provisions the enabled modules in a sandbox (a private
+// bus, mux and memory store, no logs) and stops them again, so that their
+// options are checked as the switch will check them, as `caddy validate`
+// does. A module's Provision does no I/O of its own, so this touches nothing.
+func provisionModules(cfg *configs.Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bus := modules.NewBus(modules.BusOptions{})
+	running, err := modules.Start(ctx, cfg.Modules, modules.Deps{Bus: bus, Mux: http.NewServeMux(), Store: kv.NewMemory(),
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return errors.Join(bus.Close(ctx), running.Stop(ctx))
 }
 
 // openModuleStore opens the key space the modules keep their data in: the

@@ -187,6 +187,13 @@ func TestCheckConfigNamesTheField(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "listen[0].transport") {
 		t.Errorf("check-config said %q, want one line naming listen[0].transport", out)
 	}
+	// A module's options are checked as the module itself checks them.
+	badOption := filepath.Join(dir, "module.yaml")
+	os.WriteFile(badOption, []byte("modules:\n  - name: ticketing\n    options: {regions: {r_campan: CAM}, retention: 30}\n"), 0o600)
+	out, err = exec.Command(binary, "check-config", badOption).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `modules: ticketing: option "retention": unknown option`) {
+		t.Errorf("check-config on an unknown module option: %v %q", err, out)
+	}
 	good := filepath.Join(dir, "good.yaml")
 	os.WriteFile(good, []byte("realm: example.test\n"), 0o600)
 	if out, err := exec.Command(binary, "check-config", good).CombinedOutput(); err != nil {

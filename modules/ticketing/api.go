@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/modules/ticketing/ticketcode"
 )
 
 // Request headers set by the front end or the authenticating proxy in front
@@ -60,7 +61,7 @@ func (m *Ticketing) canSee(agency string, t *Ticket) bool {
 // find returns a copy of the ticket the request names, or writes the
 // error. Call with mu held.
 func (m *Ticketing) find(w http.ResponseWriter, r *http.Request, agency string) *Ticket {
-	code, err := ParseCode(r.PathValue("code"))
+	code, err := ticketcode.Parse(r.PathValue("code"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lineamica/centralino/modules/kv"
+	"github.com/lineamica/centralino/modules/ticketing/ticketcode"
 )
 
 // apiNode has tickets opened at r_campan then transferred to inps (one),
@@ -64,7 +65,7 @@ func TestAPIGetTicket(t *testing.T) {
 		{"r_puglia", code, 404},  // never reached: as if it did not exist
 		{"r_campan", strings.ToLower(strings.ReplaceAll(code, "-", "")), 200},
 		{"r_campan", code[:len(code)-1] + map[bool]string{true: "A", false: "B"}[code[len(code)-1] != 'A'], 400},
-		{"r_campan", "LA-2026-CAM-999999-" + string(checkChar("LA-2026-CAM-999999-")), 404},
+		{"r_campan", ticketcode.New(2026, "CAM", 999999), 404},
 		{"r_campan", "nonsense", 400},
 	} {
 		var tk Ticket

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/modules/kv"
+	"github.com/lineamica/centralino/modules/ticketing/ticketcode"
 	"github.com/lineamica/centralino/test/redisserver"
 )
 
@@ -29,8 +30,8 @@ func TestTransferAppendsHopToSameTicket(t *testing.T) {
 			t.Fatalf("%d tickets, want 1", len(l.Tickets))
 		}
 		tk := l.Tickets[0]
-		if tk.Code != NewCode(2026, "CAM", 1) || tk.Region != "CAM" || tk.Status != StatusInLavorazione {
-			t.Errorf("code %s, region %s, status %s; want %s, CAM, in_lavorazione", tk.Code, tk.Region, tk.Status, NewCode(2026, "CAM", 1))
+		if tk.Code != ticketcode.New(2026, "CAM", 1) || tk.Region != "CAM" || tk.Status != StatusInLavorazione {
+			t.Errorf("code %s, region %s, status %s; want %s, CAM, in_lavorazione", tk.Code, tk.Region, tk.Status, ticketcode.New(2026, "CAM", 1))
 		}
 		if !slices.Equal(tk.Agencies, []string{"r_campan", "inps"}) {
 			t.Errorf("agencies = %v", tk.Agencies)

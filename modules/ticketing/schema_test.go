@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lineamica/centralino/modules/kv"
+	"github.com/lineamica/centralino/modules/ticketing/ticketcode"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
@@ -27,7 +28,7 @@ func ticketSchema(t *testing.T) *jsonschema.Schema {
 
 // fullTicket has every field set.
 func fullTicket() *Ticket {
-	tk := testTicket(NewCode(2026, "CAM", 123), StatusChiuso, t0.Add(time.Hour))
+	tk := testTicket(ticketcode.New(2026, "CAM", 123), StatusChiuso, t0.Add(time.Hour))
 	tk.UpdatedAt = tk.ClosedAt
 	tk.Caller = Caller{Number: "+393331234567", DisplayName: "Mario Rossi", Trunk: "pstn-napoli"}
 	tk.CitizenPEC = "mario.rossi@pec.it"

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/modules/ticketing/ticketcode"
 )
 
 // Header is the call header that carries a ticket code across transfers and
@@ -233,7 +234,7 @@ func (m *Ticketing) ticketOf(ctx context.Context, c modules.Call) *Ticket {
 	if lc, ok := m.calls[c.CallID]; ok {
 		return m.live[lc.code]
 	}
-	code, err := ParseCode(c.Headers[Header])
+	code, err := ticketcode.Parse(c.Headers[Header])
 	if err != nil {
 		return nil
 	}
@@ -305,7 +306,7 @@ func (m *Ticketing) offered(ctx context.Context, ev modules.CallOffered) *Ticket
 	}
 	t := &Ticket{
 		SchemaVersion: SchemaVersion,
-		Code:          NewCode(year, region, serial),
+		Code:          ticketcode.New(year, region, serial),
 		Status:        StatusAperto,
 		Region:        region,
 		CreatedAt:     ev.Time,

@@ -1,8 +1,12 @@
-package ticketing
+// Package ticketcode makes and reads the codes of Linea Amica tickets. It is
+// apart from the ticketing module so that other modules (pec reads codes in
+// e-mail subjects) can check a code without linking the module.
+package ticketcode
 
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -25,10 +29,10 @@ import (
 // codePrefix starts every ticket code: Linea Amica.
 const codePrefix = "LA"
 
-// Errors of ParseCode.
+// Errors of Parse.
 var (
-	ErrCodeFormat = errors.New("ticket code: not of the form LA-2026-CAM-000123-2")
-	ErrCodeCheck  = errors.New("ticket code: check character does not match (mistyped?)")
+	ErrFormat = errors.New("ticket code: not of the form LA-2026-CAM-000123-2")
+	ErrCheck  = errors.New("ticket code: check character does not match (mistyped?)")
 )
 
 // timesOmega multiplies by ω in GF(4), whose elements are bit pairs b1·ω + b0.
@@ -72,24 +76,24 @@ func checkChar(s string) byte {
 	panic("ticketing: op is not a quasigroup")
 }
 
-// NewCode returns the code of a ticket: region is three upper-case letters,
+// New returns the code of a ticket: region is three upper-case letters,
 // serial is positive.
-func NewCode(year int, region string, serial int64) string {
+func New(year int, region string, serial int64) string {
 	s := fmt.Sprintf("%s-%04d-%s-%06d-", codePrefix, year, region, serial)
 	return s + string(checkChar(s))
 }
 
-// ParseCode returns code in its canonical form. It accepts lower case,
+// Parse returns code in its canonical form. It accepts lower case,
 // spaces and missing dashes, as an operator may type a code read out on the
-// phone, and returns ErrCodeCheck for a mistyped one.
-func ParseCode(code string) (string, error) {
+// phone, and returns ErrCheck for a mistyped one.
+func Parse(code string) (string, error) {
 	s := strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(code))
 	// LA, year, region, serial, check.
 	if len(s) < 2+4+3+6+1 || s[:2] != codePrefix || !digits(s[2:6]) || !letters(s[6:9]) || !digits(s[9:len(s)-1]) || value(s[len(s)-1]) < 0 {
-		return "", ErrCodeFormat
+		return "", ErrFormat
 	}
 	if interim(s) != 0 {
-		return "", ErrCodeCheck
+		return "", ErrCheck
 	}
 	return strings.Join([]string{s[:2], s[2:6], s[6:9], s[9 : len(s)-1], s[len(s)-1:]}, "-"), nil
 }
@@ -100,4 +104,18 @@ func digits(s string) bool {
 
 func letters(s string) bool {
 	return s != "" && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
+}
+
+// inText matches what may be a code inside free text, such as a subject.
+var inText = regexp.MustCompile(`(?i)\bLA[- ]?[0-9]{4}[- ]?[A-Z]{3}[- ]?[0-9]{6,}[- ]?[0-9A-Z]\b`)
+
+// Find returns the first valid code in text, in canonical form; a code
+// with a wrong check character is not one.
+func Find(text string) (string, bool) {
+	for _, m := range inText.FindAllString(text, -1) {
+		if code, err := Parse(m); err == nil {
+			return code, true
+		}
+	}
+	return "", false
 }

@@ -1,4 +1,4 @@
-package ticketing
+package ticketcode
 
 import (
 	"errors"
@@ -38,13 +38,13 @@ func TestCodeCatchesTypos(t *testing.T) {
 	for _, year := range []int{2026, 2031} {
 		for _, region := range []string{"CAM", "PUG", "NAZ", "SIC"} {
 			for _, serial := range []int64{1, 9, 10, 99, 123, 4711, 99999, 123456, 999999, 1234567} {
-				code := NewCode(year, region, serial)
-				if got, err := ParseCode(code); err != nil || got != code {
-					t.Fatalf("ParseCode(%q) = %q, %v", code, got, err)
+				code := New(year, region, serial)
+				if got, err := Parse(code); err != nil || got != code {
+					t.Fatalf("Parse(%q) = %q, %v", code, got, err)
 				}
 				for _, typo := range typos(code) {
-					if _, err := ParseCode(typo); err == nil {
-						t.Fatalf("ParseCode(%q) accepted a typo of %q", typo, code)
+					if _, err := Parse(typo); err == nil {
+						t.Fatalf("Parse(%q) accepted a typo of %q", typo, code)
 					}
 				}
 			}
@@ -81,35 +81,52 @@ func typos(code string) []string {
 	return out
 }
 
-func TestNewCode(t *testing.T) {
+func TestNew(t *testing.T) {
 	// Fixed, so that a change of the algorithm cannot go unnoticed: codes
 	// already read out to citizens must stay valid.
-	if got, want := NewCode(2026, "CAM", 123), "LA-2026-CAM-000123-2"; got != want {
-		t.Errorf("NewCode = %q, want %q", got, want)
+	if got, want := New(2026, "CAM", 123), "LA-2026-CAM-000123-2"; got != want {
+		t.Errorf("New = %q, want %q", got, want)
 	}
-	if got := NewCode(2026, "NAZ", 1234567); !strings.HasPrefix(got, "LA-2026-NAZ-1234567-") {
-		t.Errorf("NewCode with a seven-digit serial = %q", got)
+	if got := New(2026, "NAZ", 1234567); !strings.HasPrefix(got, "LA-2026-NAZ-1234567-") {
+		t.Errorf("New with a seven-digit serial = %q", got)
 	}
 }
 
-func TestParseCode(t *testing.T) {
-	code := NewCode(2026, "CAM", 123)
+func TestParse(t *testing.T) {
+	code := New(2026, "CAM", 123)
 	for _, in := range []string{code, strings.ToLower(code), strings.ReplaceAll(code, "-", ""), "la 2026 cam 000123 " + code[len(code)-1:]} {
-		if got, err := ParseCode(in); err != nil || got != code {
-			t.Errorf("ParseCode(%q) = %q, %v; want %q", in, got, err, code)
+		if got, err := Parse(in); err != nil || got != code {
+			t.Errorf("Parse(%q) = %q, %v; want %q", in, got, err, code)
 		}
 	}
 	for _, in := range []string{"", "LA", "XX-2026-CAM-000123-U", "LA-26-CAM-000123-U", "LA-2026-C4M-000123-U", "LA-2026-CAM-00012-U", "LA-2026-CAM-000123-", "LA-2026-CAM-000123-!"} {
-		if _, err := ParseCode(in); !errors.Is(err, ErrCodeFormat) {
-			t.Errorf("ParseCode(%q): err = %v, want ErrCodeFormat", in, err)
+		if _, err := Parse(in); !errors.Is(err, ErrFormat) {
+			t.Errorf("Parse(%q): err = %v, want ErrFormat", in, err)
 		}
 	}
-	if _, err := ParseCode(code[:len(code)-1] + "0"); !errors.Is(err, ErrCodeCheck) {
-		t.Errorf("ParseCode of a wrong check character: err = %v, want ErrCodeCheck", err)
+	if _, err := Parse(code[:len(code)-1] + "0"); !errors.Is(err, ErrCheck) {
+		t.Errorf("Parse of a wrong check character: err = %v, want ErrCheck", err)
 	}
 }
 
-func ExampleNewCode() {
-	fmt.Println(NewCode(2026, "CAM", 123))
+func TestFind(t *testing.T) {
+	code := New(2026, "CAM", 123)
+	bad := code[:len(code)-1] + "0"
+	for text, want := range map[string]string{
+		"POSTA CERTIFICATA: Re: Linea Amica - pratica " + code + ": aperta": code,
+		"Re: pratica " + strings.ToLower(code) + ", documenti":              code,
+		"sollecito " + bad + " e " + code:                                   code,
+		"sollecito " + bad:                                                  "",
+		"richiesta di informazioni":                                         "",
+		"XLA-2026-CAM-000123-2":                                             "",
+	} {
+		if got, ok := Find(text); got != want || ok != (want != "") {
+			t.Errorf("Find(%q) = %q, %v; want %q", text, got, ok, want)
+		}
+	}
+}
+
+func ExampleNew() {
+	fmt.Println(New(2026, "CAM", 123))
 	// Output: LA-2026-CAM-000123-2
 }

@@ -25,7 +25,10 @@ type TicketChanged struct {
 	Agency     string   `json:"agency"`
 	Agencies   []string `json:"agencies"`
 	CitizenPEC string   `json:"citizen_pec,omitempty"`
-	CallID     string   `json:"call_id,omitempty"` // the call that caused the change, if any
+	// PECSet: the change set or changed CitizenPEC (the status may be the
+	// same as before).
+	PECSet bool   `json:"pec_set,omitempty"`
+	CallID string `json:"call_id,omitempty"` // the call that caused the change, if any
 	// Notes are the operators' notes so far, oldest first (the case's
 	// history, for suggestions).
 	Notes []string `json:"notes,omitempty"`
@@ -63,6 +66,7 @@ type PECReceived struct {
 	Agency     string    `json:"agency,omitempty"` // IPA code of the mailbox's agency
 	From       string    `json:"from"`
 	Subject    string    `json:"subject"`
+	Text       string    `json:"text,omitempty"` // the message's plain text, decoded to UTF-8
 	MessageID  string    `json:"message_id"`
 	Evidence   string    `json:"evidence"` // where the raw signed message is kept
 }

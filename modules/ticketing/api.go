@@ -154,11 +154,12 @@ func (m *Ticketing) patchTicket(w http.ResponseWriter, r *http.Request, agency s
 	if p.Note != "" {
 		t.Notes = append(t.Notes, Note{Time: now, Agency: agency, User: r.Header.Get(UserHeader), Text: p.Note})
 	}
-	if p.CitizenPEC != nil {
+	pecSet := p.CitizenPEC != nil && *p.CitizenPEC != t.CitizenPEC
+	if pecSet {
 		t.CitizenPEC = *p.CitizenPEC
 	}
 	t.touch(now)
-	if err := m.store.save(t); err != nil {
+	if err := m.save(t, pecSet, ""); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "ticket store unavailable: "+err.Error())
 		return
 	}
@@ -171,7 +172,7 @@ func (m *Ticketing) patchTicket(w http.ResponseWriter, r *http.Request, agency s
 	}
 	// Never the PEC address nor the note: they are the citizen's.
 	m.log.Info("ticket updated", "ticket", t.Code, "agency", agency, "status", t.Status,
-		"note_added", p.Note != "", "pec_changed", p.CitizenPEC != nil)
+		"note_added", p.Note != "", "pec_changed", pecSet)
 	writeJSON(w, http.StatusOK, t)
 }
 

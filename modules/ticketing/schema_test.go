@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/modules/kv"
 	"github.com/lineamica/centralino/modules/ticketing/ticketcode"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -40,7 +41,22 @@ func fullTicket() *Ticket {
 		Agency: "inps", CallID: "c2", Via: ViaTransfer, Reason: "blind", TransferredBy: "campania.deluca", ReachedAt: t0.Add(time.Minute),
 	}}
 	tk.Notes = []Note{{Time: t0.Add(time.Hour), Agency: "inps", User: "inps.ricci", Text: "pratica chiusa"}}
+	tk.Channel = ChannelPhone
+	ev := "/api/pec/evidence/5f2b9c0e"
+	tk.PECMessages = []PECMessage{{
+		MessageID:  "<la.1@pec.lineamica.gov.it>",
+		Recipients: []PECRecipient{{Address: "mario.rossi@pec.it", State: modules.PECDelivered, Receipt: "avvenuta-consegna", Time: t0, Evidence: ev}},
+		Receipts:   []PECReceipt{{Receipt: "avvenuta-consegna", Recipient: "mario.rossi@pec.it", State: modules.PECDelivered, Time: t0, Evidence: ev}},
+	}}
+	tk.PECReceived = []PECAttachment{{Time: t0, From: "mario.rossi@pec.it", Subject: "Re: pratica", MessageID: "<m1@pec.it>", Text: "grazie", Evidence: ev}}
+	tk.Ratings = []Rating{{Time: t0, Agency: "inps", Rating: modules.RatingPositive, Reason: "service", Channel: "web"}}
 	return tk
+}
+
+// first returns the first item of the list named key in a ticket decoded
+// as a map.
+func first(m map[string]any, key string) map[string]any {
+	return m[key].([]any)[0].(map[string]any)
 }
 
 func validate(t *testing.T, sch *jsonschema.Schema, doc []byte) error {
@@ -97,6 +113,15 @@ func TestSchemaRefusesBrokenTickets(t *testing.T) {
 		"negative talk":     func(m map[string]any) { m["hops"].([]any)[0].(map[string]any)["talk_seconds"] = -1 },
 		"pec not an email":  func(m map[string]any) { m["citizen_pec"] = "mario" },
 		"note without text": func(m map[string]any) { delete(m["notes"].([]any)[0].(map[string]any), "text") },
+		"unknown channel":   func(m map[string]any) { m["channel"] = "fax" },
+		"unknown pec state": func(m map[string]any) {
+			first(m, "pec_messages")["recipients"].([]any)[0].(map[string]any)["state"] = "lost"
+		},
+		"receipt no evidence": func(m map[string]any) {
+			delete(first(m, "pec_messages")["receipts"].([]any)[0].(map[string]any), "evidence")
+		},
+		"received from not an email": func(m map[string]any) { first(m, "pec_received")["from"] = "mario" },
+		"rating 4":                   func(m map[string]any) { first(m, "ratings")["rating"] = 4 },
 	} {
 		b, _ := json.Marshal(fullTicket())
 		var m map[string]any
@@ -132,7 +157,7 @@ func TestSchemaDescribesEveryField(t *testing.T) {
 			t.Errorf("ticket field %q not in the schema", k)
 		}
 	}
-	for object, list := range map[string]string{"hop": "hops", "note": "notes"} {
+	for object, list := range map[string]string{"hop": "hops", "note": "notes", "pec_message": "pec_messages", "pec_attachment": "pec_received", "rating": "ratings"} {
 		for _, item := range doc[list].([]any) {
 			for k := range item.(map[string]any) {
 				if _, ok := schema.Defs[object].Properties[k]; !ok {

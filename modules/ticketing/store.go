@@ -146,6 +146,7 @@ func (s *store) get(ctx context.Context, code string) (*Ticket, error) {
 	if err := json.Unmarshal(b, &t); err != nil {
 		return nil, fmt.Errorf("ticket %s: %w", code, err)
 	}
+	t.stored = t.Status
 	return &t, nil
 }
 

@@ -3,6 +3,8 @@ package ticketing
 import (
 	"slices"
 	"time"
+
+	"github.com/lineamica/centralino/modules"
 )
 
 // SchemaVersion is the version of the ticket's JSON format described by
@@ -33,6 +35,13 @@ const (
 	ViaRepeatCall Via = "repeat_call" // a later call from the same number, linked
 	ViaTransfer   Via = "transfer"    // an operator transferred the call
 	ViaOverflow   Via = "overflow"    // routing moved the call on (no answer, closed...)
+	ViaPEC        Via = "pec"         // a certified e-mail opened the ticket
+)
+
+// Channels by which a citizen opened a ticket.
+const (
+	ChannelPhone = "phone"
+	ChannelPEC   = "pec"
 )
 
 // Ticket is a citizen's case and every agency it went through. Its JSON is
@@ -40,6 +49,7 @@ const (
 type Ticket struct {
 	SchemaVersion int       `json:"schema_version"`
 	Code          string    `json:"code"`
+	Channel       string    `json:"channel,omitempty"` // phone or pec; absent in tickets opened before it was recorded
 	Status        Status    `json:"status"`
 	Region        string    `json:"region"`
 	CreatedAt     time.Time `json:"created_at"`
@@ -52,6 +62,16 @@ type Ticket struct {
 	Agencies []string `json:"agencies"`
 	Hops     []Hop    `json:"hops"`
 	Notes    []Note   `json:"notes,omitempty"`
+	// PECMessages are the certified messages sent to the citizen, with
+	// what the provider's verified receipts say of them.
+	PECMessages []PECMessage `json:"pec_messages,omitempty"`
+	// PECReceived are the certified messages the citizen sent about it.
+	PECReceived []PECAttachment `json:"pec_received,omitempty"`
+	Ratings     []Rating        `json:"ratings,omitempty"`
+
+	// stored is the status as last saved or read: a save that changes it
+	// tells the other modules.
+	stored Status
 }
 
 // Caller is the citizen's line.
@@ -87,11 +107,65 @@ type Note struct {
 	Text   string    `json:"text"`
 }
 
+// PECMessage is a certified message sent for the ticket.
+type PECMessage struct {
+	MessageID string `json:"message_id"`
+	// Recipients are where the message stands for each recipient, as the
+	// latest receipt that moved it on says.
+	Recipients []PECRecipient `json:"recipients"`
+	// Receipts are every verified receipt, in order of arrival.
+	Receipts []PECReceipt `json:"receipts"`
+}
+
+// PECRecipient is the state of a message for one recipient.
+type PECRecipient struct {
+	Address  string           `json:"address"`
+	State    modules.PECState `json:"state"`
+	Receipt  string           `json:"receipt"`  // type of the receipt that told it
+	Time     time.Time        `json:"time"`     // when the receipt was handled
+	Evidence string           `json:"evidence"` // where the signed receipt is kept
+}
+
+// PECReceipt is one verified receipt of the provider.
+type PECReceipt struct {
+	Receipt   string           `json:"receipt"`
+	Recipient string           `json:"recipient"`
+	State     modules.PECState `json:"state"`
+	Time      time.Time        `json:"time"`
+	Evidence  string           `json:"evidence"`
+}
+
+// PECAttachment is a certified message from the citizen.
+type PECAttachment struct {
+	Time      time.Time `json:"time"`
+	From      string    `json:"from"`
+	Subject   string    `json:"subject"`
+	MessageID string    `json:"message_id"`
+	Text      string    `json:"text,omitempty"`
+	Evidence  string    `json:"evidence"`
+}
+
+// Rating is a citizen's vote. It never names the operator.
+type Rating struct {
+	Time    time.Time      `json:"time"`
+	Agency  string         `json:"agency,omitempty"` // the agency rated
+	Rating  modules.Rating `json:"rating"`           // 1 positive, 2 sufficient, 3 negative
+	Reason  string         `json:"reason,omitempty"`
+	Channel string         `json:"channel"`
+}
+
 func (t *Ticket) clone() *Ticket {
 	c := *t
 	c.Agencies = slices.Clone(t.Agencies)
 	c.Hops = slices.Clone(t.Hops)
 	c.Notes = slices.Clone(t.Notes)
+	c.PECMessages = slices.Clone(t.PECMessages)
+	for i, pm := range c.PECMessages {
+		c.PECMessages[i].Recipients = slices.Clone(pm.Recipients)
+		c.PECMessages[i].Receipts = slices.Clone(pm.Receipts)
+	}
+	c.PECReceived = slices.Clone(t.PECReceived)
+	c.Ratings = slices.Clone(t.Ratings)
 	return &c
 }
 

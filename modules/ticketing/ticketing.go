@@ -8,9 +8,11 @@ package ticketing
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,6 +50,9 @@ type Options struct {
 	// OutboxSize bounds the tickets waiting to be written while the store
 	// is unreachable.
 	OutboxSize int `yaml:"outbox_size"`
+	// PECAgency gets the tickets opened by certified messages that name no
+	// agency (the network centre).
+	PECAgency string `yaml:"pec_agency"`
 }
 
 // defaults are the options not set in the configuration.
@@ -57,6 +62,7 @@ var defaults = Options{
 	LinkDays:             7,
 	RetentionDays:        365,
 	OutboxSize:           10000,
+	PECAgency:            "lineamica",
 }
 
 var regionCode = regexp.MustCompile(`^[A-Z]{3}$`)
@@ -69,6 +75,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("option \"retention_days\": must be at least 1, not %d", o.RetentionDays)
 	case o.OutboxSize < 1:
 		return fmt.Errorf("option \"outbox_size\": must be at least 1, not %d", o.OutboxSize)
+	case o.PECAgency == "":
+		return errors.New("option \"pec_agency\": must be an IPA code")
 	}
 	for ipa, r := range o.Regions {
 		if !regionCode.MatchString(r) {
@@ -94,6 +102,7 @@ func (o *Options) region(agency string) string {
 type Ticketing struct {
 	opts    Options
 	log     *slog.Logger
+	publish func(modules.Event)
 	store   *store
 	metrics *metrics
 	cancel  context.CancelFunc // stops the sweeper
@@ -122,6 +131,7 @@ func (m *Ticketing) Provision(h *modules.Host) error {
 		return err
 	}
 	m.log = h.Logger()
+	m.publish = h.Publish
 	m.calls = map[string]liveCall{}
 	m.live = map[string]*Ticket{}
 	m.store = newStore(h.KV(), m.log, m.opts.OutboxSize, func() { m.metrics.storeErrors.Inc() })
@@ -133,6 +143,7 @@ func (m *Ticketing) Provision(h *modules.Host) error {
 	if err := h.Subscribe(0, []string{
 		modules.KindCallOffered, modules.KindCallAnswered, modules.KindCallTransferred,
 		modules.KindCallOverflowed, modules.KindCallEnded,
+		modules.KindPECDelivery, modules.KindPECReceived, modules.KindRatingGiven,
 	}, m.handle); err != nil {
 		return err
 	}
@@ -202,7 +213,11 @@ func (m *Ticketing) CodeForCall(callID string) (string, bool) {
 func (m *Ticketing) handle(ctx context.Context, ev modules.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var t *Ticket
+	var (
+		t      *Ticket
+		at     time.Time
+		callID string
+	)
 	switch ev := ev.(type) {
 	case modules.CallOffered:
 		t = m.offered(ctx, ev)
@@ -214,18 +229,51 @@ func (m *Ticketing) handle(ctx context.Context, ev modules.Event) {
 		t = m.overflowed(ctx, ev)
 	case modules.CallEnded:
 		t = m.ended(ctx, ev)
+	case modules.PECDelivery:
+		t, at = m.pecDelivery(ctx, ev), ev.Time
+	case modules.PECReceived:
+		t, at = m.pecReceived(ctx, ev), ev.Time
+	case modules.RatingGiven:
+		t, at = m.rated(ctx, ev), ev.Time
+	}
+	if ce, ok := ev.(modules.CallEvent); ok {
+		at, callID = ce.CallInfo().Time, ce.CallInfo().CallID
 	}
 	if t != nil {
-		t.touch(ev.(modules.CallEvent).CallInfo().Time)
-		m.save(t)
+		t.touch(at)
+		if err := m.save(t, false, callID); err != nil {
+			m.metrics.lost.WithLabelValues("outbox_full").Inc()
+			m.log.Error("ticket not saved", "ticket", t.Code, "err", err)
+		}
 	}
 }
 
-func (m *Ticketing) save(t *Ticket) {
+// save queues t for writing, then tells the other modules if its status
+// changed (or it is new), or if pecSet (the citizen's PEC address was set).
+// callID names the call that caused the change, if any.
+func (m *Ticketing) save(t *Ticket, pecSet bool, callID string) error {
+	previous := t.stored
+	changed := previous != t.Status || pecSet
+	t.stored = t.Status // before the copy the outbox keeps, which reads see
 	if err := m.store.save(t); err != nil {
-		m.metrics.lost.WithLabelValues("outbox_full").Inc()
-		m.log.Error("ticket not saved", "ticket", t.Code, "err", err)
+		t.stored = previous
+		return err
 	}
+	if !changed {
+		return nil
+	}
+	ev := modules.TicketChanged{
+		Time: t.UpdatedAt, Code: t.Code, Status: string(t.Status), Previous: string(previous), Opened: previous == "",
+		Agencies: slices.Clone(t.Agencies), CitizenPEC: t.CitizenPEC, CallID: callID, PECSet: pecSet,
+	}
+	if len(t.Hops) > 0 {
+		ev.Agency = t.Hops[len(t.Hops)-1].Agency
+	}
+	for _, n := range t.Notes {
+		ev.Notes = append(ev.Notes, n.Text)
+	}
+	m.publish(ev)
+	return nil
 }
 
 // ticketOf returns the ticket of the call: a call in progress here, or one
@@ -307,6 +355,7 @@ func (m *Ticketing) offered(ctx context.Context, ev modules.CallOffered) *Ticket
 	t := &Ticket{
 		SchemaVersion: SchemaVersion,
 		Code:          ticketcode.New(year, region, serial),
+		Channel:       ChannelPhone,
 		Status:        StatusAperto,
 		Region:        region,
 		CreatedAt:     ev.Time,

@@ -1,0 +1,310 @@
+package pec
+
+import (
+	"bytes"
+	"io"
+	"mime"
+	"net/http"
+	"net/mail"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/modules/kv"
+	"github.com/lineamica/centralino/modules/ticketing"
+	"github.com/smallstep/pkcs7"
+)
+
+const citizen = "mario.rossi@pec.it"
+
+// readMail parses a message as the provider received it: headers, the
+// decoded subject and the decoded text.
+func readMail(t *testing.T, raw []byte) (mail.Header, string, string) {
+	t.Helper()
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(decode(msg.Header, msg.Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg.Header, subject, string(body)
+}
+
+// The citizen's PEC address, given by the operator, brings a message in
+// Italian to the provider, made as PEC providers want it; closing the
+// ticket brings another, with the link to rate the service.
+func TestTicketChangesSendPEC(t *testing.T) {
+	e := newEnv(t)
+	n := startNode(t, kv.NewMemory(), e.options())
+	code := n.openTicket("c1")
+	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
+	eventually(t, "the message at the provider", func() bool { return len(e.smtp.messages()) == 1 })
+
+	got := e.smtp.messages()[0]
+	h, subject, body := readMail(t, got.data)
+	if got.from != testUser || h.Get("From") != testUser {
+		t.Errorf("envelope sender %q, From %q: both must be the mailbox", got.from, h.Get("From"))
+	}
+	if len(got.to) != 1 || got.to[0] != citizen || h.Get("To") != citizen || h.Get("Cc") != "" || h.Get("Bcc") != "" {
+		t.Errorf("recipients %v, To %q, Cc %q, Bcc %q", got.to, h.Get("To"), h.Get("Cc"), h.Get("Bcc"))
+	}
+	if id := h.Get("Message-ID"); !strings.HasPrefix(id, "<"+strings.ToLower(code)+".") || !strings.HasSuffix(id, "@pec.lineamica.gov.it>") {
+		t.Errorf("Message-ID %q", id)
+	}
+	if h.Get("X-TipoRicevuta") != "completa" || h.Get("Date") == "" {
+		t.Errorf("X-TipoRicevuta %q, Date %q", h.Get("X-TipoRicevuta"), h.Get("Date"))
+	}
+	if subject != "Linea Amica - pratica "+code+": aperta" {
+		t.Errorf("subject %q", subject)
+	}
+	for _, want := range []string{"pratica " + code, "Ente: Regione Campania", "Stato della pratica: aperta", "Cosa succede ora:", "è stata registrata"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("body lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "/rate/") {
+		t.Error("the rating link in the opening message")
+	}
+
+	n.patch(code, `{"status":"chiuso"}`)
+	eventually(t, "the closing message", func() bool { return len(e.smtp.messages()) == 2 })
+	_, subject, body = readMail(t, e.smtp.messages()[1].data)
+	if !strings.HasSuffix(subject, ": chiusa") || !strings.Contains(body, "https://lineamica.gov.it/valuta/rate/"+code) {
+		t.Errorf("closing message %q:\n%s", subject, body)
+	}
+	if v := n.metric("centralino_pec_messages_sent_total"); v != 2 {
+		t.Errorf("sent_total %v", v)
+	}
+}
+
+// The provider answers 451, then goes away; the node restarts meanwhile
+// with its outbox in Redis. When the provider is back the message arrives
+// once, with the Message-ID it had from the start.
+func TestProviderOutageAndRestartLoseNothing(t *testing.T) {
+	e := newEnv(t)
+	store := redisStore(t)
+	n := startNode(t, store(), e.options())
+	e.smtp.mu.Lock()
+	e.smtp.failNext = 2
+	e.smtp.mu.Unlock()
+	code := n.openTicket("c1")
+	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
+	eventually(t, "two refused attempts", func() bool { return n.metric("centralino_pec_send_failures_total", "reason", "unavailable") >= 2 })
+	e.smtp.down()
+	eventually(t, "an attempt on the provider down", func() bool { return n.metric("centralino_pec_send_failures_total", "reason", "unavailable") >= 3 })
+	if v := n.metric("centralino_pec_outbox_length"); v != 1 {
+		t.Errorf("outbox length %v while the provider is down", v)
+	}
+	n.stop()
+	if len(e.smtp.messages()) != 0 {
+		t.Fatal("a message arrived while refused")
+	}
+
+	n = startNode(t, store(), e.options())
+	e.smtp.up()
+	eventually(t, "the message after the outage", func() bool { return len(e.smtp.messages()) == 1 })
+	eventually(t, "the outbox to empty", func() bool {
+		return n.metric("centralino_pec_outbox_length") == 0 && n.metric("centralino_pec_messages_sent_total") == 1
+	})
+	time.Sleep(300 * time.Millisecond) // past retry_max: a second copy would be here by now
+	if got := e.smtp.messages(); len(got) != 1 {
+		t.Fatalf("%d messages, want exactly 1", len(got))
+	}
+	h, subject, _ := readMail(t, e.smtp.messages()[0].data)
+	if !strings.Contains(subject, code) || !strings.HasPrefix(h.Get("Message-ID"), "<"+strings.ToLower(code)) {
+		t.Errorf("subject %q, Message-ID %q", subject, h.Get("Message-ID"))
+	}
+}
+
+// sentID waits for the i-th message at the provider and returns its
+// Message-ID.
+func sentID(t *testing.T, e *env, i int) string {
+	t.Helper()
+	eventually(t, "the message at the provider", func() bool { return len(e.smtp.messages()) > i })
+	h, _, _ := readMail(t, e.smtp.messages()[i].data)
+	return h.Get("Message-ID")
+}
+
+// The provider's signed receipts of acceptance and delivery show on the
+// ticket, with the signed messages kept as evidence. Both signature media
+// types and both digests are accepted.
+func TestReceiptsRecordDelivery(t *testing.T) {
+	e := newEnv(t)
+	n := startNode(t, kv.NewMemory(), e.options())
+	code := n.openTicket("c1")
+	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
+	id := sentID(t, e, 0)
+
+	acc := pecMessage{tipo: "accettazione", header: "accettazione", subject: "ACCETTAZIONE: Linea Amica - pratica " + code + ": aperta",
+		refID: id, mittente: testUser, recipients: []string{citizen}, signer: e.pki.gestore,
+		sigType: "application/x-pkcs7-signature", digest: pkcs7.OIDDigestAlgorithmSHA1}.build(t)
+	del := pecMessage{tipo: "avvenuta-consegna", header: "avvenuta-consegna", subject: "CONSEGNA: Linea Amica - pratica " + code + ": aperta",
+		refID: id, mittente: testUser, recipients: []string{citizen}, consegna: citizen, signer: e.pki.gestore}.build(t)
+	e.imap.deliver(t, acc)
+	e.imap.deliver(t, del)
+
+	var pm ticketing.PECMessage
+	eventually(t, "the delivery on the ticket", func() bool {
+		tk := n.ticket(code)
+		if len(tk.PECMessages) == 1 && len(tk.PECMessages[0].Receipts) == 2 {
+			pm = tk.PECMessages[0]
+			return true
+		}
+		return false
+	})
+	r := pm.Recipients[0]
+	if pm.MessageID != id || r.Address != citizen || r.State != modules.PECDelivered || r.Receipt != "avvenuta-consegna" {
+		t.Fatalf("message %s recipient %+v", pm.MessageID, r)
+	}
+	if got := r.Time.UTC(); !got.Equal(time.Date(2026, 3, 2, 9, 15, 30, 0, time.UTC)) {
+		t.Errorf("receipt time %v, want the daticert's", got)
+	}
+	if pm.Receipts[0].Receipt != "accettazione" || pm.Receipts[0].State != modules.PECAccepted {
+		t.Errorf("first receipt %+v", pm.Receipts[0])
+	}
+	var raw []byte
+	if s := n.do("GET", r.Evidence, "", &raw); s != http.StatusOK || !bytes.Equal(raw, del) {
+		t.Errorf("evidence %s: status %d, %d bytes, want the delivery receipt as it arrived", r.Evidence, s, len(raw))
+	}
+	if v := n.metric("centralino_pec_receipts_total", "type", "avvenuta-consegna"); v != 1 {
+		t.Errorf("receipts_total{avvenuta-consegna} = %v", v)
+	}
+	if v := n.metric("centralino_pec_quarantined_total"); v != 0 {
+		t.Errorf("quarantined %v", v)
+	}
+}
+
+// Receipts that are not signed, signed by a certificate no trusted
+// authority issued, changed after signing, or whose unsigned headers
+// contradict the signed data are not trusted: quarantined, counted, never
+// on the ticket.
+func TestUntrustedReceiptsQuarantined(t *testing.T) {
+	e := newEnv(t)
+	n := startNode(t, kv.NewMemory(), e.options())
+	code := n.openTicket("c1")
+	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
+	id := sentID(t, e, 0)
+	receipt := func(signer *issuer, tamper bool, header string) []byte {
+		return pecMessage{tipo: "avvenuta-consegna", header: header, subject: "CONSEGNA: pratica " + code, refID: id,
+			mittente: testUser, recipients: []string{citizen}, consegna: citizen, signer: signer, tamper: tamper}.build(t)
+	}
+	e.imap.deliver(t, receipt(nil, false, "avvenuta-consegna"))
+	e.imap.deliver(t, receipt(e.pki.rogue, false, "avvenuta-consegna"))
+	e.imap.deliver(t, receipt(e.pki.gestore, true, "avvenuta-consegna"))
+	e.imap.deliver(t, receipt(e.pki.gestore, false, "errore-consegna"))
+	eventually(t, "four quarantined", func() bool { return n.metric("centralino_pec_quarantined_total") == 4 })
+	for reason, want := range map[string]float64{"unsigned": 1, "bad_signature": 2, "inconsistent": 1} {
+		if v := n.metric("centralino_pec_quarantined_total", "reason", reason); v != want {
+			t.Errorf("quarantined{%s} = %v, want %v", reason, v, want)
+		}
+	}
+	eventually(t, "the quarantine folder", func() bool { return e.imap.count("Quarantena") == 4 && e.imap.count("INBOX") == 0 })
+	if tk := n.ticket(code); len(tk.PECMessages) != 0 {
+		t.Errorf("an untrusted receipt on the ticket: %+v", tk.PECMessages)
+	}
+}
+
+// A citizen's certified message naming a ticket in its subject is attached
+// to it, its iso-8859-1 quoted-printable text decoded; one naming none opens
+// a ticket, whose citizen gets the acknowledgement by PEC.
+func TestCitizenMessages(t *testing.T) {
+	e := newEnv(t)
+	n := startNode(t, kv.NewMemory(), e.options())
+	code := n.openTicket("c1")
+	busta := func(subject string) []byte {
+		return pecMessage{tipo: "posta-certificata", header: "posta-certificata", subject: "POSTA CERTIFICATA: " + subject,
+			mittente: "anna.bianchi@pec.it", recipients: []string{testUser}, signer: e.pki.gestore,
+			postacert: citizenMessage("anna.bianchi@pec.it", subject, "Buongiorno, allego il modulo perché richiesto.\r\nCordiali saluti")}.build(t)
+	}
+	e.imap.deliver(t, busta("Re: Linea Amica - pratica "+strings.ToLower(code)+": aperta"))
+	eventually(t, "the message on the ticket", func() bool { return len(n.ticket(code).PECReceived) == 1 })
+	a := n.ticket(code).PECReceived[0]
+	if a.From != "anna.bianchi@pec.it" || !strings.Contains(a.Text, "allego il modulo perché richiesto.") || !strings.Contains(a.Subject, strings.ToLower(code)) {
+		t.Errorf("attached %+v", a)
+	}
+
+	e.imap.deliver(t, busta("Richiesta di informazioni sul bollo auto"))
+	eventually(t, "the acknowledgement to the citizen", func() bool { return len(e.smtp.messages()) == 1 })
+	got := e.smtp.messages()[0]
+	_, subject, body := readMail(t, got.data)
+	if got.to[0] != "anna.bianchi@pec.it" || !strings.HasSuffix(subject, ": aperta") || !strings.Contains(body, "Ente: Linea Amica") {
+		t.Errorf("acknowledgement to %v: %q\n%s", got.to, subject, body)
+	}
+	newCode := strings.TrimSuffix(strings.TrimPrefix(subject, "Linea Amica - pratica "), ": aperta")
+	tk := n.ticket(newCode)
+	if tk.Channel != ticketing.ChannelPEC || tk.CitizenPEC != "anna.bianchi@pec.it" || len(tk.PECReceived) != 1 ||
+		tk.PECReceived[0].Subject != "Richiesta di informazioni sul bollo auto" {
+		t.Errorf("ticket opened by PEC: %+v", tk)
+	}
+	if v := n.metric("centralino_pec_messages_received_total"); v != 2 {
+		t.Errorf("received_total %v", v)
+	}
+}
+
+// Mail that is not even a message, not PEC, a busta di anomalia, or PEC
+// with a broken daticert.xml is quarantined and counted, and the mailbox
+// is read on: a good receipt after them is recorded.
+func TestMalformedMailQuarantined(t *testing.T) {
+	e := newEnv(t)
+	n := startNode(t, kv.NewMemory(), e.options())
+	code := n.openTicket("c1")
+	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
+	id := sentID(t, e, 0)
+
+	e.imap.deliver(t, []byte("\x00\x01 not a message at all"))
+	e.imap.deliver(t, []byte("Subject: ciao\r\nFrom: x@y.it\r\n\r\nuna mail qualsiasi\r\n"))
+	e.imap.deliver(t, []byte("Subject: ANOMALIA MESSAGGIO: ciao\r\nX-Trasporto: errore\r\n\r\ntesto\r\n"))
+	e.imap.deliver(t, []byte("Subject: CONSEGNA: x\r\nX-Ricevuta: avvenuta-consegna\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"b\"\r\n\r\n--b\r\ntroncato"))
+	broken := pecMessage{tipo: "avvenuta-consegna\"><<", header: "", subject: "CONSEGNA: x", refID: id, mittente: testUser,
+		recipients: []string{citizen}, consegna: citizen, signer: e.pki.gestore}.build(t)
+	e.imap.deliver(t, broken)
+	e.imap.deliver(t, pecMessage{tipo: "avvenuta-consegna", header: "avvenuta-consegna", subject: "CONSEGNA: pratica " + code, refID: id,
+		mittente: testUser, recipients: []string{citizen}, consegna: citizen, signer: e.pki.gestore}.build(t))
+
+	eventually(t, "the good receipt", func() bool {
+		tk := n.ticket(code)
+		return len(tk.PECMessages) == 1 && tk.PECMessages[0].Recipients[0].State == modules.PECDelivered
+	})
+	for reason, want := range map[string]float64{"not_pec": 1, "anomaly": 1, "malformed": 3} {
+		if v := n.metric("centralino_pec_quarantined_total", "reason", reason); v != want {
+			t.Errorf("quarantined{%s} = %v, want %v", reason, v, want)
+		}
+	}
+	if v := n.metric("centralino_pec_quarantined_total"); v != 5 {
+		t.Errorf("quarantined %v, want 5", v)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	e := newEnv(t)
+	for name, tc := range map[string]struct {
+		edit func(map[string]any)
+		want string
+	}{
+		"no smtp":          {func(o map[string]any) { delete(o, "smtp_addr") }, `option "smtp_addr"`},
+		"tls mode":         {func(o map[string]any) { o["smtp_tls"] = "none" }, `option "smtp_tls"`},
+		"no trust":         {func(o map[string]any) { delete(o, "trust_file") }, `option "trust_file"`},
+		"trust not a file": {func(o map[string]any) { o["trust_file"] = "/nonexistent.pem" }, `option "trust_file"`},
+		"from":             {func(o map[string]any) { o["from"] = "Linea Amica <" + testUser + ">" }, `option "from"`},
+		"rating url":       {func(o map[string]any) { o["rating_url"] = "lineamica.gov.it" }, `option "rating_url"`},
+		"receipt type":     {func(o map[string]any) { o["receipt_type"] = "lunga" }, `option "receipt_type"`},
+		"unknown":          {func(o map[string]any) { o["passwd"] = "x" }, `option "passwd": unknown option`},
+	} {
+		opts := e.options()
+		tc.edit(opts)
+		_, err := modules.Start(t.Context(), []modules.Config{{Name: "pec", Options: opts}},
+			modules.Deps{Bus: modules.NewBus(modules.BusOptions{}), Mux: http.NewServeMux(), Store: kv.NewMemory()})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %s", name, err, tc.want)
+		} else if strings.Contains(err.Error(), testPassword) {
+			t.Errorf("%s: the password in %v", name, err)
+		}
+	}
+}

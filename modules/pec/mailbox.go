@@ -105,29 +105,17 @@ func (m *PEC) poll(ctx context.Context) error {
 	for len(uids) > 0 {
 		batch := uids[:min(fetchBatch, len(uids))]
 		uids = uids[len(batch):]
-		msgs, err := c.Fetch(imap.UIDSetNum(batch...), &imap.FetchOptions{
-			UID: true, RFC822Size: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}},
-		}).Collect()
+		// Sizes first, so that a message over the limit is never fetched.
+		sizes, err := c.Fetch(imap.UIDSetNum(batch...), &imap.FetchOptions{UID: true, RFC822Size: true}).Collect()
 		if err != nil {
-			return fmt.Errorf("fetch: %w", err)
+			return fmt.Errorf("fetch sizes: %w", err)
 		}
-		slices.SortFunc(msgs, func(a, b *imapclient.FetchMessageBuffer) int { return int(a.UID) - int(b.UID) })
-		for _, msg := range msgs {
-			raw := msg.FindBodySection(&imap.FetchItemBodySection{})
-			var err error
-			if msg.RFC822Size > m.opts.SizeLimit {
-				err = bad(reasonTooLarge, "%d bytes", msg.RFC822Size)
-			} else {
-				err = m.handleMail(ctx, raw)
-			}
-			var bm *badMail
-			if errors.As(err, &bm) {
-				err = m.quarantine(ctx, c, msg.UID, raw, bm)
-			}
-			if err != nil {
+		slices.SortFunc(sizes, func(a, b *imapclient.FetchMessageBuffer) int { return cmp.Compare(a.UID, b.UID) })
+		for _, s := range sizes {
+			if err := m.handleUID(ctx, c, s.UID, s.RFC822Size); err != nil {
 				return err // the store is down: this message again next time
 			}
-			cur.LastUID = msg.UID
+			cur.LastUID = s.UID
 			b, _ := json.Marshal(cur)
 			if err := m.kv.Put(ctx, key, b, 0); err != nil {
 				return err
@@ -135,6 +123,26 @@ func (m *PEC) poll(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// handleUID fetches one message and handles it, or quarantines it.
+func (m *PEC) handleUID(ctx context.Context, c *imapclient.Client, uid imap.UID, size int64) error {
+	var raw []byte
+	err := error(bad(reasonTooLarge, "%d bytes", size))
+	if size <= m.opts.SizeLimit {
+		section := &imap.FetchItemBodySection{Peek: true}
+		msgs, ferr := c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+		if ferr != nil || len(msgs) != 1 {
+			return fmt.Errorf("fetch %d: %v", uid, ferr)
+		}
+		raw = msgs[0].FindBodySection(section)
+		err = m.handleMail(ctx, raw)
+	}
+	var bm *badMail
+	if errors.As(err, &bm) {
+		return m.quarantine(ctx, c, uid, raw, bm)
+	}
+	return err
 }
 
 func (m *PEC) dialIMAP() (*imapclient.Client, error) {
@@ -165,7 +173,7 @@ func (m *PEC) handleMail(ctx context.Context, raw []byte) error {
 		return m.received(pm, evidence, at)
 	}
 	m.metrics.receipts.WithLabelValues(pm.Type).Inc()
-	b, err := m.kv.Get(ctx, "sent:"+pm.RefID)
+	b, err := m.kv.Get(ctx, "msg:"+pm.RefID)
 	if errors.Is(err, modules.ErrNotFound) {
 		m.metrics.unmatched.Inc()
 		m.log.Warn("PEC receipt for a message not sent by this module", "receipt", pm.Type, "message_id", pm.RefID, "evidence", evidence)
@@ -174,7 +182,7 @@ func (m *PEC) handleMail(ctx context.Context, raw []byte) error {
 	if err != nil {
 		return err
 	}
-	var sent sentRecord
+	var sent messageRecord
 	if err := json.Unmarshal(b, &sent); err != nil {
 		return err
 	}
@@ -225,16 +233,15 @@ func (m *PEC) keep(ctx context.Context, raw []byte) (string, error) {
 func (m *PEC) quarantine(ctx context.Context, c *imapclient.Client, uid imap.UID, raw []byte, bm *badMail) error {
 	sum := sha256.Sum256(raw)
 	id := hex.EncodeToString(sum[:])
-	kept := raw
-	if int64(len(kept)) > m.opts.SizeLimit {
-		kept = nil // too large to keep: the folder has it
+	if raw == nil {
+		id = fmt.Sprintf("uid-%d", uid)
 	}
 	b, _ := json.Marshal(struct {
 		Reason string    `json:"reason"`
 		Error  string    `json:"error"`
 		At     time.Time `json:"at"`
-		Raw    []byte    `json:"raw,omitempty"`
-	}{bm.reason, bm.err.Error(), time.Now(), kept})
+		Raw    []byte    `json:"raw,omitempty"` // none if too large to fetch: the folder has it
+	}{bm.reason, bm.err.Error(), time.Now(), raw})
 	if err := m.kv.Put(ctx, "q:"+id, b, quarantined); err != nil {
 		return err
 	}

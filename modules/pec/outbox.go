@@ -14,7 +14,7 @@ import (
 //
 //	out:<message-id>     a message waiting to be sent (index "outbox", by next attempt)
 //	                     or refused by the provider (index "failed", by queueing time)
-//	sent:<message-id>    the ticket and recipients of a message sent, for its receipts
+//	msg:<message-id>     the ticket and recipients of a message, for its receipts
 //	ev:<sha-256>         a signed message received, as evidence
 //	q:<sha-256>          a message quarantined, with the reason
 //	imap:<mailbox>       how far the mailbox has been read
@@ -36,7 +36,12 @@ type outbox struct {
 
 func (o *outbox) length() int { return int(o.size.Load()) }
 
+// add queues msg, and records whose it is before it can have a receipt.
 func (o *outbox) add(ctx context.Context, msg *message) error {
+	b, _ := json.Marshal(messageRecord{Ticket: msg.Ticket, To: msg.To})
+	if err := o.kv.Put(ctx, "msg:"+msg.ID, b, 0); err != nil {
+		return err
+	}
 	if err := o.put(ctx, msg); err != nil {
 		return err
 	}
@@ -87,19 +92,14 @@ func (o *outbox) next(ctx context.Context) (*message, error) {
 	return &msg, nil
 }
 
-// sentRecord is what receipts are matched with.
-type sentRecord struct {
-	Ticket string    `json:"ticket"`
-	To     []string  `json:"to"`
-	SentAt time.Time `json:"sent_at"`
+// messageRecord is what receipts are matched with.
+type messageRecord struct {
+	Ticket string   `json:"ticket"`
+	To     []string `json:"to"`
 }
 
-// done records msg as sent and takes it out of the queue.
-func (o *outbox) done(ctx context.Context, msg *message, at time.Time) error {
-	b, _ := json.Marshal(sentRecord{Ticket: msg.Ticket, To: msg.To, SentAt: at})
-	if err := o.kv.Put(ctx, "sent:"+msg.ID, b, 0); err != nil {
-		return err
-	}
+// done takes a message the provider took out of the queue.
+func (o *outbox) done(ctx context.Context, msg *message) error {
 	if err := o.kv.IndexRemove(ctx, outboxIndex, msg.ID); err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func (m *PEC) sendNext(ctx context.Context) (time.Duration, error) {
 	case sendErr == nil:
 		m.metrics.sent.Inc()
 		m.log.Info("PEC message sent", "ticket", msg.Ticket, "message_id", msg.ID, "attempts", msg.Attempts+1)
-		return 0, m.outbox.done(kctx, msg, time.Now())
+		return 0, m.outbox.done(kctx, msg)
 	case errors.As(sendErr, &rejected):
 		m.metrics.failures.WithLabelValues("rejected").Inc()
 		msg.Attempts++

@@ -248,16 +248,19 @@ func TestCitizenMessages(t *testing.T) {
 	}
 }
 
-// Mail that is not even a message, not PEC, a busta di anomalia, or PEC
+// Mail too large, not even a message, not PEC, a busta di anomalia, or PEC
 // with a broken daticert.xml is quarantined and counted, and the mailbox
 // is read on: a good receipt after them is recorded.
 func TestMalformedMailQuarantined(t *testing.T) {
 	e := newEnv(t)
-	n := startNode(t, kv.NewMemory(), e.options())
+	opts := e.options()
+	opts["size_limit"] = 64 << 10
+	n := startNode(t, kv.NewMemory(), opts)
 	code := n.openTicket("c1")
 	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
 	id := sentID(t, e, 0)
 
+	e.imap.deliver(t, []byte("Subject: CONSEGNA: x\r\n\r\n"+strings.Repeat("grande ", 10<<10)))
 	e.imap.deliver(t, []byte("\x00\x01 not a message at all"))
 	e.imap.deliver(t, []byte("Subject: ciao\r\nFrom: x@y.it\r\n\r\nuna mail qualsiasi\r\n"))
 	e.imap.deliver(t, []byte("Subject: ANOMALIA MESSAGGIO: ciao\r\nX-Trasporto: errore\r\n\r\ntesto\r\n"))
@@ -272,13 +275,16 @@ func TestMalformedMailQuarantined(t *testing.T) {
 		tk := n.ticket(code)
 		return len(tk.PECMessages) == 1 && tk.PECMessages[0].Recipients[0].State == modules.PECDelivered
 	})
-	for reason, want := range map[string]float64{"not_pec": 1, "anomaly": 1, "malformed": 3} {
+	for reason, want := range map[string]float64{"too_large": 1, "not_pec": 1, "anomaly": 1, "malformed": 3} {
 		if v := n.metric("centralino_pec_quarantined_total", "reason", reason); v != want {
 			t.Errorf("quarantined{%s} = %v, want %v", reason, v, want)
 		}
 	}
-	if v := n.metric("centralino_pec_quarantined_total"); v != 5 {
-		t.Errorf("quarantined %v, want 5", v)
+	if v := n.metric("centralino_pec_quarantined_total"); v != 6 {
+		t.Errorf("quarantined %v, want 6", v)
+	}
+	if e.imap.count("Quarantena") != 6 {
+		t.Errorf("%d in the quarantine folder, want 6", e.imap.count("Quarantena"))
 	}
 }
 

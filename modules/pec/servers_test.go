@@ -2,6 +2,7 @@ package pec
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -359,7 +360,7 @@ func (m pecMessage) build(t *testing.T) []byte {
     <consegna>%s</consegna>
   </dati>
 </postacert>
-`, m.tipo, cmpOr(m.errore, "nessuno"), m.mittente, dest.String(), m.mittente, xmlEscape(m.subject), ref, m.consegna)
+`, m.tipo, cmp.Or(m.errore, "nessuno"), m.mittente, dest.String(), m.mittente, xmlEscape(m.subject), ref, m.consegna)
 
 	var qp bytes.Buffer
 	w := quotedprintable.NewWriter(&qp)
@@ -429,7 +430,7 @@ func (m pecMessage) build(t *testing.T) []byte {
 		signed = bytes.Replace(signed, []byte("GESTORE"), []byte("GESTORX"), 1) // inside base64: change the text instead
 		signed = bytes.Replace(signed, []byte("Ricevuta di"), []byte("Ricevuta da"), 1)
 	}
-	sigType := cmpOr(m.sigType, "application/pkcs7-signature")
+	sigType := cmp.Or(m.sigType, "application/pkcs7-signature")
 	h("Content-Type", fmt.Sprintf("multipart/signed; protocol=\"%s\"; micalg=%s; boundary=\"signed-b\"", sigType, micalg))
 	out.WriteString("\r\nThis is an S/MIME signed message\r\n--signed-b\r\n")
 	out.Write(signed)
@@ -437,13 +438,6 @@ func (m pecMessage) build(t *testing.T) []byte {
 	out.WriteString(wrap(base64.StdEncoding.EncodeToString(der)))
 	out.WriteString("\r\n--signed-b--\r\n")
 	return out.Bytes()
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func wrap(s string) string {

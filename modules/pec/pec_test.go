@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lineamica/centralino/configs"
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/modules/kv"
 	"github.com/lineamica/centralino/modules/ticketing"
@@ -312,5 +313,30 @@ func TestBadOptions(t *testing.T) {
 		} else if strings.Contains(err.Error(), testPassword) {
 			t.Errorf("%s: the password in %v", name, err)
 		}
+	}
+}
+
+// The example config's options are the module's: with the files it names
+// in place, the module starts with them.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := configs.Load("../../configs/example-pec.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	for _, m := range cfg.Modules {
+		if m.Name == "pec" {
+			m.Options["trust_file"] = e.pki.trustFile
+			m.Options["smtp_addr"], m.Options["imap_addr"] = "127.0.0.1:1", "" // nothing to reach in a test
+		}
+	}
+	bus := modules.NewBus(modules.BusOptions{})
+	r, err := modules.Start(t.Context(), cfg.Modules, modules.Deps{Bus: bus, Mux: http.NewServeMux(), Store: kv.NewMemory()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus.Close(t.Context())
+	if err := r.Stop(t.Context()); err != nil {
+		t.Error(err)
 	}
 }

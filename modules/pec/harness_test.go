@@ -13,6 +13,7 @@ import (
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/modules/kv"
 	"github.com/lineamica/centralino/modules/ticketing"
+	"github.com/lineamica/centralino/test/mailserver"
 	"github.com/lineamica/centralino/test/redisserver"
 	"github.com/lineamica/centralino/test/syncbuf"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,20 +47,21 @@ type node struct {
 // env is the provider's servers and the certificates of a test.
 type env struct {
 	pki  *pki
-	smtp *smtpServer
-	imap *imapServer
+	smtp *mailserver.SMTP
+	imap *mailserver.IMAP
 }
 
 func newEnv(t *testing.T) *env {
 	p := newPKI(t)
-	return &env{pki: p, smtp: startSMTP(t, p), imap: startIMAP(t, p)}
+	return &env{pki: p, smtp: mailserver.StartSMTP(t, p.server.TLSCert(), testUser, testPassword),
+		imap: mailserver.StartIMAP(t, p.server.TLSCert(), testUser, testPassword)}
 }
 
 // options are the pec module's options for the test's servers.
 func (e *env) options() map[string]any {
 	return map[string]any{
-		"smtp_addr": e.smtp.addr, "smtp_tls": "starttls",
-		"imap_addr": e.imap.addr, "imap_tls": "tls",
+		"smtp_addr": e.smtp.Addr, "smtp_tls": "starttls",
+		"imap_addr": e.imap.Addr, "imap_tls": "tls",
 		"username": testUser, "password": testPassword, "from": testUser,
 		"ca_file": e.pki.caFile, "trust_file": e.pki.trustFile,
 		"quarantine_folder": "Quarantena", "poll_interval": "50ms",

@@ -14,6 +14,7 @@ import (
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/modules/kv"
 	"github.com/lineamica/centralino/modules/ticketing"
+	"github.com/lineamica/centralino/test/mailserver"
 	"github.com/smallstep/pkcs7"
 )
 
@@ -46,15 +47,15 @@ func TestTicketChangesSendPEC(t *testing.T) {
 	n := startNode(t, kv.NewMemory(), e.options())
 	code := n.openTicket("c1")
 	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
-	eventually(t, "the message at the provider", func() bool { return len(e.smtp.messages()) == 1 })
+	eventually(t, "the message at the provider", func() bool { return len(e.smtp.Messages()) == 1 })
 
-	got := e.smtp.messages()[0]
-	h, subject, body := readMail(t, got.data)
-	if got.from != testUser || h.Get("From") != testUser {
-		t.Errorf("envelope sender %q, From %q: both must be the mailbox", got.from, h.Get("From"))
+	got := e.smtp.Messages()[0]
+	h, subject, body := readMail(t, got.Data)
+	if got.From != testUser || h.Get("From") != testUser {
+		t.Errorf("envelope sender %q, From %q: both must be the mailbox", got.From, h.Get("From"))
 	}
-	if len(got.to) != 1 || got.to[0] != citizen || h.Get("To") != citizen || h.Get("Cc") != "" || h.Get("Bcc") != "" {
-		t.Errorf("recipients %v, To %q, Cc %q, Bcc %q", got.to, h.Get("To"), h.Get("Cc"), h.Get("Bcc"))
+	if len(got.To) != 1 || got.To[0] != citizen || h.Get("To") != citizen || h.Get("Cc") != "" || h.Get("Bcc") != "" {
+		t.Errorf("recipients %v, To %q, Cc %q, Bcc %q", got.To, h.Get("To"), h.Get("Cc"), h.Get("Bcc"))
 	}
 	if id := h.Get("Message-ID"); !strings.HasPrefix(id, "<"+strings.ToLower(code)+".") || !strings.HasSuffix(id, "@pec.lineamica.gov.it>") {
 		t.Errorf("Message-ID %q", id)
@@ -75,8 +76,8 @@ func TestTicketChangesSendPEC(t *testing.T) {
 	}
 
 	n.patch(code, `{"status":"chiuso"}`)
-	eventually(t, "the closing message", func() bool { return len(e.smtp.messages()) == 2 })
-	_, subject, body = readMail(t, e.smtp.messages()[1].data)
+	eventually(t, "the closing message", func() bool { return len(e.smtp.Messages()) == 2 })
+	_, subject, body = readMail(t, e.smtp.Messages()[1].Data)
 	if !strings.HasSuffix(subject, ": chiusa") || !strings.Contains(body, "https://lineamica.gov.it/valuta/rate/"+code) {
 		t.Errorf("closing message %q:\n%s", subject, body)
 	}
@@ -92,33 +93,31 @@ func TestProviderOutageAndRestartLoseNothing(t *testing.T) {
 	e := newEnv(t)
 	store := redisStore(t)
 	n := startNode(t, store(), e.options())
-	e.smtp.mu.Lock()
-	e.smtp.failNext = 2
-	e.smtp.mu.Unlock()
+	e.smtp.FailNext(2)
 	code := n.openTicket("c1")
 	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
 	eventually(t, "two refused attempts", func() bool { return n.metric("centralino_pec_send_failures_total", "reason", "unavailable") >= 2 })
-	e.smtp.down()
+	e.smtp.Down()
 	eventually(t, "an attempt on the provider down", func() bool { return n.metric("centralino_pec_send_failures_total", "reason", "unavailable") >= 3 })
 	if v := n.metric("centralino_pec_outbox_length"); v != 1 {
 		t.Errorf("outbox length %v while the provider is down", v)
 	}
 	n.stop()
-	if len(e.smtp.messages()) != 0 {
+	if len(e.smtp.Messages()) != 0 {
 		t.Fatal("a message arrived while refused")
 	}
 
 	n = startNode(t, store(), e.options())
-	e.smtp.up()
-	eventually(t, "the message after the outage", func() bool { return len(e.smtp.messages()) == 1 })
+	e.smtp.Up()
+	eventually(t, "the message after the outage", func() bool { return len(e.smtp.Messages()) == 1 })
 	eventually(t, "the outbox to empty", func() bool {
 		return n.metric("centralino_pec_outbox_length") == 0 && n.metric("centralino_pec_messages_sent_total") == 1
 	})
 	time.Sleep(300 * time.Millisecond) // past retry_max: a second copy would be here by now
-	if got := e.smtp.messages(); len(got) != 1 {
+	if got := e.smtp.Messages(); len(got) != 1 {
 		t.Fatalf("%d messages, want exactly 1", len(got))
 	}
-	h, subject, _ := readMail(t, e.smtp.messages()[0].data)
+	h, subject, _ := readMail(t, e.smtp.Messages()[0].Data)
 	if !strings.Contains(subject, code) || !strings.HasPrefix(h.Get("Message-ID"), "<"+strings.ToLower(code)) {
 		t.Errorf("subject %q, Message-ID %q", subject, h.Get("Message-ID"))
 	}
@@ -128,8 +127,8 @@ func TestProviderOutageAndRestartLoseNothing(t *testing.T) {
 // Message-ID.
 func sentID(t *testing.T, e *env, i int) string {
 	t.Helper()
-	eventually(t, "the message at the provider", func() bool { return len(e.smtp.messages()) > i })
-	h, _, _ := readMail(t, e.smtp.messages()[i].data)
+	eventually(t, "the message at the provider", func() bool { return len(e.smtp.Messages()) > i })
+	h, _, _ := readMail(t, e.smtp.Messages()[i].Data)
 	return h.Get("Message-ID")
 }
 
@@ -148,8 +147,8 @@ func TestReceiptsRecordDelivery(t *testing.T) {
 		sigType: "application/x-pkcs7-signature", digest: pkcs7.OIDDigestAlgorithmSHA1}.build(t)
 	del := pecMessage{tipo: "avvenuta-consegna", header: "avvenuta-consegna", subject: "CONSEGNA: Linea Amica - pratica " + code + ": aperta",
 		refID: id, mittente: testUser, recipients: []string{citizen}, consegna: citizen, signer: e.pki.gestore}.build(t)
-	e.imap.deliver(t, acc)
-	e.imap.deliver(t, del)
+	e.imap.Deliver(t, acc)
+	e.imap.Deliver(t, del)
 
 	var pm ticketing.PECMessage
 	eventually(t, "the delivery on the ticket", func() bool {
@@ -192,21 +191,21 @@ func TestUntrustedReceiptsQuarantined(t *testing.T) {
 	code := n.openTicket("c1")
 	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
 	id := sentID(t, e, 0)
-	receipt := func(signer *issuer, tamper bool, header string) []byte {
+	receipt := func(signer *mailserver.CA, tamper bool, header string) []byte {
 		return pecMessage{tipo: "avvenuta-consegna", header: header, subject: "CONSEGNA: pratica " + code, refID: id,
 			mittente: testUser, recipients: []string{citizen}, consegna: citizen, signer: signer, tamper: tamper}.build(t)
 	}
-	e.imap.deliver(t, receipt(nil, false, "avvenuta-consegna"))
-	e.imap.deliver(t, receipt(e.pki.rogue, false, "avvenuta-consegna"))
-	e.imap.deliver(t, receipt(e.pki.gestore, true, "avvenuta-consegna"))
-	e.imap.deliver(t, receipt(e.pki.gestore, false, "errore-consegna"))
+	e.imap.Deliver(t, receipt(nil, false, "avvenuta-consegna"))
+	e.imap.Deliver(t, receipt(e.pki.rogue, false, "avvenuta-consegna"))
+	e.imap.Deliver(t, receipt(e.pki.gestore, true, "avvenuta-consegna"))
+	e.imap.Deliver(t, receipt(e.pki.gestore, false, "errore-consegna"))
 	eventually(t, "four quarantined", func() bool { return n.metric("centralino_pec_quarantined_total") == 4 })
 	for reason, want := range map[string]float64{"unsigned": 1, "bad_signature": 2, "inconsistent": 1} {
 		if v := n.metric("centralino_pec_quarantined_total", "reason", reason); v != want {
 			t.Errorf("quarantined{%s} = %v, want %v", reason, v, want)
 		}
 	}
-	eventually(t, "the quarantine folder", func() bool { return e.imap.count("Quarantena") == 4 && e.imap.count("INBOX") == 0 })
+	eventually(t, "the quarantine folder", func() bool { return e.imap.Count("Quarantena") == 4 && e.imap.Count("INBOX") == 0 })
 	if tk := n.ticket(code); len(tk.PECMessages) != 0 {
 		t.Errorf("an untrusted receipt on the ticket: %+v", tk.PECMessages)
 	}
@@ -224,19 +223,19 @@ func TestCitizenMessages(t *testing.T) {
 			mittente: "anna.bianchi@pec.it", recipients: []string{testUser}, signer: e.pki.gestore,
 			postacert: citizenMessage("anna.bianchi@pec.it", subject, "Buongiorno, allego il modulo perché richiesto.\r\nCordiali saluti")}.build(t)
 	}
-	e.imap.deliver(t, busta("Re: Linea Amica - pratica "+strings.ToLower(code)+": aperta"))
+	e.imap.Deliver(t, busta("Re: Linea Amica - pratica "+strings.ToLower(code)+": aperta"))
 	eventually(t, "the message on the ticket", func() bool { return len(n.ticket(code).PECReceived) == 1 })
 	a := n.ticket(code).PECReceived[0]
 	if a.From != "anna.bianchi@pec.it" || !strings.Contains(a.Text, "allego il modulo perché richiesto.") || !strings.Contains(a.Subject, strings.ToLower(code)) {
 		t.Errorf("attached %+v", a)
 	}
 
-	e.imap.deliver(t, busta("Richiesta di informazioni sul bollo auto"))
-	eventually(t, "the acknowledgement to the citizen", func() bool { return len(e.smtp.messages()) == 1 })
-	got := e.smtp.messages()[0]
-	_, subject, body := readMail(t, got.data)
-	if got.to[0] != "anna.bianchi@pec.it" || !strings.HasSuffix(subject, ": aperta") || !strings.Contains(body, "Ente: Linea Amica") {
-		t.Errorf("acknowledgement to %v: %q\n%s", got.to, subject, body)
+	e.imap.Deliver(t, busta("Richiesta di informazioni sul bollo auto"))
+	eventually(t, "the acknowledgement to the citizen", func() bool { return len(e.smtp.Messages()) == 1 })
+	got := e.smtp.Messages()[0]
+	_, subject, body := readMail(t, got.Data)
+	if got.To[0] != "anna.bianchi@pec.it" || !strings.HasSuffix(subject, ": aperta") || !strings.Contains(body, "Ente: Linea Amica") {
+		t.Errorf("acknowledgement to %v: %q\n%s", got.To, subject, body)
 	}
 	newCode := strings.TrimSuffix(strings.TrimPrefix(subject, "Linea Amica - pratica "), ": aperta")
 	tk := n.ticket(newCode)
@@ -261,15 +260,15 @@ func TestMalformedMailQuarantined(t *testing.T) {
 	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
 	id := sentID(t, e, 0)
 
-	e.imap.deliver(t, []byte("Subject: CONSEGNA: x\r\n\r\n"+strings.Repeat("grande ", 10<<10)))
-	e.imap.deliver(t, []byte("\x00\x01 not a message at all"))
-	e.imap.deliver(t, []byte("Subject: ciao\r\nFrom: x@y.it\r\n\r\nuna mail qualsiasi\r\n"))
-	e.imap.deliver(t, []byte("Subject: ANOMALIA MESSAGGIO: ciao\r\nX-Trasporto: errore\r\n\r\ntesto\r\n"))
-	e.imap.deliver(t, []byte("Subject: CONSEGNA: x\r\nX-Ricevuta: avvenuta-consegna\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"b\"\r\n\r\n--b\r\ntroncato"))
+	e.imap.Deliver(t, []byte("Subject: CONSEGNA: x\r\n\r\n"+strings.Repeat("grande ", 10<<10)))
+	e.imap.Deliver(t, []byte("\x00\x01 not a message at all"))
+	e.imap.Deliver(t, []byte("Subject: ciao\r\nFrom: x@y.it\r\n\r\nuna mail qualsiasi\r\n"))
+	e.imap.Deliver(t, []byte("Subject: ANOMALIA MESSAGGIO: ciao\r\nX-Trasporto: errore\r\n\r\ntesto\r\n"))
+	e.imap.Deliver(t, []byte("Subject: CONSEGNA: x\r\nX-Ricevuta: avvenuta-consegna\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"b\"\r\n\r\n--b\r\ntroncato"))
 	broken := pecMessage{tipo: "avvenuta-consegna\"><<", header: "", subject: "CONSEGNA: x", refID: id, mittente: testUser,
 		recipients: []string{citizen}, consegna: citizen, signer: e.pki.gestore}.build(t)
-	e.imap.deliver(t, broken)
-	e.imap.deliver(t, pecMessage{tipo: "avvenuta-consegna", header: "avvenuta-consegna", subject: "CONSEGNA: pratica " + code, refID: id,
+	e.imap.Deliver(t, broken)
+	e.imap.Deliver(t, pecMessage{tipo: "avvenuta-consegna", header: "avvenuta-consegna", subject: "CONSEGNA: pratica " + code, refID: id,
 		mittente: testUser, recipients: []string{citizen}, consegna: citizen, signer: e.pki.gestore}.build(t))
 
 	eventually(t, "the good receipt", func() bool {
@@ -284,8 +283,8 @@ func TestMalformedMailQuarantined(t *testing.T) {
 	if v := n.metric("centralino_pec_quarantined_total"); v != 6 {
 		t.Errorf("quarantined %v, want 6", v)
 	}
-	if e.imap.count("Quarantena") != 6 {
-		t.Errorf("%d in the quarantine folder, want 6", e.imap.count("Quarantena"))
+	if e.imap.Count("Quarantena") != 6 {
+		t.Errorf("%d in the quarantine folder, want 6", e.imap.Count("Quarantena"))
 	}
 }
 

@@ -3,315 +3,44 @@ package pec
 import (
 	"bytes"
 	"cmp"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
-	"math/big"
 	"mime/quotedprintable"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
+	"github.com/lineamica/centralino/test/mailserver"
 	"github.com/smallstep/pkcs7"
 )
 
-// The test's public key infrastructure: a CA for the servers' TLS, a CA of
-// PEC providers whose certificate signs the receipts, and a rogue CA that
-// nobody trusts.
-
-type issuer struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newCA(t *testing.T, name string) *issuer {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &issuer{cert: cert, key: key}
-}
-
-var serial int64 = 100
-
-// issue makes a leaf certificate: for a TLS server if hosts are given, for
-// signing mail otherwise.
-func (ca *issuer) issue(t *testing.T, cn string, hosts ...string) *issuer {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	if len(hosts) > 0 {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		for _, h := range hosts {
-			if ip := net.ParseIP(h); ip != nil {
-				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-			} else {
-				tmpl.DNSNames = append(tmpl.DNSNames, h)
-			}
-		}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}
-		tmpl.EmailAddresses = []string{"posta-certificata@" + cn}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &issuer{cert: cert, key: key}
-}
-
-func (i *issuer) tlsCert() tls.Certificate {
-	return tls.Certificate{Certificate: [][]byte{i.cert.Raw}, PrivateKey: i.key, Leaf: i.cert}
-}
-
-// writePEM writes the certificate to a file in dir and returns its path.
-func (i *issuer) writePEM(t *testing.T, dir, name string) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: i.cert.Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// pki is every certificate of a test.
+// pki is the certificates of a test: a CA for the servers' TLS, a CA of
+// PEC providers whose certificate signs the receipts, and a rogue CA's
+// certificate for the same provider name, which nobody trusts.
 type pki struct {
-	tlsCA, providerCA, rogueCA *issuer
-	server                     tls.Certificate // for 127.0.0.1
-	gestore, rogue             *issuer         // sign receipts
-	caFile, trustFile          string
+	server            mailserver.CA // for 127.0.0.1
+	gestore, rogue    *mailserver.CA
+	caFile, trustFile string
 }
 
 func newPKI(t *testing.T) *pki {
-	p := &pki{tlsCA: newCA(t, "Test TLS CA"), providerCA: newCA(t, "Test CA dei gestori PEC"), rogueCA: newCA(t, "Rogue CA")}
-	p.server = p.tlsCA.issue(t, "localhost", "127.0.0.1", "localhost").tlsCert()
-	p.gestore = p.providerCA.issue(t, "pec.gestore.it")
-	p.rogue = p.rogueCA.issue(t, "pec.gestore.it")
+	tlsCA, providerCA := mailserver.NewCA(t, "Test TLS CA"), mailserver.NewCA(t, "Test CA dei gestori PEC")
+	p := &pki{
+		server:  *tlsCA.Issue(t, "localhost", "127.0.0.1", "localhost"),
+		gestore: providerCA.Issue(t, "pec.gestore.it"),
+		rogue:   mailserver.NewCA(t, "Rogue CA").Issue(t, "pec.gestore.it"),
+	}
 	dir := t.TempDir()
-	p.caFile = p.tlsCA.writePEM(t, dir, "ca.pem")
-	p.trustFile = p.providerCA.writePEM(t, dir, "gestori.pem")
+	p.caFile = tlsCA.WritePEM(t, dir, "ca.pem")
+	p.trustFile = providerCA.WritePEM(t, dir, "gestori.pem")
 	return p
-}
-
-// smtpServer is the provider's submission server: STARTTLS, AUTH PLAIN,
-// and a record of what it was given. It can be down (not listening) or
-// answer 451 to a number of attempts.
-type smtpServer struct {
-	t    *testing.T
-	addr string
-	tls  *tls.Config
-
-	mu       sync.Mutex
-	srv      *smtp.Server
-	got      []received
-	failNext int // attempts still to answer 451
-	attempts int
-}
-
-type received struct {
-	from string
-	to   []string
-	data []byte
 }
 
 const (
 	testUser     = "linea.amica@pec.lineamica.gov.it"
 	testPassword = "s3gret0-di-prova"
 )
-
-func startSMTP(t *testing.T, p *pki) *smtpServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &smtpServer{t: t, addr: ln.Addr().String(), tls: &tls.Config{Certificates: []tls.Certificate{p.server}}}
-	s.serve(ln)
-	t.Cleanup(s.down)
-	return s
-}
-
-func (s *smtpServer) serve(ln net.Listener) {
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &smtpSession{s: s}, nil }))
-	srv.Domain, srv.TLSConfig, srv.MaxMessageBytes = "localhost", s.tls, 1<<20
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	srv.ErrorLog = nopLogger{}
-	s.mu.Lock()
-	s.srv = srv
-	s.mu.Unlock()
-	go srv.Serve(ln)
-}
-
-type nopLogger struct{}
-
-func (nopLogger) Printf(string, ...any) {}
-func (nopLogger) Println(...any)        {}
-
-// down stops listening: the provider is unreachable.
-func (s *smtpServer) down() {
-	s.mu.Lock()
-	srv := s.srv
-	s.srv = nil
-	s.mu.Unlock()
-	if srv != nil {
-		srv.Close()
-	}
-}
-
-// up listens again on the same address.
-func (s *smtpServer) up() {
-	s.t.Helper()
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.serve(ln)
-}
-
-func (s *smtpServer) messages() []received {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]received(nil), s.got...)
-}
-
-type smtpSession struct {
-	s    *smtpServer
-	auth bool
-	from string
-	to   []string
-}
-
-func (ss *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
-
-func (ss *smtpSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if user != testUser || pass != testPassword {
-			return errors.New("invalid credentials")
-		}
-		ss.auth = true
-		return nil
-	}), nil
-}
-
-func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
-	if !ss.auth {
-		return smtp.ErrAuthRequired
-	}
-	ss.s.mu.Lock()
-	defer ss.s.mu.Unlock()
-	ss.s.attempts++
-	if ss.s.failNext > 0 {
-		ss.s.failNext--
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "servizio temporaneamente non disponibile"}
-	}
-	ss.from = from
-	return nil
-}
-
-func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	ss.to = append(ss.to, to)
-	return nil
-}
-
-func (ss *smtpSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	ss.s.mu.Lock()
-	ss.s.got = append(ss.s.got, received{from: ss.from, to: ss.to, data: b})
-	ss.s.mu.Unlock()
-	return nil
-}
-
-func (ss *smtpSession) Reset()        { ss.from, ss.to = "", nil }
-func (ss *smtpSession) Logout() error { return nil }
-
-// imapServer is the provider's IMAP server over implicit TLS, holding the
-// mailbox the receipts arrive in.
-type imapServer struct {
-	addr string
-	user *imapmemserver.User
-}
-
-func startIMAP(t *testing.T, p *pki) *imapServer {
-	t.Helper()
-	mem := imapmemserver.New()
-	user := imapmemserver.NewUser(testUser, testPassword)
-	if err := user.Create("INBOX", nil); err != nil {
-		t.Fatal(err)
-	}
-	mem.AddUser(user)
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:   imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
-		Logger: nopLogger{},
-	})
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{p.server}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return &imapServer{addr: ln.Addr().String(), user: user}
-}
-
-// deliver puts a message in the INBOX, as the provider does.
-func (s *imapServer) deliver(t *testing.T, raw []byte) {
-	t.Helper()
-	if _, err := s.user.Append("INBOX", bytes.NewReader(raw), &imap.AppendOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// count returns the number of messages in a folder (0 if it does not exist).
-func (s *imapServer) count(folder string) int {
-	st, err := s.user.Status(folder, &imap.StatusOptions{NumMessages: true})
-	if err != nil {
-		return 0
-	}
-	return int(*st.NumMessages)
-}
 
 // pecMessage is a message of the PEC system built to the technical rules'
 // structure: multipart/signed around a multipart/mixed of the provider's
@@ -327,7 +56,7 @@ type pecMessage struct {
 	consegna   string
 	errore     string
 	postacert  []byte
-	signer     *issuer               // nil: not signed
+	signer     *mailserver.CA        // nil: not signed
 	sigType    string                // default application/pkcs7-signature
 	digest     asn1.ObjectIdentifier // default SHA-256
 	tamper     bool                  // change the content after signing
@@ -418,7 +147,7 @@ func (m pecMessage) build(t *testing.T) []byte {
 		digest, micalg = m.digest, "sha1"
 	}
 	sd.SetDigestAlgorithm(digest)
-	if err := sd.AddSigner(m.signer.cert, m.signer.key, pkcs7.SignerInfoConfig{}); err != nil {
+	if err := sd.AddSigner(m.signer.Cert, m.signer.Key, pkcs7.SignerInfoConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	sd.Detach()

@@ -24,7 +24,7 @@ type pki struct {
 	caFile, trustFile string
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	tlsCA, providerCA := mailserver.NewCA(t, "Test TLS CA"), mailserver.NewCA(t, "Test CA dei gestori PEC")
 	p := &pki{
 		server:  *tlsCA.Issue(t, "localhost", "127.0.0.1", "localhost"),
@@ -63,7 +63,7 @@ type pecMessage struct {
 }
 
 // build returns the message as the provider delivers it.
-func (m pecMessage) build(t *testing.T) []byte {
+func (m pecMessage) build(t testing.TB) []byte {
 	t.Helper()
 	var dest strings.Builder
 	for _, r := range m.recipients {

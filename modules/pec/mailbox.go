@@ -113,7 +113,7 @@ func (m *PEC) poll(ctx context.Context) error {
 		slices.SortFunc(sizes, func(a, b *imapclient.FetchMessageBuffer) int { return cmp.Compare(a.UID, b.UID) })
 		for _, s := range sizes {
 			if err := m.handleUID(ctx, c, s.UID, s.RFC822Size); err != nil {
-				return err // the store is down: this message again next time
+				return err // the store or the server failed: this message again next time
 			}
 			cur.LastUID = s.UID
 			b, _ := json.Marshal(cur)
@@ -170,7 +170,8 @@ func (m *PEC) handleMail(ctx context.Context, raw []byte) error {
 		at = time.Now()
 	}
 	if pm.Type == "posta-certificata" {
-		return m.received(pm, evidence, at)
+		m.received(pm, evidence, at)
+		return nil
 	}
 	m.metrics.receipts.WithLabelValues(pm.Type).Inc()
 	b, err := m.kv.Get(ctx, "msg:"+pm.RefID)
@@ -198,11 +199,8 @@ func (m *PEC) handleMail(ctx context.Context, raw []byte) error {
 }
 
 // received tells ticketing of a citizen's certified message.
-func (m *PEC) received(pm *pecMail, evidence string, at time.Time) error {
+func (m *PEC) received(pm *pecMail, evidence string, at time.Time) {
 	from := pm.Cert.Intestazione.Mittente // the certified sender, not the provider's envelope
-	if !bareAddress(from) {
-		return bad(reasonMalformed, "daticert mittente is not an address")
-	}
 	subject := pm.Original.Subject
 	code, _ := ticketcode.Find(subject)
 	m.metrics.received.Inc()
@@ -211,7 +209,6 @@ func (m *PEC) received(pm *pecMail, evidence string, at time.Time) error {
 		MessageID: cmp.Or(pm.Original.MessageID, pm.Cert.Dati.Identificativo), Evidence: evidence,
 	})
 	m.log.Info("PEC message from a citizen", "ticket", code, "evidence", evidence)
-	return nil
 }
 
 // evidencePath is where the evidence is served; tickets refer to it.

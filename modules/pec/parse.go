@@ -187,10 +187,16 @@ func parsePEC(raw []byte, trust *x509.CertPool) (*pecMail, error) {
 	} else if pm.RefID = cert.Dati.MsgID; pm.RefID == "" {
 		pm.RefID = ref
 	}
-	if pm.Type == "posta-certificata" {
-		if p.postacert == nil {
-			return nil, bad(reasonMalformed, "posta-certificata without postacert.eml")
+	switch {
+	case pm.Type != "posta-certificata":
+		if pm.RefID == "" || len(pm.recipients()) == 0 {
+			return nil, bad(reasonMalformed, "a receipt (%s) that names no message or no recipient", pm.Type)
 		}
+	case p.postacert == nil:
+		return nil, bad(reasonMalformed, "posta-certificata without postacert.eml")
+	case !bareAddress(cert.Intestazione.Mittente):
+		return nil, bad(reasonMalformed, "daticert mittente is not an address")
+	default:
 		if pm.Original, err = parseOriginal(p.postacert); err != nil {
 			return nil, bad(reasonMalformed, "postacert.eml: %v", err)
 		}

@@ -104,8 +104,10 @@ func (o *Options) validate() (tlsRoots, trust *x509.CertPool, err error) {
 		return nil, nil, opt("imap_addr", "%q is not host:port", o.IMAPAddr)
 	case !slices.Contains([]string{"starttls", "tls"}, o.IMAPTLS):
 		return nil, nil, opt("imap_tls", "%q is not starttls or tls", o.IMAPTLS)
-	case o.Username == "" || o.Password == "":
-		return nil, nil, opt("username", "the mailbox's username and password are required")
+	case o.Username == "":
+		return nil, nil, opt("username", "required: the mailbox's")
+	case o.Password == "":
+		return nil, nil, opt("password", "required: the mailbox's")
 	case !bareAddress(o.From):
 		return nil, nil, opt("from", "%q is not an e-mail address", o.From)
 	case o.IMAPAddr != "" && o.TrustFile == "":

@@ -64,7 +64,10 @@ func (o *outbox) put(ctx context.Context, msg *message) error {
 	return o.kv.Put(ctx, "out:"+msg.ID, b, 0)
 }
 
-func score(t time.Time) float64 { return float64(t.UnixMilli()) }
+// score orders the queue by time, to the microsecond: messages queued one
+// after the other go out in that order (a float64 holds microseconds since
+// 1970 exactly).
+func score(t time.Time) float64 { return float64(t.UnixMicro()) }
 
 // next returns the message due first, or nil if none is queued.
 func (o *outbox) next(ctx context.Context) (*message, error) {

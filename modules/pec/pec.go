@@ -73,6 +73,9 @@ type Options struct {
 	// ReceiptType is the delivery receipt asked for (X-TipoRicevuta):
 	// completa, breve or sintetica.
 	ReceiptType string `yaml:"receipt_type"`
+	// Notify lists the statuses whose reaching is worth a message; the
+	// opening of a ticket and a new address always are.
+	Notify []string `yaml:"notify"`
 	// A message the provider could not take is tried again after
 	// RetryMin, doubling up to RetryMax.
 	RetryMin time.Duration `yaml:"retry_min"`
@@ -86,6 +89,7 @@ var defaults = Options{
 	PollInterval: time.Minute,
 	SizeLimit:    30 << 20,
 	ReceiptType:  "completa",
+	Notify:       []string{"aperto", "in_lavorazione", "trasferito", "risolto", "chiuso"},
 	RetryMin:     30 * time.Second,
 	RetryMax:     30 * time.Minute,
 }
@@ -120,6 +124,8 @@ func (o *Options) validate() (tlsRoots, trust *x509.CertPool, err error) {
 		return nil, nil, opt("size_limit", "%d bytes is less than 64 KiB", o.SizeLimit)
 	case !slices.Contains([]string{"completa", "breve", "sintetica"}, o.ReceiptType):
 		return nil, nil, opt("receipt_type", "%q is not completa, breve or sintetica", o.ReceiptType)
+	case slices.ContainsFunc(o.Notify, func(s string) bool { _, ok := statusText[s]; return !ok }):
+		return nil, nil, opt("notify", "%v: the statuses are aperto, in_lavorazione, trasferito, risolto, chiuso", o.Notify)
 	case o.RetryMin <= 0 || o.RetryMax < o.RetryMin:
 		return nil, nil, opt("retry_max", "must be at least retry_min, which must be positive")
 	}
@@ -232,8 +238,8 @@ func (m *PEC) Stop(ctx context.Context) error {
 }
 
 // notifies says whether a ticket change is news for the citizen.
-func notifies(ev modules.TicketChanged) bool {
-	return ev.CitizenPEC != "" && (ev.Opened || ev.PECSet || ev.Status != ev.Previous)
+func (o *Options) notifies(ev modules.TicketChanged) bool {
+	return ev.CitizenPEC != "" && (ev.Opened || ev.PECSet || ev.Status != ev.Previous && slices.Contains(o.Notify, ev.Status))
 }
 
 // enqueueFor is how long the event handler keeps trying to put a message in
@@ -242,7 +248,7 @@ const enqueueFor = 30 * time.Second
 
 func (m *PEC) handle(ctx context.Context, e modules.Event) {
 	ev, ok := e.(modules.TicketChanged)
-	if !ok || !notifies(ev) {
+	if !ok || !m.opts.notifies(ev) {
 		return
 	}
 	agency := ev.Agency

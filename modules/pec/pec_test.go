@@ -301,6 +301,7 @@ func TestBadOptions(t *testing.T) {
 		"from":             {func(o map[string]any) { o["from"] = "Linea Amica <" + testUser + ">" }, `option "from"`},
 		"rating url":       {func(o map[string]any) { o["rating_url"] = "lineamica.gov.it" }, `option "rating_url"`},
 		"receipt type":     {func(o map[string]any) { o["receipt_type"] = "lunga" }, `option "receipt_type"`},
+		"notify":           {func(o map[string]any) { o["notify"] = []any{"chiuso", "dimenticato"} }, `option "notify"`},
 		"unknown":          {func(o map[string]any) { o["passwd"] = "x" }, `option "passwd": unknown option`},
 	} {
 		opts := e.options()
@@ -337,5 +338,24 @@ func TestExampleConfig(t *testing.T) {
 	bus.Close(t.Context())
 	if err := r.Stop(t.Context()); err != nil {
 		t.Error(err)
+	}
+}
+
+// Only the statuses listed in notify bring a message; the opening and a
+// new address always do.
+func TestNotifyChoosesStatuses(t *testing.T) {
+	e := newEnv(t)
+	opts := e.options()
+	opts["notify"] = []any{"chiuso"}
+	n := startNode(t, kv.NewMemory(), opts)
+	code := n.openTicket("c1")
+	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
+	n.patch(code, `{"status":"risolto"}`)
+	n.patch(code, `{"status":"chiuso"}`)
+	eventually(t, "two messages", func() bool { return len(e.smtp.Messages()) == 2 })
+	for i, want := range []string{": aperta", ": chiusa"} {
+		if _, subject, _ := readMail(t, e.smtp.Messages()[i].Data); !strings.HasSuffix(subject, want) {
+			t.Errorf("message %d: %q, want %s", i, subject, want)
+		}
 	}
 }

@@ -53,7 +53,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	p := newPKI(t)
-	return &env{pki: p, smtp: mailserver.StartSMTP(t, p.server.TLSCert(), testUser, testPassword),
+	return &env{pki: p, smtp: mailserver.StartSMTP(t, mailserver.STARTTLS, p.server.TLSCert(), testUser, testPassword),
 		imap: mailserver.StartIMAP(t, p.server.TLSCert(), testUser, testPassword)}
 }
 

@@ -359,3 +359,35 @@ func TestNotifyChoosesStatuses(t *testing.T) {
 		}
 	}
 }
+
+// Submission over implicit TLS works; a server that offers no TLS at all
+// never gets the password, and the message waits in the outbox.
+func TestSubmissionTLSModes(t *testing.T) {
+	e := newEnv(t)
+	cert := e.pki.server.TLSCert()
+	for _, tc := range []struct {
+		name     string
+		mode     mailserver.Mode
+		option   string
+		delivers bool
+	}{
+		{"implicit", mailserver.ImplicitTLS, "tls", true},
+		{"none", mailserver.NoTLS, "starttls", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := mailserver.StartSMTP(t, tc.mode, cert, testUser, testPassword)
+			opts := e.options()
+			opts["smtp_addr"], opts["smtp_tls"] = srv.Addr, tc.option
+			n := startNode(t, kv.NewMemory(), opts)
+			n.patch(n.openTicket("c1"), `{"citizen_pec":"`+citizen+`"}`)
+			if tc.delivers {
+				eventually(t, "the message", func() bool { return len(srv.Messages()) == 1 })
+				return
+			}
+			eventually(t, "two attempts", func() bool { return n.metric("centralino_pec_send_failures_total", "reason", "unavailable") >= 2 })
+			if srv.Auths() != 0 || len(srv.Messages()) != 0 || n.metric("centralino_pec_outbox_length") != 1 {
+				t.Errorf("credentials sent %d times, %d messages, outbox %v", srv.Auths(), len(srv.Messages()), n.metric("centralino_pec_outbox_length"))
+			}
+		})
+	}
+}

@@ -20,7 +20,7 @@ func TestTicketPECReachesTheProvider(t *testing.T) {
 	ca := mailserver.NewCA(t, "e2e TLS CA")
 	dir := t.TempDir()
 	cert := ca.Issue(t, "localhost", "127.0.0.1").TLSCert()
-	provider := mailserver.StartSMTP(t, cert, mailbox, password)
+	provider := mailserver.StartSMTP(t, mailserver.STARTTLS, cert, mailbox, password)
 	n := startNode(t, nodeOptions{trusted: []string{"127.0.0.1/32"}, edit: func(c *configs.Config) {
 		c.Modules = []modules.Config{
 			{Name: "ticketing", Options: map[string]any{"regions": map[string]any{"r_campan": "CAM"}}},

@@ -117,12 +117,14 @@ type Message struct {
 	Data []byte
 }
 
-// SMTP is a submission server: STARTTLS, AUTH PLAIN required, messages
-// recorded. It can be down (not listening) or answer 451 to MAIL.
+// SMTP is a submission server: TLS as its Mode says, AUTH PLAIN required,
+// messages recorded. It can be down (not listening) or
+// answer 451 to MAIL.
 type SMTP struct {
 	Addr string
 
 	t          testing.TB
+	mode       Mode
 	tls        *tls.Config
 	user, pass string
 
@@ -130,17 +132,28 @@ type SMTP struct {
 	srv      *smtp.Server
 	got      []Message
 	failNext int
+	auths    int // credentials received
 }
+
+// Mode is how an SMTP server does TLS.
+type Mode int
+
+const (
+	STARTTLS    Mode = iota // offered on the plain connection (port 587)
+	ImplicitTLS             // from the first byte (port 465)
+	NoTLS                   // never; credentials are taken in clear (and counted)
+)
 
 // StartSMTP starts a server on loopback with the TLS certificate cert,
 // accepting the one user; it stops with the test.
-func StartSMTP(t testing.TB, cert tls.Certificate, user, pass string) *SMTP {
+func StartSMTP(t testing.TB, mode Mode, cert tls.Certificate, user, pass string) *SMTP {
 	t.Helper()
+	s := &SMTP{t: t, mode: mode, tls: &tls.Config{Certificates: []tls.Certificate{cert}}, user: user, pass: pass}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &SMTP{Addr: ln.Addr().String(), t: t, tls: &tls.Config{Certificates: []tls.Certificate{cert}}, user: user, pass: pass}
+	s.Addr = ln.Addr().String()
 	s.serve(ln)
 	t.Cleanup(s.Down)
 	return s
@@ -148,7 +161,15 @@ func StartSMTP(t testing.TB, cert tls.Certificate, user, pass string) *SMTP {
 
 func (s *SMTP) serve(ln net.Listener) {
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &smtpSession{s: s}, nil }))
-	srv.Domain, srv.TLSConfig, srv.MaxMessageBytes = "localhost", s.tls, 1<<20
+	srv.Domain, srv.MaxMessageBytes = "localhost", 1<<20
+	switch s.mode {
+	case STARTTLS:
+		srv.TLSConfig = s.tls
+	case ImplicitTLS:
+		ln = tls.NewListener(ln, s.tls)
+	case NoTLS:
+		srv.AllowInsecureAuth = true // to catch a client that would send a password in clear
+	}
 	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
 	srv.ErrorLog = nopLogger{}
 	s.mu.Lock()
@@ -191,6 +212,13 @@ func (s *SMTP) FailNext(n int) {
 	s.failNext = n
 }
 
+// Auths returns how many times credentials were received.
+func (s *SMTP) Auths() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.auths
+}
+
 // Messages returns the messages received so far.
 func (s *SMTP) Messages() []Message {
 	s.mu.Lock()
@@ -209,6 +237,9 @@ func (ss *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
 
 func (ss *smtpSession) Auth(string) (sasl.Server, error) {
 	return sasl.NewPlainServer(func(_, user, pass string) error {
+		ss.s.mu.Lock()
+		ss.s.auths++
+		ss.s.mu.Unlock()
 		if user != ss.s.user || pass != ss.s.pass {
 			return errors.New("invalid credentials")
 		}

@@ -233,7 +233,7 @@ func (m *PEC) Stop(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return errors.New("pec: sender or mailbox reader did not stop")
+		return errors.New("the sender or the mailbox reader did not stop in time")
 	}
 }
 

@@ -54,7 +54,10 @@ type PECDelivery struct {
 	Recipient  string    `json:"recipient"`
 	State      PECState  `json:"state"`
 	Receipt    string    `json:"receipt"` // receipt type as the provider names it (accettazione, avvenuta-consegna...)
-	Evidence   string    `json:"evidence"`
+	// Error is why the message was not delivered, as the provider says it
+	// (daticert errore-esteso, e.g. "5.1.1 - casella inesistente").
+	Error    string `json:"error,omitempty"`
+	Evidence string `json:"evidence"`
 }
 
 // PECReceived: a certified message (posta-certificata) arrived from a

@@ -190,7 +190,7 @@ func (m *PEC) handleMail(ctx context.Context, raw []byte) error {
 	for _, to := range pm.recipients() {
 		m.publish(modules.PECDelivery{
 			Time: at, TicketCode: sent.Ticket, MessageID: pm.RefID, Recipient: to,
-			State: states[pm.Type], Receipt: pm.Type, Evidence: evidence,
+			State: states[pm.Type], Receipt: pm.Type, Error: pm.Cert.Dati.ErroreEsteso, Evidence: evidence,
 		})
 	}
 	m.log.Info("PEC receipt", "ticket", sent.Ticket, "message_id", pm.RefID, "receipt", pm.Type,

@@ -48,7 +48,6 @@ type pecMail struct {
 	Cert     *datiCert
 	Time     time.Time // of the event certified
 	RefID    string    // Message-ID of the message a receipt is about
-	Text     string    // the provider's text
 	Original *original // the message carried by a posta-certificata
 }
 
@@ -181,7 +180,7 @@ func parsePEC(raw []byte, trust *x509.CertPool) (*pecMail, error) {
 	if byHeader && hint != cert.Tipo {
 		return nil, bad(reasonInconsistent, "the header says %s, the signed daticert.xml %s", hint, cert.Tipo)
 	}
-	pm := &pecMail{Type: cert.Tipo, Cert: cert, Time: cert.time(), Text: p.text}
+	pm := &pecMail{Type: cert.Tipo, Cert: cert, Time: cert.time()}
 	if ref := strings.TrimSpace(msg.Header.Get("X-Riferimento-Message-ID")); ref != "" && cert.Dati.MsgID != "" && ref != cert.Dati.MsgID {
 		return nil, bad(reasonInconsistent, "X-Riferimento-Message-ID %s, daticert msgid %s", ref, cert.Dati.MsgID)
 	} else if pm.RefID = cert.Dati.MsgID; pm.RefID == "" {
@@ -408,6 +407,7 @@ func parseDatiCert(b []byte) (*datiCert, error) {
 	}
 	c.Dati.MsgID = strings.TrimSpace(c.Dati.MsgID)
 	c.Dati.Consegna = strings.TrimSpace(c.Dati.Consegna)
+	c.Dati.ErroreEsteso = strings.TrimSpace(c.Dati.ErroreEsteso)
 	c.Intestazione.Mittente = strings.TrimSpace(c.Intestazione.Mittente)
 	for i := range c.Intestazione.Destinatari {
 		c.Intestazione.Destinatari[i].Address = strings.TrimSpace(c.Intestazione.Destinatari[i].Address)

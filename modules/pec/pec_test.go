@@ -391,3 +391,34 @@ func TestSubmissionTLSModes(t *testing.T) {
 		})
 	}
 }
+
+// A preavviso and then an avviso di mancata consegna: the ticket shows the
+// message not delivered, with the provider's reason.
+func TestDeliveryFailureRecorded(t *testing.T) {
+	e := newEnv(t)
+	n := startNode(t, kv.NewMemory(), e.options())
+	code := n.openTicket("c1")
+	n.patch(code, `{"citizen_pec":"`+citizen+`"}`)
+	id := sentID(t, e, 0)
+	receipt := func(tipo, subject, errore, esteso string) []byte {
+		return pecMessage{tipo: tipo, header: tipo, subject: subject + ": pratica " + code, refID: id, mittente: testUser,
+			recipients: []string{citizen}, consegna: citizen, errore: errore, esteso: esteso, signer: e.pki.gestore}.build(t)
+	}
+	e.imap.Deliver(t, receipt("preavviso-errore-consegna", "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO", "altro", ""))
+	e.imap.Deliver(t, receipt("errore-consegna", "AVVISO DI MANCATA CONSEGNA", "no-dest", "5.1.1 - Gestore di prova - casella inesistente"))
+	var r ticketing.PECRecipient
+	eventually(t, "the failure on the ticket", func() bool {
+		tk := n.ticket(code)
+		if len(tk.PECMessages) == 1 && len(tk.PECMessages[0].Receipts) == 2 {
+			r = tk.PECMessages[0].Recipients[0]
+			return true
+		}
+		return false
+	})
+	if r.State != modules.PECNotDelivered || r.Receipt != "errore-consegna" || r.Error != "5.1.1 - Gestore di prova - casella inesistente" {
+		t.Errorf("recipient %+v", r)
+	}
+	if v := n.metric("centralino_pec_receipts_total", "type", "preavviso-errore-consegna"); v != 1 {
+		t.Errorf("receipts_total{preavviso} = %v", v)
+	}
+}

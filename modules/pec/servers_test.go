@@ -54,7 +54,8 @@ type pecMessage struct {
 	mittente   string
 	recipients []string
 	consegna   string
-	errore     string
+	errore     string // postacert errore
+	esteso     string // errore-esteso
 	postacert  []byte
 	signer     *mailserver.CA        // nil: not signed
 	sigType    string                // default application/pkcs7-signature
@@ -87,9 +88,10 @@ func (m pecMessage) build(t testing.TB) []byte {
     %s
     <ricevuta tipo="completa"/>
     <consegna>%s</consegna>
+    <errore-esteso>%s</errore-esteso>
   </dati>
 </postacert>
-`, m.tipo, cmp.Or(m.errore, "nessuno"), m.mittente, dest.String(), m.mittente, xmlEscape(m.subject), ref, m.consegna)
+`, m.tipo, cmp.Or(m.errore, "nessuno"), m.mittente, dest.String(), m.mittente, xmlEscape(m.subject), ref, m.consegna, m.esteso)
 
 	var qp bytes.Buffer
 	w := quotedprintable.NewWriter(&qp)

@@ -52,8 +52,8 @@ func (m *Ticketing) pecDelivery(ctx context.Context, ev modules.PECDelivery) *Ti
 	}) {
 		return nil // read again from the mailbox: already recorded
 	}
-	pm.Receipts = append(pm.Receipts, PECReceipt{Receipt: ev.Receipt, Recipient: ev.Recipient, State: ev.State, Time: ev.Time, Evidence: ev.Evidence})
-	state := PECRecipient{Address: ev.Recipient, State: ev.State, Receipt: ev.Receipt, Time: ev.Time, Evidence: ev.Evidence}
+	pm.Receipts = append(pm.Receipts, PECReceipt{Receipt: ev.Receipt, Recipient: ev.Recipient, State: ev.State, Time: ev.Time, Error: ev.Error, Evidence: ev.Evidence})
+	state := PECRecipient{Address: ev.Recipient, State: ev.State, Receipt: ev.Receipt, Time: ev.Time, Error: ev.Error, Evidence: ev.Evidence}
 	j := slices.IndexFunc(pm.Recipients, func(r PECRecipient) bool { return r.Address == ev.Recipient })
 	switch {
 	case j < 0:

@@ -45,8 +45,8 @@ func fullTicket() *Ticket {
 	ev := "/api/pec/evidence/5f2b9c0e"
 	tk.PECMessages = []PECMessage{{
 		MessageID:  "<la.1@pec.lineamica.gov.it>",
-		Recipients: []PECRecipient{{Address: "mario.rossi@pec.it", State: modules.PECDelivered, Receipt: "avvenuta-consegna", Time: t0, Evidence: ev}},
-		Receipts:   []PECReceipt{{Receipt: "avvenuta-consegna", Recipient: "mario.rossi@pec.it", State: modules.PECDelivered, Time: t0, Evidence: ev}},
+		Recipients: []PECRecipient{{Address: "mario.rossi@pec.it", State: modules.PECNotDelivered, Receipt: "errore-consegna", Time: t0, Error: "5.1.1 - casella inesistente", Evidence: ev}},
+		Receipts:   []PECReceipt{{Receipt: "errore-consegna", Recipient: "mario.rossi@pec.it", State: modules.PECNotDelivered, Time: t0, Error: "5.1.1 - casella inesistente", Evidence: ev}},
 	}}
 	tk.PECReceived = []PECAttachment{{Time: t0, From: "mario.rossi@pec.it", Subject: "Re: pratica", MessageID: "<m1@pec.it>", Text: "grazie", Evidence: ev}}
 	tk.Ratings = []Rating{{Time: t0, Agency: "inps", Rating: modules.RatingPositive, Reason: "service", Channel: "web"}}

@@ -121,9 +121,10 @@ type PECMessage struct {
 type PECRecipient struct {
 	Address  string           `json:"address"`
 	State    modules.PECState `json:"state"`
-	Receipt  string           `json:"receipt"`  // type of the receipt that told it
-	Time     time.Time        `json:"time"`     // when the receipt was handled
-	Evidence string           `json:"evidence"` // where the signed receipt is kept
+	Receipt  string           `json:"receipt"`         // type of the receipt that told it
+	Time     time.Time        `json:"time"`            // when the provider certified it
+	Error    string           `json:"error,omitempty"` // why not delivered, as the provider says
+	Evidence string           `json:"evidence"`        // where the signed receipt is kept
 }
 
 // PECReceipt is one verified receipt of the provider.
@@ -132,6 +133,7 @@ type PECReceipt struct {
 	Recipient string           `json:"recipient"`
 	State     modules.PECState `json:"state"`
 	Time      time.Time        `json:"time"`
+	Error     string           `json:"error,omitempty"`
 	Evidence  string           `json:"evidence"`
 }
 

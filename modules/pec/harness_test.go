@@ -54,7 +54,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	p := newPKI(t)
 	return &env{pki: p, smtp: mailserver.StartSMTP(t, mailserver.STARTTLS, p.server.TLSCert(), testUser, testPassword),
-		imap: mailserver.StartIMAP(t, p.server.TLSCert(), testUser, testPassword)}
+		imap: mailserver.StartIMAP(t, mailserver.ImplicitTLS, p.server.TLSCert(), testUser, testPassword)}
 }
 
 // options are the pec module's options for the test's servers.

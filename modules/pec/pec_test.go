@@ -422,3 +422,17 @@ func TestDeliveryFailureRecorded(t *testing.T) {
 		t.Errorf("receipts_total{preavviso} = %v", v)
 	}
 }
+
+// The mailbox is read over STARTTLS too.
+func TestMailboxOverSTARTTLS(t *testing.T) {
+	e := newEnv(t)
+	mbox := mailserver.StartIMAP(t, mailserver.STARTTLS, e.pki.server.TLSCert(), testUser, testPassword)
+	opts := e.options()
+	opts["imap_addr"], opts["imap_tls"] = mbox.Addr, "starttls"
+	n := startNode(t, kv.NewMemory(), opts)
+	mbox.Deliver(t, []byte("Subject: ciao\r\n\r\nnon PEC\r\n"))
+	eventually(t, "the mail read and quarantined", func() bool { return mbox.Count("Quarantena") == 1 })
+	if v := n.metric("centralino_pec_quarantined_total", "reason", "not_pec"); v != 1 {
+		t.Errorf("quarantined %v", v)
+	}
+}

@@ -281,15 +281,15 @@ func (ss *smtpSession) Data(r io.Reader) error {
 func (ss *smtpSession) Reset()        { ss.from, ss.to = "", nil }
 func (ss *smtpSession) Logout() error { return nil }
 
-// IMAP is an IMAP4rev2 server over implicit TLS with one user, whose INBOX
-// exists.
+// IMAP is an IMAP4rev2 server with one user, whose INBOX exists, doing TLS
+// as its Mode says (STARTTLS or ImplicitTLS).
 type IMAP struct {
 	Addr string
 	user *imapmemserver.User
 }
 
 // StartIMAP starts a server on loopback; it stops with the test.
-func StartIMAP(t testing.TB, cert tls.Certificate, user, pass string) *IMAP {
+func StartIMAP(t testing.TB, mode Mode, cert tls.Certificate, user, pass string) *IMAP {
 	t.Helper()
 	mem := imapmemserver.New()
 	u := imapmemserver.NewUser(user, pass)
@@ -297,17 +297,27 @@ func StartIMAP(t testing.TB, cert tls.Certificate, user, pass string) *IMAP {
 		t.Fatal(err)
 	}
 	mem.AddUser(u)
-	srv := imapserver.New(&imapserver.Options{
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}}
+	opts := &imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return mem.NewSession(), nil, nil
 		},
 		Caps:   imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
 		Logger: nopLogger{},
-	})
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	switch mode {
+	case STARTTLS:
+		opts.TLSConfig = conf
+	case ImplicitTLS:
+		ln = tls.NewListener(ln, conf)
+	default:
+		t.Fatal("mailserver: an IMAP server does TLS")
+	}
+	srv := imapserver.New(opts)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &IMAP{Addr: ln.Addr().String(), user: u}

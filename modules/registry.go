@@ -34,9 +34,19 @@ type Module interface {
 	Provision(h *Host) error
 }
 
-// Stopper is implemented by modules with something to flush or stop.
+// Stopper is implemented by modules with something to flush or stop. Stop
+// is called whether or not the module was run.
 type Stopper interface {
 	Stop(ctx context.Context) error
+}
+
+// Runner is implemented by modules with background work (a mailbox to
+// poll, an outbox to send, an index to refresh). Run starts it once every
+// enabled module is provisioned, subscribed and routed; it must not block.
+// Check provisions modules without running them, so Provision itself does
+// no I/O beyond its own key space.
+type Runner interface {
+	Run()
 }
 
 // Info describes a module for Register.
@@ -114,13 +124,43 @@ type started struct {
 	m    Module
 }
 
-// Start provisions the enabled modules in configuration order, then makes
-// their subscriptions and routes take effect. If a module fails to
+// Start provisions the enabled modules in configuration order, makes their
+// subscriptions and routes take effect, and runs them. If a module fails to
 // provision, those already provisioned are stopped and none is subscribed or
 // routed.
 func Start(ctx context.Context, enabled []Config, deps Deps) (*Running, error) {
+	r, hosts, err := provision(ctx, enabled, deps)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hosts {
+		if err := h.commit(deps.Mux); err != nil {
+			err = fmt.Errorf("modules: %s: %w", h.name, err)
+			return nil, errors.Join(err, r.Stop(ctx))
+		}
+	}
+	for _, s := range r.mods {
+		if m, ok := s.m.(Runner); ok {
+			m.Run()
+		}
+	}
+	return r, nil
+}
+
+// Check provisions the enabled modules, as Start would, and stops them
+// without subscribing, routing or running them: it reports the first bad
+// option (`centralino check-config`, in the manner of `caddy validate`).
+func Check(ctx context.Context, enabled []Config, deps Deps) error {
+	r, _, err := provision(ctx, enabled, deps)
+	if err != nil {
+		return err
+	}
+	return r.Stop(ctx)
+}
+
+func provision(ctx context.Context, enabled []Config, deps Deps) (*Running, []*Host, error) {
 	if deps.Bus == nil || deps.Mux == nil || deps.Store == nil {
-		return nil, errors.New("modules: Deps.Bus, Deps.Mux and Deps.Store are required")
+		return nil, nil, errors.New("modules: Deps.Bus, Deps.Mux and Deps.Store are required")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
@@ -140,18 +180,18 @@ func Start(ctx context.Context, enabled []Config, deps Deps) (*Running, error) {
 	registryMu.RUnlock()
 	for i, c := range enabled {
 		if infos[i].New == nil {
-			return nil, fmt.Errorf("modules: unknown module %q (registered: %s)", c.Name, strings.Join(Available(), ", "))
+			return nil, nil, fmt.Errorf("modules: unknown module %q (registered: %s)", c.Name, strings.Join(Available(), ", "))
 		}
 		if slices.ContainsFunc(enabled[:i], func(o Config) bool { return o.Name == c.Name }) {
-			return nil, fmt.Errorf("modules: %s: enabled twice", c.Name)
+			return nil, nil, fmt.Errorf("modules: %s: enabled twice", c.Name)
 		}
 	}
 
 	r := &Running{}
 	hosts := make([]*Host, 0, len(enabled))
-	fail := func(name string, err error) (*Running, error) {
+	fail := func(name string, err error) (*Running, []*Host, error) {
 		err = fmt.Errorf("modules: %s: %w", name, err)
-		return nil, errors.Join(err, r.Stop(ctx))
+		return nil, nil, errors.Join(err, r.Stop(ctx))
 	}
 	for i, c := range enabled {
 		if err := ctx.Err(); err != nil {
@@ -174,12 +214,7 @@ func Start(ctx context.Context, enabled []Config, deps Deps) (*Running, error) {
 		r.mods = append(r.mods, started{c.Name, m})
 		hosts = append(hosts, h)
 	}
-	for _, h := range hosts {
-		if err := h.commit(deps.Mux); err != nil {
-			return fail(h.name, err)
-		}
-	}
-	return r, nil
+	return r, hosts, nil
 }
 
 // Stop stops the modules that implement Stopper, in reverse order, and

@@ -94,6 +94,11 @@ func (s *stopper) Stop(context.Context) error {
 	return nil
 }
 
+// runs counts the stoppers' Run calls.
+var runs atomic.Int32
+
+func (s *stopper) Run() { runs.Add(1) }
+
 func stopped() []string {
 	stops.Lock()
 	defer stops.Unlock()
@@ -307,4 +312,37 @@ func TestRegister(t *testing.T) {
 			modules.Register(info)
 		}()
 	}
+}
+
+// Check provisions and stops, never runs, subscribes or routes; it names
+// a bad option as Start would.
+func TestCheck(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	runs.Store(0)
+	stopped()
+	if err := modules.Check(ctx, []modules.Config{{Name: "test-echo"}, {Name: "test-stop-b"}}, e.deps); err != nil {
+		t.Fatal(err)
+	}
+	if got := stopped(); !slices.Equal(got, []string{"test-stop-b"}) {
+		t.Errorf("Check stopped %v, want test-stop-b", got)
+	}
+	if n := runs.Load(); n != 0 {
+		t.Errorf("Check ran %d modules", n)
+	}
+	if code, _ := e.get(t, "GET", "/api/test-echo/items/1", ""); code != http.StatusNotFound {
+		t.Errorf("Check routed the module: %d", code)
+	}
+	err := modules.Check(ctx, []modules.Config{{Name: "test-echo", Options: map[string]any{"greting": "ciao"}}}, e.deps)
+	if err == nil || err.Error() != `modules: test-echo: option "greting": unknown option` {
+		t.Errorf("Check with a misspelt option: %v", err)
+	}
+	r, err := modules.Start(ctx, []modules.Config{{Name: "test-stop-b"}}, e.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("Start ran %d modules, want 1", n)
+	}
+	must(t, r.Stop(ctx))
 }

@@ -128,19 +128,20 @@ func checkModules(cfg *configs.Config) error {
 }
 
 // provisionModules provisions the enabled modules in a sandbox (a private
-// bus, mux and memory store, no logs) and stops them again, so that their
-// options are checked as the switch will check them, as `caddy validate`
-// does. A module's Provision does no I/O of its own, so this touches nothing.
+// bus, mux and memory store, no logs) without running them, so that their
+// options are checked as the switch will check them; no mailbox is read,
+// nothing is sent.
 func provisionModules(cfg *configs.Config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	bus := modules.NewBus(modules.BusOptions{})
-	running, err := modules.Start(ctx, cfg.Modules, modules.Deps{Bus: bus, Mux: http.NewServeMux(), Store: kv.NewMemory(),
+	defer bus.Close(ctx)
+	err := modules.Check(ctx, cfg.Modules, modules.Deps{Bus: bus, Mux: http.NewServeMux(), Store: kv.NewMemory(),
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	return errors.Join(bus.Close(ctx), running.Stop(ctx))
+	return nil
 }
 
 // openModuleStore opens the key space the modules keep their data in: the

@@ -92,7 +92,9 @@ type FAQ struct {
 
 	ctx    context.Context // ends at Stop: ends the refresher and the streams
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the refresher returns
+	done   chan struct{} // closed when the refresher returns; nil until Run
+	// starter is the starter FAQ to load into an empty store, if enabled.
+	starter []lineInput
 }
 
 // Provision implements modules.Module.
@@ -130,19 +132,27 @@ func (m *FAQ) Provision(h *modules.Host) error {
 		return err
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.done = make(chan struct{})
-	go m.refresher(starter)
+	m.starter = starter
 	return nil
+}
+
+// Run implements modules.Runner: the refresher that loads the starter FAQ
+// and keeps the index in step with the store.
+func (m *FAQ) Run() {
+	m.done = make(chan struct{})
+	go m.refresher(m.starter)
 }
 
 // Stop implements modules.Stopper: it stops the refresher and ends the
 // suggestion streams, so that the HTTP server can shut down.
 func (m *FAQ) Stop(ctx context.Context) error {
 	m.cancel()
-	select {
-	case <-m.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if m.done != nil {
+		select {
+		case <-m.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return m.index.bl.Close()
 }

@@ -184,6 +184,7 @@ type PEC struct {
 	trust    *x509.CertPool
 	outbox   *outbox
 
+	ctx    context.Context // ends at Stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -208,16 +209,18 @@ func (m *PEC) Provision(h *modules.Host) error {
 	if err := h.Subscribe(0, []string{modules.KindTicketChanged}, m.handle); err != nil {
 		return err
 	}
-	// Nothing fails from here: Start stops only the modules it provisioned.
-	ctx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return nil
+}
+
+// Run implements modules.Runner: the outbox sender and the mailbox reader.
+func (m *PEC) Run() {
 	m.wg.Add(1)
-	go m.sender(ctx)
+	go m.sender(m.ctx)
 	if m.opts.IMAPAddr != "" {
 		m.wg.Add(1)
-		go m.poller(ctx)
+		go m.poller(m.ctx)
 	}
-	return nil
 }
 
 // Stop implements modules.Stopper. The outbox is in the store already:

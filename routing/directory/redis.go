@@ -115,12 +115,12 @@ type Redis struct {
 
 var _ Store = (*Redis)(nil)
 
-// NewRedis connects to url (redis://host:port/db, rediss://... for TLS,
-// unix:///path/to/sock?db=N) and fails if the server does not answer.
+// NewRedis connects to url (see NewRedisClient: one server, or a master
+// named by Redis Sentinel) and fails if the server does not answer.
 func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error) {
-	o, err := redis.ParseURL(url)
+	client, addr, err := NewRedisClient(url)
 	if err != nil {
-		return nil, fmt.Errorf("directory: redis url: %w", err)
+		return nil, err
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -133,15 +133,15 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 	}
 	r := &Redis{
 		id:       rand.Text(),
-		rdb:      redis.NewClient(o),
-		log:      opts.Logger.With("redis", o.Addr),
+		rdb:      client,
+		log:      opts.Logger.With("redis", addr),
 		agencies: newCache(opts.CacheTTL, cloneAgency),
 		users:    newCache(opts.CacheTTL, func(u User) User { return u }),
 		bindings: newCache(0, slices.Clone[[]Binding]),
 	}
 	if err := r.connect(ctx, opts.Registerer); err != nil {
 		r.rdb.Close()
-		return nil, fmt.Errorf("directory: redis %s: %w", o.Addr, err)
+		return nil, fmt.Errorf("directory: redis %s: %w", addr, err)
 	}
 	bg, stop := context.WithCancel(context.Background())
 	r.stop = stop

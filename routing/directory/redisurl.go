@@ -1,0 +1,43 @@
+package directory
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// NewRedisClient opens a client for a Redis URL, as every part of a node
+// that keeps state in Redis writes it:
+//
+//	redis://[user:password@]host:port/db          one server (rediss:// for TLS)
+//	unix:///path/to/redis.sock?db=N               one server on a local socket
+//	redis://[user:pass@]sentinel-1:26379/db?master_name=NAME&addr=sentinel-2:26379&password=...
+//	                                              the master that Redis Sentinel names:
+//	                                              the client asks the sentinels and follows failovers
+//
+// In the Sentinel form the URL's user and password are the sentinels'; the
+// master's go in the username and password parameters. addr names the
+// server or the first sentinel, for logs; it never holds a password.
+func NewRedisClient(rawURL string) (c *redis.Client, addr string, err error) {
+	if !IsSentinelURL(rawURL) {
+		o, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, "", fmt.Errorf("directory: redis url: %w", err)
+		}
+		return redis.NewClient(o), o.Addr, nil
+	}
+	o, err := redis.ParseFailoverURL(rawURL)
+	if err != nil {
+		return nil, "", fmt.Errorf("directory: redis sentinel url: %w", err)
+	}
+	return redis.NewFailoverClient(o), "sentinel " + strings.Join(o.SentinelAddrs, ",") + " master " + o.MasterName, nil
+}
+
+// IsSentinelURL reports whether a Redis URL names a master through Sentinel
+// (it has a master_name parameter).
+func IsSentinelURL(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	return err == nil && u.Query().Has("master_name")
+}

@@ -29,8 +29,8 @@ type Node struct {
 // others give it up.
 const nodeTTLFactor = 3
 
-func nodeKey(id string) string { return "cen:{node:" + id + "}" } // JSON Node, expiring
-const nodesKey = "cen:{idx}:nodes"                                // set of node IDs that announced themselves
+func nodeKey(id string) string     { return "cen:{node:" + id + "}" } // JSON Node, expiring
+const nodesKey = "cen:{idx}:nodes" // set of node IDs that announced themselves
 
 // delIfSame deletes KEYS[1] if it still holds ARGV[1]: a node that stops
 // removes its own record, never the one of a process that took its ID over.

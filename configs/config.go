@@ -43,6 +43,7 @@ type Config struct {
 	Auth      Auth       `yaml:"auth"`
 	Proxy     Proxy      `yaml:"proxy"`
 	Media     Media      `yaml:"media"`
+	Cluster   Cluster    `yaml:"cluster"`
 	Network   Network    `yaml:"network"`
 	// Trunks are links to central bodies' switches and PSTN gateways (docs/trunks.md).
 	Trunks []routing.Trunk `yaml:"trunks,omitempty"`
@@ -128,6 +129,23 @@ type Media struct {
 	HoldTimeout Duration `yaml:"hold_timeout"` // the same while a side is on hold
 }
 
+// Cluster is what a node of several sharing one Redis directory needs to
+// reach the others and be trusted by them (docs/multinode.md).
+type Cluster struct {
+	// Secret is shared by every node: a request one node forwards to
+	// another, for a phone registered there, is signed with it. Without it
+	// the node reaches every phone itself, as a single node does. At least
+	// 16 characters; SecretFile reads it from a file instead.
+	Secret     string `yaml:"secret,omitempty"`
+	SecretFile string `yaml:"secret_file,omitempty"`
+	// Address is the host:port the other nodes send to; default: the
+	// advertise host (else the first listener's) and the port of the
+	// listener of Transport.
+	Address   string   `yaml:"address,omitempty"`
+	Transport string   `yaml:"transport"` // udp, tcp or tls
+	Heartbeat Duration `yaml:"heartbeat"` // a node silent for three heartbeats is given up
+}
+
 // Network seeds the directory with agencies and users.
 type Network struct {
 	Agencies []directory.Agency `yaml:"agencies,omitempty"`
@@ -200,6 +218,7 @@ func Default() *Config {
 		Proxy: Proxy{RingTimeout: Duration(60 * time.Second), DrainPeriod: Duration(10 * time.Second)},
 		Media: Media{Anchor: "always", PortMin: 30000, PortMax: 39999,
 			Timeout: Duration(60 * time.Second), HoldTimeout: Duration(time.Hour)},
+		Cluster: Cluster{Transport: "udp", Heartbeat: Duration(5 * time.Second)},
 	}
 }
 
@@ -341,7 +360,7 @@ func fieldError(path, format string, args ...any) error {
 // Validate checks the whole config and returns the first problem found.
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
-		c.validateNode, c.validateListen, c.validateServices, c.validateAuth,
+		c.validateNode, c.validateListen, c.validateServices, c.validateCluster, c.validateAuth,
 		c.validateAgencies, c.validateUsers, c.validateTrunks, c.validateModules,
 	} {
 		if err := check(); err != nil {
@@ -659,6 +678,77 @@ func checkSecret(path string, u User) error {
 }
 
 // checkAddr wants host:port with a numeric port; an empty host means all interfaces.
+func (c *Config) validateCluster() error {
+	cl := c.Cluster
+	if cl.Secret != "" || cl.SecretFile != "" {
+		if c.Directory.Backend != "redis" {
+			return fieldError("cluster", "several nodes share a redis directory: set directory.backend to redis")
+		}
+		if _, err := cl.SecretBytes(); err != nil {
+			return err
+		}
+	}
+	if !slices.Contains([]string{"udp", "tcp", "tls"}, cl.Transport) {
+		return fieldError("cluster.transport", "%q is not one of udp, tcp, tls", cl.Transport)
+	}
+	if cl.Heartbeat < Duration(100*time.Millisecond) {
+		return fieldError("cluster.heartbeat", "must be at least 100ms, got %s", cl.Heartbeat)
+	}
+	if cl.Address != "" {
+		return checkAddr("cluster.address", cl.Address)
+	}
+	if cl.Secret == "" && cl.SecretFile == "" {
+		return nil
+	}
+	_, err := c.NodeAddress()
+	return err
+}
+
+// SecretBytes returns the cluster secret, read from SecretFile if need be;
+// nil when none is set.
+func (cl Cluster) SecretBytes() ([]byte, error) {
+	secret := cl.Secret
+	switch {
+	case cl.Secret != "" && cl.SecretFile != "":
+		return nil, fieldError("cluster.secret_file", "give secret or secret_file, not both")
+	case cl.SecretFile != "":
+		data, err := os.ReadFile(cl.SecretFile)
+		if err != nil {
+			return nil, fieldError("cluster.secret_file", "%q: %v", cl.SecretFile, unwrapPathError(err))
+		}
+		secret = strings.TrimSpace(string(data))
+	case secret == "":
+		return nil, nil
+	}
+	// The message never quotes the secret.
+	if len(secret) < 16 {
+		return nil, fieldError("cluster.secret", "must be at least 16 characters, got %d", len(secret))
+	}
+	return []byte(secret), nil
+}
+
+// NodeAddress is the host:port the other nodes reach this one at, over
+// Cluster.Transport.
+func (c *Config) NodeAddress() (string, error) {
+	if c.Cluster.Address != "" {
+		return c.Cluster.Address, nil
+	}
+	for _, l := range c.Listen {
+		if l.Transport != c.Cluster.Transport {
+			continue
+		}
+		host, port, _ := net.SplitHostPort(l.Addr)
+		if c.Advertise != "" {
+			host = c.Advertise
+		}
+		if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+			return "", fieldError("cluster.address", "required when SIP listens on %s without advertise", l.Addr)
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	return "", fieldError("cluster.transport", "no %s listener for the other nodes to reach", c.Cluster.Transport)
+}
+
 func checkAddr(path, addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

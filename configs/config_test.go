@@ -30,6 +30,41 @@ func checkOneLine(t *testing.T, err error, want string) {
 	}
 }
 
+// clustered makes c a node of several sharing a Redis directory.
+func clustered(c *Config) {
+	c.Directory = Directory{Backend: "redis", RedisURL: "redis://127.0.0.1:6379/0"}
+	c.Cluster.Secret = "0123456789abcdef"
+}
+
+func TestNodeAddress(t *testing.T) {
+	c := Demo()
+	clustered(c)
+	for _, tt := range []struct {
+		edit func(c *Config)
+		want string
+	}{
+		{func(c *Config) {}, "127.0.0.1:5060"},
+		{func(c *Config) { c.Advertise = "sip-napoli-1.lineamica.gov.it" }, "sip-napoli-1.lineamica.gov.it:5060"},
+		{func(c *Config) { c.Cluster.Address = "10.20.0.7:5070" }, "10.20.0.7:5070"},
+	} {
+		tt.edit(c)
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.NodeAddress(); got != tt.want || err != nil {
+			t.Errorf("NodeAddress = %q, %v; want %q", got, err, tt.want)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte("a secret of the network\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Cluster.Secret, c.Cluster.SecretFile = "", file
+	if got, err := c.Cluster.SecretBytes(); string(got) != "a secret of the network" || err != nil {
+		t.Errorf("SecretBytes from a file = %q, %v", got, err)
+	}
+}
+
 func TestValidateErrors(t *testing.T) {
 	dir := t.TempDir()
 	cert := filepath.Join(dir, "cert.pem")
@@ -72,6 +107,26 @@ func TestValidateErrors(t *testing.T) {
 		}, `directory.redis_url: scheme "http" is not one of redis, rediss, unix`},
 		{"redis url host", func(c *Config) { c.Directory = Directory{Backend: "redis", RedisURL: "redis:///0"} }, `directory.redis_url: no host`},
 		{"unix url path", func(c *Config) { c.Directory = Directory{Backend: "redis", RedisURL: "unix://"} }, `directory.redis_url: no socket path`},
+		{"cluster without redis", func(c *Config) { c.Cluster.Secret = "0123456789abcdef" },
+			`cluster: several nodes share a redis directory: set directory.backend to redis`},
+		{"short cluster secret", func(c *Config) { clustered(c); c.Cluster.Secret = "hunter2" },
+			`cluster.secret: must be at least 16 characters, got 7`},
+		{"secret and file", func(c *Config) { clustered(c); c.Cluster.SecretFile = cert },
+			`cluster.secret_file: give secret or secret_file, not both`},
+		{"missing secret file", func(c *Config) {
+			clustered(c)
+			c.Cluster.Secret, c.Cluster.SecretFile = "", filepath.Join(dir, "nope")
+		}, `cluster.secret_file: "` + filepath.Join(dir, "nope") + `": no such file`},
+		{"cluster transport", func(c *Config) { clustered(c); c.Cluster.Transport = "ws" },
+			`cluster.transport: "ws" is not one of udp, tcp, tls`},
+		{"no cluster listener", func(c *Config) { clustered(c); c.Cluster.Transport = "tls" },
+			`cluster.transport: no tls listener for the other nodes to reach`},
+		{"cluster address needed", func(c *Config) { clustered(c); c.Listen[0].Addr = "0.0.0.0:5060" },
+			`cluster.address: required when SIP listens on 0.0.0.0:5060 without advertise`},
+		{"cluster address", func(c *Config) { clustered(c); c.Cluster.Address = "node-1" },
+			`cluster.address: "node-1" is not host:port`},
+		{"heartbeat", func(c *Config) { c.Cluster.Heartbeat = Duration(time.Millisecond) },
+			`cluster.heartbeat: must be at least 100ms, got 1ms`},
 		{"min expires", func(c *Config) { c.Registrar.MinExpires = 0 }, `registrar.min_expires: must be positive`},
 		{"default below min", func(c *Config) { c.Registrar.DefaultExpires = 30 }, `registrar.default_expires: 30 is below min_expires 60`},
 		{"max below default", func(c *Config) { c.Registrar.MaxExpires = 300 }, `registrar.max_expires: 300 is below default_expires 600`},

@@ -104,8 +104,8 @@ func (s *Switch) looped(req *sip.Request) bool {
 	prefix := branchMagic + "-" + loopKey(req, req.Recipient.String()) + "-"
 	for _, h := range vias {
 		v, ok := h.(*sip.ViaHeader)
-		if !ok || v.Host != s.host {
-			continue
+		if !ok || v.Host != s.host || !s.isUs(sip.Uri{Host: v.Host, Port: v.Port}) {
+			continue // another's, maybe another node on this host
 		}
 		if b, _ := v.Params.Get("branch"); strings.HasPrefix(b, prefix) {
 			return true
@@ -283,6 +283,7 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	f.run([][]branchTarget{{{req: fwd, direct: direct}}}, s.cfg.RingTimeout)
 	if req.Method == sip.BYE {
 		s.endCall(req, f.finalCode())
+		s.endRelayForNode(callID(req))
 	}
 }
 
@@ -291,7 +292,7 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 // transaction has ended (at once on TCP): they stop here.
 func (s *Switch) handleAck(req *sip.Request, tx sip.ServerTransaction) {
 	s.metrics.requests.WithLabelValues(string(sip.ACK)).Inc()
-	if _, ok := s.calls.Load(callID(req)); !ok {
+	if _, ok := s.calls.Load(callID(req)); !ok && !s.relayingForNode(callID(req)) {
 		return
 	}
 	fwd, routed, code, _ := s.prepare(req)
@@ -314,6 +315,9 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 	fwd, _, code, reason := s.prepare(req)
 	if code != 0 {
 		s.respond(req, tx, code, reason)
+		return
+	}
+	if s.fromNode(ctx, req, tx, fwd) {
 		return
 	}
 	caller := routing.Request{Caller: req.From().Address.User, Time: start}
@@ -381,7 +385,8 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		final(503, false)
 		return
 	}
-	if len(groups) == 0 {
+	// Nobody reachable: a public number's call still follows the overflow chain.
+	if len(groups) == 0 && (c == nil || !dec.Public) {
 		s.respond(req, tx, 480, "Temporarily Unavailable")
 		final(480, false)
 		return
@@ -457,6 +462,10 @@ func (s *Switch) branches(ctx context.Context, req, fwd *sip.Request, dec routin
 			return nil, nil, err
 		}
 		all = append(all, bindings...)
+		bindings, remote := s.viaNodes(ctx, req, fwd, t.Username, bindings)
+		for _, br := range remote {
+			group = append(group, branchTarget{req: br, user: t.Username})
+		}
 		for _, b := range bindings {
 			if br := s.branchFor(req, fwd, b); br != nil {
 				group = append(group, branchTarget{req: br, direct: true, user: t.Username})

@@ -50,6 +50,9 @@ type Config struct {
 	FailureWindow, BlockFor time.Duration
 
 	RingTimeout time.Duration
+	// NodeSecret is shared by the nodes of a network: a request one node
+	// forwards to another is signed with it. Empty: a single node.
+	NodeSecret []byte
 	// FloodRate caps the reads per second of one untrusted source IP (burst:
 	// twice as many); 0 disables the limit.
 	FloodRate float64
@@ -71,6 +74,7 @@ type Switch struct {
 	dir     directory.Store
 	router  Router
 	queues  routing.QueueState // nil: no queues, no feature codes
+	nodes   *nodeForwarding    // nil: a single node
 	events  Publisher
 	relay   Relay
 	headers HeaderSource
@@ -114,6 +118,7 @@ type Deps struct {
 	Events  Publisher
 	Relay   Relay        // the media relay; nil: media is never anchored
 	Headers HeaderSource // headers a call carries to its transfers; may be nil
+	Peers   Peers        // the other nodes sharing the directory; nil: a single node
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
 	Trunks  *routing.Trunks // the trunks the router also uses; may be nil
@@ -147,6 +152,7 @@ func New(cfg Config, d Deps) (*Switch, error) {
 	}
 	s.metrics = newMetrics(d.Metrics, s)
 	s.trunks = newTrunkSet(s, d.Trunks, d.Metrics)
+	s.nodes = newNodeForwarding(d.Peers, cfg.NodeSecret, d.Metrics)
 	if s.relay != nil {
 		s.relay.OnTimeout(s.mediaTimeout)
 		s.relay.OnDTMF(s.dtmf)

@@ -144,19 +144,48 @@ func provisionModules(cfg *configs.Config) error {
 	return nil
 }
 
-// openModuleStore opens the key space the modules keep their data in: the
-// directory's Redis, or memory.
-func openModuleStore(cfg *configs.Config) (modules.Store, func() error, error) {
+// openShared opens what the modules' store, the operators' queue state and
+// the node registry keep in the directory's Redis, or in memory without it.
+// The Redis client honours its callers' deadlines.
+func openShared(cfg *configs.Config) (modules.Store, routing.QueueState, *redis.Client, error) {
 	if cfg.Directory.Backend != "redis" {
-		return kv.NewMemory(), func() error { return nil }, nil
+		return kv.NewMemory(), &routing.Queues{}, nil, nil
 	}
-	opts, err := redis.ParseURL(cfg.Directory.RedisURL)
+	client, _, err := directory.NewRedisClient(cfg.Directory.RedisURL, true)
 	if err != nil {
-		return nil, nil, fmt.Errorf("config: directory.redis_url: %w", err)
+		return nil, nil, nil, fmt.Errorf("config: directory.redis_url: %w", err)
 	}
-	opts.ContextTimeoutEnabled = true // the modules' own deadlines apply
-	client := redis.NewClient(opts)
-	return kv.NewRedis(client), client.Close, nil
+	return kv.NewRedis(client), &routing.RedisQueues{Client: client}, client, nil
+}
+
+// joinNodes announces this node to the others sharing the directory, when
+// it is one of several (a cluster secret is set); nil otherwise.
+func joinNodes(ctx context.Context, cfg *configs.Config, client *redis.Client, mux *http.ServeMux, log *slog.Logger) (*directory.Nodes, []byte, error) {
+	secret, err := cfg.Cluster.SecretBytes()
+	if err != nil || secret == nil {
+		if client != nil && err == nil {
+			log.Info("no cluster.secret: a single node; phones registered on another node would be rung directly, not through it")
+		}
+		return nil, nil, err
+	}
+	addr, err := cfg.NodeAddress()
+	if err != nil {
+		return nil, nil, err
+	}
+	self := directory.Node{ID: cfg.NodeID, Addr: addr, Transport: cfg.Cluster.Transport}
+	nodes, err := directory.NewNodes(ctx, client, self, time.Duration(cfg.Cluster.Heartbeat), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	mux.HandleFunc("GET /api/nodes", func(w http.ResponseWriter, r *http.Request) {
+		list, err := nodes.List(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, list)
+	})
+	return nodes, secret, nil
 }
 
 // openStore opens the directory the config names.
@@ -223,11 +252,13 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	bus := modules.NewBus(modules.BusOptions{Logger: log, Registerer: reg})
 	mux := http.NewServeMux()
-	moduleStore, closeModuleStore, err := openModuleStore(cfg)
+	moduleStore, queues, shared, err := openShared(cfg)
 	if err != nil {
 		return err
 	}
-	defer closeModuleStore()
+	if shared != nil {
+		defer shared.Close()
+	}
 	running, err := modules.Start(ctx, cfg.Modules, modules.Deps{Bus: bus, Mux: mux, Store: moduleStore, Logger: log, Metrics: reg,
 		Agencies: directoryAgencies{store, log}})
 	if err != nil {
@@ -238,12 +269,20 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	queues := &routing.Queues{}
+	nodes, secret, err := joinNodes(ctx, cfg, shared, mux, log)
+	if err != nil {
+		return err
+	}
+	swCfg.NodeSecret = secret
 	trunks := routing.NewTrunks(cfg.Trunks)
 	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: queues, Trunks: trunks}
 	(&routing.QueueAPI{Dir: store, Queues: queues}).Register(mux)
 	reg.MustRegister(routing.OperatorCollector{Dir: store, Queues: queues})
 	deps := sip.Deps{Dir: store, Router: router, Queues: queues, Events: bus, Headers: running, Metrics: reg, Log: log, Trunks: trunks}
+	if nodes != nil {
+		defer nodes.Close()
+		deps.Peers = nodes
+	}
 	if relay, err := newRelay(cfg, reg, log); err != nil {
 		return err
 	} else if relay != nil {

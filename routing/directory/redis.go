@@ -118,7 +118,7 @@ var _ Store = (*Redis)(nil)
 // NewRedis connects to url (see NewRedisClient: one server, or a master
 // named by Redis Sentinel) and fails if the server does not answer.
 func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error) {
-	client, addr, err := NewRedisClient(url)
+	client, addr, err := NewRedisClient(url, false)
 	if err != nil {
 		return nil, err
 	}

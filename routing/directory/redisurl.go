@@ -18,20 +18,24 @@ import (
 //	                                              the client asks the sentinels and follows failovers
 //
 // In the Sentinel form the URL's user and password are the sentinels'; the
-// master's go in the username and password parameters. addr names the
-// server or the first sentinel, for logs; it never holds a password.
-func NewRedisClient(rawURL string) (c *redis.Client, addr string, err error) {
+// master's go in the username and password parameters. With deadlines, a
+// command gives up at its context's deadline rather than at the client's
+// timeouts. addr names the server or the sentinels, for logs; it never holds
+// a password.
+func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string, err error) {
 	if !IsSentinelURL(rawURL) {
 		o, err := redis.ParseURL(rawURL)
 		if err != nil {
 			return nil, "", fmt.Errorf("directory: redis url: %w", err)
 		}
+		o.ContextTimeoutEnabled = deadlines
 		return redis.NewClient(o), o.Addr, nil
 	}
 	o, err := redis.ParseFailoverURL(rawURL)
 	if err != nil {
 		return nil, "", fmt.Errorf("directory: redis sentinel url: %w", err)
 	}
+	o.ContextTimeoutEnabled = deadlines
 	return redis.NewFailoverClient(o), "sentinel " + strings.Join(o.SentinelAddrs, ",") + " master " + o.MasterName, nil
 }
 

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -59,6 +60,7 @@ func need(t testing.TB, tool string) string {
 
 // node is a running centralino process.
 type node struct {
+	Host     string // IP of the SIP listeners
 	SIPPort  int
 	WSPort   int
 	HTTPAddr string
@@ -71,6 +73,7 @@ type nodeOptions struct {
 	redisURL string
 	trusted  []string
 	nodeID   string
+	host     string // IP for the SIP listeners; default 127.0.0.1 (HTTP stays there)
 	edit     func(*configs.Config)
 }
 
@@ -78,15 +81,15 @@ type nodeOptions struct {
 func startNode(t *testing.T, o nodeOptions) *node {
 	t.Helper()
 	cfg := configs.Demo()
-	n := &node{SIPPort: sipua.FreePort(t), WSPort: sipua.FreePort(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", sipua.FreePort(t))}
+	n := &node{Host: cmp.Or(o.host, "127.0.0.1"), SIPPort: sipua.FreePort(t), WSPort: sipua.FreePort(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", sipua.FreePort(t))}
 	cfg.NodeID = "e2e"
 	if o.nodeID != "" {
 		cfg.NodeID = o.nodeID
 	}
 	cfg.Listen = []configs.Listener{
-		{Transport: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", n.SIPPort)},
-		{Transport: "tcp", Addr: fmt.Sprintf("127.0.0.1:%d", n.SIPPort)},
-		{Transport: "ws", Addr: fmt.Sprintf("127.0.0.1:%d", n.WSPort)},
+		{Transport: "udp", Addr: fmt.Sprintf("%s:%d", n.Host, n.SIPPort)},
+		{Transport: "tcp", Addr: fmt.Sprintf("%s:%d", n.Host, n.SIPPort)},
+		{Transport: "ws", Addr: fmt.Sprintf("%s:%d", n.Host, n.WSPort)},
 	}
 	cfg.HTTP.Addr = n.HTTPAddr
 	cfg.Log.Level = "debug"
@@ -166,6 +169,22 @@ func (n *node) get(path string) (int, string) {
 	return resp.StatusCode, b.String()
 }
 
+// put sends a JSON body with PUT.
+func (n *node) put(path, body string) (int, string) {
+	req, err := http.NewRequest(http.MethodPut, "http://"+n.HTTPAddr+path, strings.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
 // metric returns the value of one sample line of /metrics, e.g.
 // `centralino_sip_auth_failures_total{reason="credentials"}`; 0 if absent.
 func (n *node) metric(t *testing.T, sample string) float64 {
@@ -181,7 +200,7 @@ func (n *node) metric(t *testing.T, sample string) float64 {
 	return 0
 }
 
-func (n *node) sipAddr() string { return fmt.Sprintf("127.0.0.1:%d", n.SIPPort) }
+func (n *node) sipAddr() string { return fmt.Sprintf("%s:%d", n.Host, n.SIPPort) }
 
 // sippResult is the outcome of one sipp run.
 type sippResult struct {

@@ -162,3 +162,32 @@ func TestNodeDownOverflows(t *testing.T) {
 		t.Errorf("node_gone forwards counted: %v", v)
 	}
 }
+
+// With the directory behind Redis Sentinel, the switch keeps serving when
+// the master dies: the replica is promoted and the node follows it.
+func TestSentinelFailover(t *testing.T) {
+	s := redisserver.StartSentinel(t)
+	n := startNode(t, nodeOptions{redisURL: s.URL()})
+	callee := phone(t, n, "inps.ricci", "udp")
+	mustRegister(t, callee)
+	caller := phone(t, n, "inps.colombo", "udp")
+	mustRegister(t, caller)
+
+	s.KillMaster()
+	waitFor(t, 30*time.Second, "a REGISTER stored after the failover", func() bool {
+		return caller.Register(300).StatusCode == 200
+	})
+	if code, body := n.get("/readyz"); code != 200 {
+		t.Errorf("/readyz after the failover: %d %s", code, body)
+	}
+	res, inv := caller.Invite("inps.ricci")
+	if res.StatusCode != 200 {
+		t.Fatalf("call to a phone registered before the failover: %d %s", res.StatusCode, res.Reason)
+	}
+	caller.Ack(inv, res)
+	caller.Bye(inv, res)
+	// The queue state is behind Sentinel too.
+	if code, reason := dialFeature(t, callee, "*11"); code != 603 {
+		t.Errorf("*11 after the failover: %d %s", code, reason)
+	}
+}

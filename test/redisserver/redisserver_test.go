@@ -3,6 +3,7 @@ package redisserver
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestStartStopRestart(t *testing.T) {
@@ -32,5 +33,24 @@ func TestServersAreIndependent(t *testing.T) {
 	a.Stop()
 	if !ping(b.Socket()) {
 		t.Fatal("stopping one server stopped the other")
+	}
+}
+
+func TestSentinelFailover(t *testing.T) {
+	s := StartSentinel(t)
+	ctx := t.Context()
+	if m, err := s.Master(ctx); err != nil || m != s.MasterAddr {
+		t.Fatalf("master before the kill: %s, %v; want %s", m, err, s.MasterAddr)
+	}
+	s.KillMaster()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if m, err := s.Master(ctx); err == nil && m == s.ReplicaAddr {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replica was not promoted")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -442,6 +442,37 @@ func TestExampleRedis(t *testing.T) {
 	if c.Directory.Backend != "redis" {
 		t.Errorf("backend = %q", c.Directory.Backend)
 	}
+	if addr, err := c.NodeAddress(); addr != "sip-napoli-1.lineamica.gov.it:5060" || err != nil {
+		t.Errorf("NodeAddress = %q, %v", addr, err)
+	}
+}
+
+// The two nodes of configs/multinode share the directory and the secret,
+// and the other nodes reach each at its own address.
+func TestExampleMultinode(t *testing.T) {
+	var addrs []string
+	var first *Config
+	for _, file := range []string{"multinode/campania.yaml", "multinode/inps.yaml"} {
+		c, err := Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, err := c.NodeAddress()
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, addr)
+		if first == nil {
+			first = c
+			continue
+		}
+		if c.Directory != first.Directory || c.Cluster.Secret != first.Cluster.Secret || c.Realm != first.Realm || c.NodeID == first.NodeID {
+			t.Errorf("%s: not a node of the same network as campania.yaml", file)
+		}
+	}
+	if want := "127.0.0.2:5060 127.0.0.3:5060"; strings.Join(addrs, " ") != want {
+		t.Errorf("node addresses %v, want %s", addrs, want)
+	}
 }
 
 func TestAlgorithmsReplaceTheDefault(t *testing.T) {

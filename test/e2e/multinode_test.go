@@ -105,6 +105,26 @@ func testCallAcrossNodes(t *testing.T, campaniaIP, inpsIP string) {
 	}
 }
 
+// The same with sipp on both sides: the callee's scenario wants the ACK and
+// the BYE, which cross both nodes.
+func TestSippCallAcrossNodes(t *testing.T) {
+	campania, inps := twoNodes(t)
+	addr, callee := sippCallee(t, campania, "uas.xml")
+	registerWith(t, campania, "campania.deluca", addr)
+	if r := call(t, inps, "uac_call.xml", "inps.colombo", "8100201"); r.err != nil {
+		t.Fatalf("caller: %v\n%s", r.err, r.output)
+	}
+	if r := callee(); r.err != nil {
+		t.Fatalf("callee: %v\n%s", r.err, r.output)
+	}
+	if v := inps.metric(t, `centralino_call_outcomes_total{destination_agency="r_campan",outcome="answered",source_agency="inps"}`); v != 1 {
+		t.Errorf("answered call counted %v times on the calling node, want 1", v)
+	}
+	if v := campania.metric(t, `centralino_call_attempts_total{destination_agency="r_campan",source_agency="inps"}`); v != 0 {
+		t.Errorf("the delivering node counted the call as its own: %v", v)
+	}
+}
+
 // An operator's state set on one node is the state on the other.
 func TestOperatorStateAcrossNodes(t *testing.T) {
 	campania, inps := twoNodes(t)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/lineamica/centralino/routing/directory"
@@ -78,6 +79,14 @@ type Router struct {
 	Queues QueueState
 	// Trunks take the numbers the directory does not know; may be nil.
 	Trunks *Trunks
+	Log    *slog.Logger // nil: slog.Default()
+}
+
+func (r *Router) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.Default()
+	}
+	return r.Log
 }
 
 // Route decides where a call goes. The numbering plan, in order:
@@ -247,7 +256,10 @@ func (r *Router) offer(ctx context.Context, a directory.Agency, now time.Time) (
 	targets, busy, err := r.Queues.Pick(ctx, a.Code, s)
 	switch {
 	case err != nil:
-		return Decision{}, "", fmt.Errorf("routing: queue of %s: %w", a.Code, err)
+		// Operator states unreadable (Redis down): the agency degrades to
+		// ringing every operator at once rather than refusing its calls.
+		r.log().Warn("queue state unavailable: ringing every operator", "agency", a.Code, "error", err)
+		return r.ringOperators(ctx, a)
 	case len(targets) > 0:
 		return r.ringQueue(a, s, targets), "", nil
 	case busy:

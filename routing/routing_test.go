@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/lineamica/centralino/routing/directory"
+	"github.com/lineamica/centralino/test/redisserver"
 )
 
 // network is a small directory: the national centre, a regional URP with
@@ -274,5 +275,26 @@ func TestOverflow(t *testing.T) {
 				t.Errorf("Overflow(%s, %s)\n got %+v\nwant %+v", tt.from, tt.why, got, tt.want)
 			}
 		})
+	}
+}
+
+// With the operators' states out of reach (Redis stopped), a queue's
+// public number degrades to ringing every operator at once.
+func TestRouteQueueStateDown(t *testing.T) {
+	r, _ := newRouter(t)
+	srv := redisserver.Start(t)
+	client := redisClient(t, srv.URL())
+	r.Queues = &RedisQueues{Client: client}
+	srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := r.Route(ctx, Request{Dialled: "8100000", Time: at(t, "2026-03-03 10:00")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Decision{Public: true, Parallel: true, RingTimeout: time.Minute, DestAgency: "r_campan", Targets: []Target{
+		{Username: "campania.op1", Agency: "r_campan"}, {Username: "campania.op2", Agency: "r_campan"}, {Username: "campania.op3", Agency: "r_campan"}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Route with the queue state down\n got %+v\nwant %+v", got, want)
 	}
 }

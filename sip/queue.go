@@ -108,7 +108,9 @@ func (s *Switch) overflow(f *forker, c *call, req, fwd *sip.Request, caller rout
 // must act: authentication, a redirect, a bad request).
 func overflowReason(code int) (routing.OverflowReason, bool) {
 	switch {
-	case code == 0 || code == 408 || code == 480 || code == 487:
+	case code == 0: // nobody could be rung
+		return routing.OverflowUnavailable, true
+	case code == 408 || code == 480 || code == 487:
 		return routing.OverflowNoAnswer, true
 	case code == 486 || code == 600 || code == 603:
 		return routing.OverflowBusy, true

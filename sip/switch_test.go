@@ -116,11 +116,14 @@ func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 // relayTimeout is the media timeout of the relays tests start.
 var relayTimeout = 2 * time.Second
 
-// startRelay starts a media relay on loopback, on a port range of its own.
+// startRelay starts a media relay on loopback, on a port range of its own
+// below the ephemeral ports (32768 and up on Linux), which the phones and
+// other tests running in parallel take and which the relay would then find
+// busy when a call comes.
 func startRelay(t testing.TB, reg prometheus.Registerer) *media.Relay {
 	t.Helper()
 	for range 20 {
-		base := 20000 + 2*rand.IntN(15000)
+		base := 20000 + 2*rand.IntN(6000)
 		r, err := media.NewRelay(media.Config{PortMin: base, PortMax: base + 99,
 			BindIPv4: netip.MustParseAddr("127.0.0.1"), Timeout: relayTimeout, HoldTimeout: 3 * relayTimeout,
 			LatchWindow: 5 * time.Second, Registerer: reg})

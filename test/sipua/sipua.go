@@ -55,6 +55,9 @@ type Phone struct {
 	// Transferred receives the answer to each INVITE the phone placed because
 	// it was referred (it accepts every REFER and calls the target at once).
 	Transferred chan *sip.Response
+	// TransferCalls receives the same calls with their INVITE, for the test
+	// to ACK and go on in them (dropped when nobody reads).
+	TransferCalls chan Call
 	// Byes receives each BYE the phone gets.
 	Byes chan *sip.Request
 	// RTP is the phone's media socket, announced in every SDP it sends.
@@ -79,7 +82,8 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 		t.Fatal(err)
 	}
 	p := &Phone{User: user, Password: password, Realm: realm, Transport: transport, Switch: switchAddr,
-		Invites: make(chan *sip.Request, 8), Byes: make(chan *sip.Request, 8), Transferred: make(chan *sip.Response, 8), t: t}
+		Invites: make(chan *sip.Request, 8), Byes: make(chan *sip.Request, 8), Transferred: make(chan *sip.Response, 8),
+		TransferCalls: make(chan Call, 8), t: t}
 	if p.RTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -354,6 +358,10 @@ func (p *Phone) referred(req *sip.Request, tx sip.ServerTransaction) {
 		if err != nil {
 			res = sip.NewResponseFromRequest(inv, 408, err.Error(), nil)
 		}
+		select {
+		case p.TransferCalls <- Call{Invite: inv, Answer: res}:
+		default:
+		}
 		p.Transferred <- res
 	}()
 }
@@ -410,5 +418,54 @@ func (p *Phone) Refer(inv *sip.Request, res *sip.Response, cseq uint32, target s
 	req := p.inDialog(sip.REFER, inv, res, cseq)
 	req.AppendHeader(p.contact())
 	req.AppendHeader(&sip.ReferToHeader{Address: sip.Uri{Scheme: "sip", User: target, Host: p.Realm}})
+	return p.Do(req)
+}
+
+// Call is a call the phone placed: its INVITE and the final answer.
+type Call struct {
+	Invite *sip.Request
+	Answer *sip.Response
+}
+
+// dtmfSeq numbers the RFC 4733 packets SendDTMF sends.
+var dtmfSeq atomic.Uint32
+
+// SendDTMF sends one key as RFC 4733 telephone-event packets of payload
+// type pt from conn to addr: three updates, then the end of the event three
+// times, all with the event's timestamp, as phones do.
+func SendDTMF(t testing.TB, conn *net.UDPConn, to *net.UDPAddr, pt uint8, digit rune) {
+	t.Helper()
+	ev := strings.IndexRune("0123456789*#ABCD", digit)
+	if ev < 0 {
+		t.Fatalf("no DTMF event for %q", digit)
+	}
+	ts := uint32(time.Now().UnixNano() / 125000) // 8 kHz
+	for i := range 6 {
+		dur := uint16(160 * (min(i, 3) + 1))
+		flags := byte(10) // volume -10 dBm0
+		if i >= 3 {
+			flags |= 0x80 // end
+		}
+		seq := uint16(dtmfSeq.Add(1))
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: ts, SSRC: 0x1234, Marker: i == 0},
+			Payload: []byte{byte(ev), flags, byte(dur >> 8), byte(dur)}}
+		buf, err := pkt.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.WriteToUDP(buf, to); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// InfoDTMF sends a key as SIP INFO (application/dtmf-relay) in the dialog
+// of inv/res and returns the answer.
+func (p *Phone) InfoDTMF(inv *sip.Request, res *sip.Response, cseq uint32, digit rune) *sip.Response {
+	p.t.Helper()
+	req := p.inDialog(sip.INFO, inv, res, cseq)
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/dtmf-relay"))
+	req.SetBody([]byte(fmt.Sprintf("Signal=%c\r\nDuration=160\r\n", digit)))
 	return p.Do(req)
 }

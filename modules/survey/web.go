@@ -85,13 +85,18 @@ func (m *Survey) show(w http.ResponseWriter, status int, p page) {
 	}
 }
 
-// ticket checks the code of the URL: its form, that the ticket is known,
-// and that it was not rated yet. On failure it has answered.
+// ticket checks the code of the URL: its form, that the ticket was not
+// rated yet, and that it is known. On failure it has answered.
 func (m *Survey) ticket(w http.ResponseWriter, r *http.Request) (code, agency string, ok bool) {
 	code = normalizeCode(r.PathValue("code"))
 	if code == "" {
 		m.show(w, http.StatusBadRequest, page{Title: "Codice non valido",
 			Message: "Il codice della pratica non è scritto correttamente. Controlla il link ricevuto nella ricevuta PEC (esempio: LA-2026-CAM-000123-2)."})
+		return "", "", false
+	}
+	if m.alreadyRated(r.Context(), code) {
+		m.show(w, http.StatusConflict, page{Title: "Valutazione già ricevuta",
+			Message: "Questa pratica è già stata valutata: si può esprimere un solo giudizio per pratica. Grazie!"})
 		return "", "", false
 	}
 	a, err := m.kv.Get(r.Context(), ticketKey(code))
@@ -103,11 +108,6 @@ func (m *Survey) ticket(w http.ResponseWriter, r *http.Request) (code, agency st
 	if err != nil {
 		m.log.Warn("reading a ticket for the web rating", "ticket", code, "err", err)
 		m.show(w, http.StatusServiceUnavailable, page{Title: "Servizio non disponibile", Message: "Riprova tra qualche minuto."})
-		return "", "", false
-	}
-	if m.alreadyRated(r.Context(), code) {
-		m.show(w, http.StatusConflict, page{Title: "Valutazione già ricevuta",
-			Message: "Questa pratica è già stata valutata: si può esprimere un solo giudizio per pratica. Grazie!"})
 		return "", "", false
 	}
 	return code, string(a), true

@@ -256,3 +256,23 @@ func (r *Running) CallHeaders(callID string) map[string]string {
 	}
 	return out
 }
+
+// Handoffer is a module that takes a caller on when the call is over: the
+// survey gives the number the switch takes a caller of an agency to when
+// the operator hangs up first. It answers from memory.
+type Handoffer interface {
+	AfterHangup(agency string) (number string, ok bool)
+}
+
+// AfterHangup asks the running modules where a caller of agency goes when
+// the operator hangs up first; the first that answers wins.
+func (r *Running) AfterHangup(agency string) (string, bool) {
+	for _, s := range r.mods {
+		if h, ok := s.m.(Handoffer); ok {
+			if n, ok := h.AfterHangup(agency); ok {
+				return n, true
+			}
+		}
+	}
+	return "", false
+}

@@ -237,6 +237,9 @@ func joinHostPort(host string, port int) string {
 
 // handleInDialog forwards a request of an established dialog along its route set.
 func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
+	if s.handoffRequest(req, tx) {
+		return
+	}
 	fwd, routed, code, reason := s.prepare(req)
 	if code != 0 {
 		s.respond(req, tx, code, reason)
@@ -252,6 +255,9 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		fixContact(fwd, req.Source(), req.Transport())
 	}
 	c := s.inDialogRequest(req)
+	if c != nil && req.Method == sip.BYE && s.handOff(c, req, tx) {
+		return
+	}
 	if c != nil && req.Method == sip.REFER {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		ok := s.checkRefer(ctx, req, tx, c)

@@ -78,6 +78,7 @@ type Switch struct {
 	events  Publisher
 	relay   Relay
 	headers HeaderSource
+	handoff Handoffs
 	log     *slog.Logger
 	metrics *metrics
 	trunks  *trunkSet
@@ -98,6 +99,7 @@ type Switch struct {
 	draining  atomic.Bool
 	calls     sync.Map // Call-ID -> *call, for answered calls
 	transfers transfers
+	handoffs  sync.Map // Call-ID (the caller's and the IVR's) -> *handoff
 	active    atomic.Int64
 }
 
@@ -119,6 +121,7 @@ type Deps struct {
 	Relay   Relay        // the media relay; nil: media is never anchored
 	Headers HeaderSource // headers a call carries to its transfers; may be nil
 	Peers   Peers        // the other nodes sharing the directory; nil: a single node
+	Handoff Handoffs     // where a caller goes when the operator hangs up first; may be nil
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
 	Trunks  *routing.Trunks // the trunks the router also uses; may be nil
@@ -138,6 +141,7 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		events:   d.Events,
 		relay:    d.Relay,
 		headers:  d.Headers,
+		handoff:  d.Handoff,
 		log:      log,
 		ports:    make(map[string]int),
 		nonces:   newNonceAuthority(cfg.NonceTTL),

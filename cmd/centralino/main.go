@@ -278,7 +278,7 @@ func serve(args []string, stderr io.Writer) error {
 	router := &routing.Router{Dir: store, RingTimeout: time.Duration(cfg.Proxy.RingTimeout), Queues: queues, Trunks: trunks, Log: log}
 	(&routing.QueueAPI{Dir: store, Queues: queues}).Register(mux)
 	reg.MustRegister(routing.OperatorCollector{Dir: store, Queues: queues})
-	deps := sip.Deps{Dir: store, Router: router, Queues: queues, Events: bus, Headers: running, Metrics: reg, Log: log, Trunks: trunks}
+	deps := sip.Deps{Dir: store, Router: router, Queues: queues, Events: bus, Headers: running, Handoff: running, Metrics: reg, Log: log, Trunks: trunks}
 	if nodes != nil {
 		defer nodes.Close()
 		deps.Peers = nodes

@@ -283,3 +283,43 @@ func ticketOf(t *testing.T, n *node, agency string) string {
 	})
 	return list.Tickets[0].Code
 }
+
+// URP Campania's callers are taken to the survey when the operator hangs up
+// first: the operator hangs up, the citizen stays in the same call and hears
+// the survey, votes 3 (SIP INFO in its original dialog) and gives the
+// reason 1 (RFC 4733 through the relay); the survey hangs up on the citizen.
+func TestSurveyAfterTheOperatorHangsUp(t *testing.T) {
+	n := surveyNode(t, map[string]any{"after_hangup": []any{"r_campan"}, "number": surveyNumber})
+	waitSurveyRegistered(t, n)
+	citizen, operator, inv, res := citizenCall(t, n)
+	if r := operator.HangUpAnswered(inv.CallID().Value()); r.StatusCode != 200 {
+		t.Fatalf("the operator's BYE: %d %s", r.StatusCode, r.Reason)
+	}
+	select {
+	case <-citizen.Byes:
+		t.Fatal("the citizen was hung up on instead of taken to the survey")
+	default:
+	}
+	relay, err := sipua.SDPAddr(res.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sipua.ReceiveRTP(t, citizen.RTP) // the question
+	waitFor(t, 5*time.Second, "the survey offered", func() bool {
+		offered, _, _, _, _ := surveyRatings(t, n, "r_campan")
+		return offered == 1
+	})
+	if r := citizen.InfoDTMF(inv, res, inv.CSeq().SeqNo+1, '3'); r.StatusCode != 200 {
+		t.Fatalf("INFO in the citizen's dialog: %d %s", r.StatusCode, r.Reason)
+	}
+	time.Sleep(500 * time.Millisecond) // the reason's prompt starts
+	sipua.SendDTMF(t, citizen.RTP, relay, 101, '1')
+	waitBye(t, citizen, 20*time.Second)
+	offered, noVote, ratings, reasons, _ := surveyRatings(t, n, "r_campan")
+	if offered != 1 || noVote != 0 || ratings["negative"] != 1 || reasons["waiting"] != 1 {
+		t.Errorf("offered %d, no vote %d, ratings %v, reasons %v; want one negative vote for the waiting time", offered, noVote, ratings, reasons)
+	}
+	waitFor(t, 5*time.Second, "the calls over", func() bool {
+		return n.metric(t, "centralino_active_calls") == 0
+	})
+}

@@ -388,6 +388,22 @@ func (p *Phone) ReferAnsweredReplacing(callID string, target string, consult *si
 
 func (p *Phone) referAnswered(callID string, referTo sip.Uri) *sip.Response {
 	p.t.Helper()
+	req := p.answeredRequest(sip.REFER, callID, 1)
+	req.AppendHeader(p.contact())
+	req.AppendHeader(&sip.ReferToHeader{Address: referTo})
+	return p.Do(req)
+}
+
+// HangUpAnswered ends a call this phone answered: the operator hangs up
+// first.
+func (p *Phone) HangUpAnswered(callID string) *sip.Response {
+	p.t.Helper()
+	return p.Do(p.answeredRequest(sip.BYE, callID, 2))
+}
+
+// answeredRequest builds a request of this phone in a call it answered.
+func (p *Phone) answeredRequest(method sip.RequestMethod, callID string, cseq uint32) *sip.Request {
+	p.t.Helper()
 	p.mu.Lock()
 	d, ok := p.answered[callID]
 	p.mu.Unlock()
@@ -395,21 +411,19 @@ func (p *Phone) referAnswered(callID string, referTo sip.Uri) *sip.Response {
 		p.t.Fatalf("no answered call %s", callID)
 	}
 	inv, res := d[0].(*sip.Request), d[1].(*sip.Response)
-	req := sip.NewRequest(sip.REFER, inv.Contact().Address)
+	req := sip.NewRequest(method, inv.Contact().Address)
 	for _, h := range inv.GetHeaders("Record-Route") {
 		req.AppendHeader(&sip.RouteHeader{Address: h.(*sip.RecordRouteHeader).Address})
 	}
 	req.AppendHeader(&sip.FromHeader{Address: res.To().Address, Params: res.To().Params.Clone()})
 	req.AppendHeader(&sip.ToHeader{Address: inv.From().Address, Params: inv.From().Params.Clone()})
 	req.AppendHeader(sip.HeaderClone(inv.CallID()))
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REFER})
-	req.AppendHeader(p.contact())
-	req.AppendHeader(&sip.ReferToHeader{Address: referTo})
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: method})
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
 	req.SetTransport(inv.Transport())
 	req.SetDestination(p.Switch)
-	return p.Do(req)
+	return req
 }
 
 // Refer asks the other side of the call inv/res to call target (RFC 3515).

@@ -264,6 +264,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rateAlias(mux, cfg)
 
 	swCfg, err := switchConfig(cfg)
 	if err != nil {

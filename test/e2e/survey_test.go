@@ -323,3 +323,35 @@ func TestSurveyAfterTheOperatorHangsUp(t *testing.T) {
 		return n.metric(t, "centralino_active_calls") == 0
 	})
 }
+
+// A citizen taken to the survey who hangs up without voting: the survey
+// ends (offered, no vote) and nothing is left of the call.
+func TestSurveyAfterHangupCallerLeaves(t *testing.T) {
+	n := surveyNode(t, map[string]any{"after_hangup": []any{"*"}, "number": surveyNumber})
+	waitSurveyRegistered(t, n)
+	citizen, operator, inv, res := citizenCall(t, n)
+	if r := operator.HangUpAnswered(inv.CallID().Value()); r.StatusCode != 200 {
+		t.Fatalf("the operator's BYE: %d", r.StatusCode)
+	}
+	sipua.ReceiveRTP(t, citizen.RTP) // the question
+	if r := citizen.Bye(inv, res); r.StatusCode != 200 {
+		t.Fatalf("the citizen's BYE during the survey: %d %s", r.StatusCode, r.Reason)
+	}
+	waitFor(t, 5*time.Second, "the survey counted without a vote", func() bool {
+		offered, noVote, _, _, _ := surveyRatings(t, n, "r_campan")
+		return offered == 1 && noVote == 1
+	})
+	waitFor(t, 5*time.Second, "the calls over", func() bool { return n.metric(t, "centralino_active_calls") == 0 })
+}
+
+// When the survey cannot be reached (its IVR is not registered), the
+// citizen gets the BYE the operator sent.
+func TestSurveyAfterHangupUnreachable(t *testing.T) {
+	n := surveyNode(t, map[string]any{"after_hangup": []any{"r_campan"}, "number": surveyNumber, "switch": "127.0.0.1:9"})
+	citizen, operator, inv, _ := citizenCall(t, n)
+	if r := operator.HangUpAnswered(inv.CallID().Value()); r.StatusCode != 200 {
+		t.Fatalf("the operator's BYE: %d", r.StatusCode)
+	}
+	waitBye(t, citizen, 5*time.Second)
+	waitFor(t, 5*time.Second, "the calls over", func() bool { return n.metric(t, "centralino_active_calls") == 0 })
+}

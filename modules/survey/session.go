@@ -221,9 +221,8 @@ func (s *session) playAndWait(p prompt) (rune, bool) {
 
 // finish plays the last prompt and hangs up, unless the caller did first.
 func (s *session) finish(p prompt) {
-	stop := make(chan struct{})
-	s.play(p, stop)
-	if s.ctx.Err() != nil && s.dlg.Context().Err() != nil {
+	s.play(p, nil)
+	if s.dlg.Context().Err() != nil {
 		return // the caller hung up
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

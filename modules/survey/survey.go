@@ -80,10 +80,13 @@ func (o *Options) validate() error {
 	case o.TicketDays < 1:
 		return fmt.Errorf(`option "ticket_days": must be at least 1, not %d`, o.TicketDays)
 	}
-	for _, a := range []string{o.Switch, o.Listen} {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return fmt.Errorf("address %q: %v", a, err)
-		}
+	if _, _, err := net.SplitHostPort(o.Switch); err != nil {
+		return fmt.Errorf(`option "switch": %v`, err)
+	}
+	// The IVR writes its address in Contact and SDP: it must be one.
+	host, _, err := net.SplitHostPort(o.Listen)
+	if ip := net.ParseIP(host); err != nil || ip == nil || ip.IsUnspecified() {
+		return fmt.Errorf(`option "listen": %q is not an IP address and port such as 127.0.0.1:0`, o.Listen)
 	}
 	return nil
 }

@@ -138,7 +138,8 @@ func TestOptions(t *testing.T) {
 		{map[string]any{"after_hangup": []any{"r_campan"}}, `"number"`},
 		{map[string]any{"digit_timeout": "soon"}, `digit_timeout`},
 		{map[string]any{"digit_timeout": "2h"}, `digit_timeout`},
-		{map[string]any{"switch": "nowhere"}, `nowhere`},
+		{map[string]any{"switch": "nowhere"}, `"switch"`},
+		{map[string]any{"listen": "0.0.0.0:5090"}, `"listen"`},
 		{map[string]any{"colour": "blue"}, `unknown option`},
 	} {
 		opts := map[string]any{"switch": "127.0.0.1:9", "user": "u", "password": "p"}

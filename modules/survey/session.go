@@ -26,6 +26,10 @@ type offer struct {
 	law      uint8 // 0 µ-law (PCMU), 8 A-law (PCMA)
 	event    uint8
 	hasEvent bool
+	// The answer has as many m-lines as the offer (RFC 3264 §6): the
+	// others, refused with port 0, around the audio one at index audio.
+	refused []string
+	audio   int
 }
 
 // parseOffer reads the first audio m-line of an SDP offer. The IVR speaks
@@ -40,15 +44,23 @@ func parseOffer(body []byte) (offer, error) {
 	for _, line := range strings.Split(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n") {
 		switch {
 		case strings.HasPrefix(line, "c=IN IP4 ") || strings.HasPrefix(line, "c=IN IP6 "):
-			if a, err := netip.ParseAddr(strings.Fields(line[9:])[0]); err == nil && (!found || inAudio) {
+			f := strings.Fields(line[9:])
+			if len(f) == 0 {
+				continue
+			}
+			if a, err := netip.ParseAddr(f[0]); err == nil && (!found || inAudio) {
 				conn = a
 			}
 		case strings.HasPrefix(line, "m="):
 			inAudio = false
 			f := strings.Fields(line[2:])
 			if found || len(f) < 4 || f[0] != "audio" || f[2] != "RTP/AVP" {
+				if len(f) >= 4 {
+					o.refused = append(o.refused, fmt.Sprintf("m=%s 0 %s %s", f[0], f[2], f[3]))
+				}
 				continue
 			}
+			o.audio = len(o.refused)
 			p, err := strconv.Atoi(f[1])
 			if err != nil || p <= 0 || p > 65535 {
 				return o, errors.New("bad audio port")
@@ -136,8 +148,17 @@ func (s *session) answerSDP() []byte {
 		maps += fmt.Sprintf("a=rtpmap:%d telephone-event/8000\r\na=fmtp:%d 0-15\r\n", s.offer.event, s.offer.event)
 	}
 	id := strconv.FormatUint(uint64(s.ssrc), 10)
-	return []byte("v=0\r\no=survey " + id + " 1 IN " + ipv + " " + s.v.host + "\r\ns=survey\r\nc=IN " + ipv + " " + s.v.host +
-		"\r\nt=0 0\r\nm=audio " + strconv.Itoa(port) + " RTP/AVP " + fmts + "\r\n" + maps + "a=ptime:20\r\na=sendrecv\r\n")
+	var b strings.Builder
+	b.WriteString("v=0\r\no=survey " + id + " 1 IN " + ipv + " " + s.v.host + "\r\ns=survey\r\nc=IN " + ipv + " " + s.v.host + "\r\nt=0 0\r\n")
+	for i := 0; i <= len(s.offer.refused); i++ {
+		if i == s.offer.audio {
+			b.WriteString("m=audio " + strconv.Itoa(port) + " RTP/AVP " + fmts + "\r\n" + maps + "a=ptime:20\r\na=sendrecv\r\n")
+		}
+		if i < len(s.offer.refused) {
+			b.WriteString(s.offer.refused[i] + "\r\n")
+		}
+	}
+	return []byte(b.String())
 }
 
 // key takes a key from SIP INFO or RTP; extra keys are dropped.

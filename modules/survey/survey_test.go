@@ -2,11 +2,14 @@ package survey
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -218,4 +221,52 @@ func TestNormalizeCode(t *testing.T) {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
 	}
+}
+
+// The answer keeps the offer's m-lines, the ones other than audio refused.
+func TestAnswerMirrorsTheOffer(t *testing.T) {
+	o, err := parseOffer([]byte("v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 5000 RTP/AVP 96\r\nm=audio 4000 RTP/AVP 0 101\r\n" +
+		"a=rtpmap:101 telephone-event/8000\r\nm=audio 4002 RTP/AVP 8\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s := &session{v: &ivr{host: "127.0.0.1"}, offer: o, conn: conn}
+	var mlines []string
+	for _, l := range strings.Split(string(s.answerSDP()), "\r\n") {
+		if strings.HasPrefix(l, "m=") {
+			mlines = append(mlines, l)
+		}
+	}
+	port := conn.LocalAddr().(*net.UDPAddr).Port
+	want := []string{"m=video 0 RTP/AVP 96", fmt.Sprintf("m=audio %d RTP/AVP 0 101", port), "m=audio 0 RTP/AVP 8"}
+	if !slices.Equal(mlines, want) {
+		t.Errorf("answer m-lines %q, want %q", mlines, want)
+	}
+}
+
+// An SDP offer from the network never panics the IVR, and an accepted one
+// gets an answer with one audio stream.
+func FuzzParseOffer(f *testing.F) {
+	f.Add([]byte("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"))
+	f.Add([]byte("v=0\r\nc=IN IP6 ::1\r\nm=video 1 RTP/AVP 96\r\nm=audio 4000 RTP/AVP 8\r\nc=IN IP4 \r\n"))
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer conn.Close()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		o, err := parseOffer(body)
+		if err != nil {
+			return
+		}
+		s := &session{v: &ivr{host: "127.0.0.1"}, offer: o, conn: conn}
+		if n := strings.Count(string(s.answerSDP()), "\r\nm=audio "); n < 1 {
+			t.Errorf("answer without its audio stream for %q", body)
+		}
+	})
 }

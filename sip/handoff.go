@@ -49,7 +49,7 @@ type handoff struct {
 // hand-off, when the call's agency wants one; false leaves the BYE to the
 // proxy.
 func (s *Switch) handOff(c *call, bye *sip.Request, tx sip.ServerTransaction) bool {
-	if s.handoff == nil || !c.anchored || s.draining.Load() {
+	if s.handoff == nil || !c.anchored || c.info.DestAgency == "" || s.draining.Load() {
 		return false
 	}
 	if tag, _ := bye.From().Params.Get("tag"); tag == c.callerTag {
@@ -91,11 +91,13 @@ func (s *Switch) runHandoff(h *handoff) {
 		s.endHandoff(h, true)
 		return
 	}
+	h.cseq.Store(inv.CSeq().SeqNo)
 	h.mu.Lock()
 	h.ivrID, h.inv = callID(inv), inv
+	if !h.ended { // else the caller hung up already: nothing to find the IVR's requests for
+		s.handoffs.Store(h.ivrID, h)
+	}
 	h.mu.Unlock()
-	h.cseq.Store(inv.CSeq().SeqNo)
-	s.handoffs.Store(h.ivrID, h)
 	info := c.now()
 	info.Headers = h.headers
 	s.events.Publish(modules.CallTransferred{

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -129,8 +131,12 @@ func TestSurveyByTransferVoteByINFO(t *testing.T) {
 	waitSurveyRegistered(t, n)
 	citizen, operator, inv, _ := citizenCall(t, n)
 	c := transferToSurvey(t, citizen, operator, inv)
-	if _, from := sipua.ReceiveRTP(t, citizen.RTP); from == nil {
-		t.Fatal("no prompt heard")
+	question, err := os.ReadFile("../../modules/survey/prompts/question.ulaw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if heard, _ := sipua.ReceiveRTP(t, citizen.RTP); !bytes.Equal(heard, question[:160]) {
+		t.Fatalf("the citizen hears %x..., not the question's first 20 ms", heard[:min(len(heard), 16)])
 	}
 	if r := citizen.InfoDTMF(c.Invite, c.Answer, c.Invite.CSeq().SeqNo+1, '1'); r.StatusCode != 200 {
 		t.Fatalf("INFO: %d %s", r.StatusCode, r.Reason)

@@ -49,7 +49,8 @@ type handoff struct {
 // hand-off, when the call's agency wants one; false leaves the BYE to the
 // proxy.
 func (s *Switch) handOff(c *call, bye *sip.Request, tx sip.ServerTransaction) bool {
-	if s.handoff == nil || !c.anchored || c.info.DestAgency == "" || s.draining.Load() {
+	// Citizens only: a user of the directory calling a colleague is not surveyed.
+	if s.handoff == nil || !c.anchored || c.info.DestAgency == "" || c.info.Caller.InDirectory || s.draining.Load() {
 		return false
 	}
 	if tag, _ := bye.From().Params.Get("tag"); tag == c.callerTag {

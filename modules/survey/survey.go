@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -98,12 +97,13 @@ type Survey struct {
 	publish func(modules.Event)
 	kv      modules.KV
 	metrics *metrics
-	ivr     *ivr
+	prompts *prompts
 
 	mu       sync.Mutex
 	cond     *sync.Cond
 	rated    map[string]rated // by the Call-ID of the call into the IVR
 	stopping bool
+	ivr      *ivr // nil until Run
 }
 
 // rated is the call a caller rates from the IVR: what the transfer to the
@@ -135,12 +135,21 @@ func (m *Survey) Provision(h *modules.Host) error {
 	if err := h.Subscribe(0, []string{modules.KindCallTransferred, modules.KindTicketChanged}, m.handle); err != nil {
 		return err
 	}
-	prompts, err := loadPrompts()
-	if err != nil {
-		return err
-	}
-	m.ivr, err = startIVR(m, prompts)
+	m.prompts, err = loadPrompts()
 	return err
+}
+
+// Run implements modules.Runner: the IVR starts listening and registers.
+func (m *Survey) Run() {
+	v, err := startIVR(m, m.prompts)
+	if err != nil {
+		// Its address is taken, say: the web rating still works.
+		m.log.Error("survey IVR not started: no phone survey", "err", err)
+		return
+	}
+	m.mu.Lock()
+	m.ivr = v
+	m.mu.Unlock()
 }
 
 // Stop implements modules.Stopper.
@@ -148,8 +157,12 @@ func (m *Survey) Stop(ctx context.Context) error {
 	m.mu.Lock()
 	m.stopping = true
 	m.cond.Broadcast()
+	v := m.ivr
 	m.mu.Unlock()
-	return m.ivr.stop(ctx)
+	if v == nil { // never run (check-config), or not started
+		return nil
+	}
+	return v.stop(ctx)
 }
 
 // AfterHangup implements modules.Handoffer: the number the switch takes a
@@ -292,18 +305,3 @@ func countKey(agency, name string) string { return "n:" + agency + ":" + name }
 func ticketKey(code string) string { return "t:" + code }
 
 func votedKey(code string) string { return "voted:" + code }
-
-// normalizeCode puts a ticket code as typed into canonical form
-// (LA-2026-CAM-000123-2), or returns "" when it does not look like one. The
-// check character is ticketing's business: an unknown code finds no ticket.
-func normalizeCode(s string) string {
-	c := strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(s))
-	if len(c) < 16 || len(c) > 24 || c[:2] != "LA" || !allIn(c[2:6], "0123456789") ||
-		!allIn(c[6:9], "ABCDEFGHIJKLMNOPQRSTUVWXYZ") || !allIn(c[9:len(c)-1], "0123456789") ||
-		!allIn(c[len(c)-1:], "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") {
-		return ""
-	}
-	return strings.Join([]string{c[:2], c[2:6], c[6:9], c[9 : len(c)-1], c[len(c)-1:]}, "-")
-}
-
-func allIn(s, set string) bool { return s != "" && strings.Trim(s, set) == "" }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/modules/ticketing/ticketcode"
 )
 
 func (m *Survey) routes(h *modules.Host) {
@@ -88,10 +89,13 @@ func (m *Survey) show(w http.ResponseWriter, status int, p page) {
 // ticket checks the code of the URL: its form, that the ticket was not
 // rated yet, and that it is known. On failure it has answered.
 func (m *Survey) ticket(w http.ResponseWriter, r *http.Request) (code, agency string, ok bool) {
-	code = normalizeCode(r.PathValue("code"))
-	if code == "" {
-		m.show(w, http.StatusBadRequest, page{Title: "Codice non valido",
-			Message: "Il codice della pratica non è scritto correttamente. Controlla il link ricevuto nella ricevuta PEC (esempio: LA-2026-CAM-000123-2)."})
+	code, err := ticketcode.Parse(r.PathValue("code"))
+	if err != nil {
+		msg := "Il codice della pratica non è scritto correttamente. Controlla il link ricevuto nella ricevuta PEC (esempio: LA-2026-CAM-000123-2)."
+		if errors.Is(err, ticketcode.ErrCheck) {
+			msg = "Il codice della pratica contiene un errore di battitura. Controlla il link ricevuto nella ricevuta PEC."
+		}
+		m.show(w, http.StatusBadRequest, page{Title: "Codice non valido", Message: msg})
 		return "", "", false
 	}
 	if m.alreadyRated(r.Context(), code) {

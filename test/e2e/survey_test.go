@@ -16,6 +16,7 @@ import (
 
 	"github.com/lineamica/centralino/configs"
 	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/modules/ticketing/ticketcode"
 	"github.com/lineamica/centralino/routing/directory"
 	"github.com/lineamica/centralino/test/sipua"
 )
@@ -254,8 +255,9 @@ func TestSurveyWebRatingOncePerTicket(t *testing.T) {
 		t.Fatalf("second vote: %d\n%s", code, b)
 	}
 	for path, want := range map[string]int{
-		"/api/survey/rate/not-a-code":           http.StatusBadRequest,
-		"/api/survey/rate/LA-2026-CAM-999999-7": http.StatusNotFound,
+		"/api/survey/rate/not-a-code":                                        http.StatusBadRequest,
+		"/api/survey/rate/" + ticketcode.New(2026, "CAM", 999999):            http.StatusNotFound,
+		"/api/survey/rate/" + strings.Replace(tk, "-000001-", "-000007-", 1): http.StatusBadRequest, // mistyped
 	} {
 		if code, b := n.get(path); code != want {
 			t.Errorf("%s: %d, want %d\n%s", path, code, want, b)
@@ -328,6 +330,30 @@ func TestSurveyAfterTheOperatorHangsUp(t *testing.T) {
 	waitFor(t, 5*time.Second, "the calls over", func() bool {
 		return n.metric(t, "centralino_active_calls") == 0
 	})
+	// The ticket keeps the vote, without the operator.
+	var tk struct {
+		Ratings []map[string]any `json:"ratings"`
+	}
+	waitFor(t, 5*time.Second, "the vote on the ticket", func() bool {
+		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr+"/api/ticketing/tickets/"+ticketOf(t, n, "r_campan"), nil)
+		req.Header.Set("X-Agency", "r_campan")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		json.NewDecoder(resp.Body).Decode(&tk)
+		return len(tk.Ratings) == 1
+	})
+	r := tk.Ratings[0]
+	if r["rating"] != float64(3) || r["reason"] != "waiting" || r["agency"] != "r_campan" || r["channel"] != "phone" {
+		t.Errorf("the ticket's vote: %v", r)
+	}
+	for k, v := range r {
+		if fmt.Sprint(v) == "campania.deluca" {
+			t.Errorf("the ticket's vote names the operator in %q", k)
+		}
+	}
 }
 
 // A citizen taken to the survey who hangs up without voting: the survey

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/lineamica/centralino/media"
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing"
+	"github.com/lineamica/centralino/routing/directory"
 )
 
 // Handoffs says where a caller goes when the operator hangs up first (the
@@ -144,10 +146,12 @@ func (s *Switch) handoffInvite(ctx context.Context, h *handoff) (*sip.Request, r
 	if err != nil {
 		return nil, dec, err
 	}
-	if len(bindings) == 0 {
-		return nil, dec, errors.New("not registered")
+	// This node's own IVR: another node's registered at its own loopback.
+	i := slices.IndexFunc(bindings, func(b directory.Binding) bool { return b.Node == "" || b.Node == s.cfg.NodeID })
+	if i < 0 {
+		return nil, dec, errors.New("not registered on this node")
 	}
-	b := bindings[0]
+	b := bindings[i]
 	var uri sip.Uri
 	if err := sip.ParseUri(b.Contact, &uri); err != nil {
 		return nil, dec, err

@@ -217,7 +217,6 @@ func TestG711(t *testing.T) {
 	}
 }
 
-
 // The answer keeps the offer's m-lines, the ones other than audio refused.
 func TestAnswerMirrorsTheOffer(t *testing.T) {
 	o, err := parseOffer([]byte("v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 5000 RTP/AVP 96\r\nm=audio 4000 RTP/AVP 0 101\r\n" +

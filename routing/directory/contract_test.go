@@ -25,6 +25,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		{"UserMoves", testUserMoves},
 		{"Bindings", testBindings},
 		{"BindingExpiry", testBindingExpiry},
+		{"Register", testRegister},
 		{"Concurrency", testConcurrency},
 	}
 	for _, tt := range tests {
@@ -325,6 +326,62 @@ func testBindingExpiry(t *testing.T, s Store) {
 	wantEqual(t, "Bindings of an all-expired AOR", bs, err, []Binding(nil))
 	all, err := s.AllBindings(ctx)
 	wantEqual(t, "AllBindings after expiry", all, err, []Binding{long})
+}
+
+func testRegister(t *testing.T, s Store) {
+	ctx := t.Context()
+	reg := func(cid string, seq uint32, put ...Binding) Registration {
+		for i := range put {
+			put[i].CallID, put[i].CSeq = cid, seq
+		}
+		return Registration{AOR: "mario", CallID: cid, CSeq: seq, Put: put}
+	}
+	check := func(what string, r Registration, wantBefore, wantAfter []Binding) {
+		t.Helper()
+		before, after, err := s.Register(ctx, r)
+		wantEqual(t, what+": before", before, err, wantBefore)
+		wantEqual(t, what+": after", after, err, wantAfter)
+		bs, err := s.Bindings(ctx, "mario")
+		wantEqual(t, what+": Bindings", bs, err, wantAfter)
+	}
+	desk := binding("mario", "sip:mario@192.0.2.10:5060", time.Hour)
+	soft := binding("mario", "sip:mario@198.51.100.7:40000;transport=tcp", time.Hour)
+	r1 := reg("a", 1, desk)
+	desk = r1.Put[0]
+	check("first", r1, nil, []Binding{desk})
+
+	// A retransmission or a late copy of the same request is refused whole.
+	late := reg("a", 1, desk, soft)
+	if _, _, err := s.Register(ctx, late); !errors.Is(err, ErrOutOfOrder) {
+		t.Errorf("Register of an old CSeq: %v, want ErrOutOfOrder", err)
+	}
+	bs, err := s.Bindings(ctx, "mario")
+	wantEqual(t, "Bindings after an out-of-order Register", bs, err, []Binding{desk})
+
+	r2 := reg("a", 2, desk, soft)
+	desk2, soft2 := r2.Put[0], r2.Put[1]
+	desk2.Expires = desk2.Expires.Add(time.Minute)
+	r2.Put[0] = desk2
+	check("refresh and add", r2, []Binding{desk}, []Binding{desk2, soft2})
+
+	// Another phone's REGISTER (Call-ID b) removes one contact; an expired
+	// binding in Put removes its contact too.
+	gone := desk2
+	gone.Expires = time.Now().Add(-time.Second).UTC()
+	check("remove", Registration{AOR: "mario", CallID: "b", CSeq: 1, Remove: []string{soft2.Contact}}, []Binding{desk2, soft2}, []Binding{desk2})
+	check("expired put", reg("b", 2, gone), []Binding{desk2}, nil)
+
+	// Contact: * leaves the bindings that the same Call-ID registered later.
+	check("again", reg("c", 5, soft), nil, []Binding{reg("c", 5, soft).Put[0]})
+	check("other", reg("d", 1, desk), []Binding{reg("c", 5, soft).Put[0]}, []Binding{reg("d", 1, desk).Put[0], reg("c", 5, soft).Put[0]})
+	check("wildcard", Registration{AOR: "mario", CallID: "c", CSeq: 3, RemoveAll: true},
+		[]Binding{reg("d", 1, desk).Put[0], reg("c", 5, soft).Put[0]}, []Binding{reg("c", 5, soft).Put[0]})
+
+	if _, _, err := s.Register(ctx, Registration{AOR: "mario", Put: []Binding{binding("anna", "sip:anna@192.0.2.11", time.Hour)}}); err == nil {
+		t.Error("Register of another AOR's binding succeeded")
+	}
+	all, err := s.AllBindings(ctx)
+	wantEqual(t, "AllBindings after Register", all, err, []Binding{reg("c", 5, soft).Put[0]})
 }
 
 // testConcurrency is a smoke test for -race: writers and readers on shared

@@ -92,6 +92,24 @@ type Binding struct {
 	Expires   time.Time `json:"expires"`
 }
 
+// Registration is what one REGISTER asks of an AOR's bindings (RFC 3261
+// §10.3 steps 6–8): bindings to add or refresh, contacts to remove, or all of
+// them (Contact: *). A binding in Put that has already expired removes its
+// contact. The changes are refused as a whole, with ErrOutOfOrder, when a
+// contact they name is held by a binding of the same Call-ID with an equal or
+// higher CSeq; RemoveAll leaves such bindings alone instead.
+type Registration struct {
+	AOR       string
+	CallID    string
+	CSeq      uint32
+	Put       []Binding
+	Remove    []string
+	RemoveAll bool
+}
+
+// ErrOutOfOrder refuses a Registration older than the bindings it changes.
+var ErrOutOfOrder = errors.New("directory: out-of-order registration")
+
 // Store is the directory. Implementations are safe for concurrent use.
 // Lookups return ErrNotFound (wrapped or not) when nothing matches.
 type Store interface {
@@ -113,6 +131,10 @@ type Store interface {
 	// PutBinding inserts or replaces the binding of (AOR, Contact).
 	PutBinding(ctx context.Context, b Binding) error
 	DeleteBinding(ctx context.Context, aor, contact string) error
+	// Register applies the changes of one REGISTER to an AOR's bindings in
+	// one step (one round trip for Redis) and returns the AOR's unexpired
+	// bindings before and after them, sorted by contact.
+	Register(ctx context.Context, r Registration) (before, after []Binding, err error)
 	// AllBindings lists every unexpired binding; for operators, not the call path.
 	AllBindings(ctx context.Context) ([]Binding, error)
 

@@ -2,8 +2,7 @@ package directory
 
 import (
 	"context"
-	"maps"
-	"slices"
+		"slices"
 	"sync"
 	"time"
 )
@@ -21,7 +20,7 @@ type Memory struct {
 	byPrefix  map[string]string             // prefix → agency code
 	users     map[string]User               // by username
 	byExt     map[extKey]string             // (agency, extension) → username
-	bindings  map[string]map[string]Binding // AOR → contact → binding
+	bindings  map[string][]Binding          // AOR → bindings sorted by contact (a slice: phones have 1–3)
 	nextSweep time.Time
 }
 
@@ -37,7 +36,7 @@ func NewMemory() *Memory {
 		byPrefix: make(map[string]string),
 		users:    make(map[string]User),
 		byExt:    make(map[extKey]string),
-		bindings: make(map[string]map[string]Binding),
+		bindings: make(map[string][]Binding),
 	}
 }
 
@@ -192,7 +191,7 @@ func (m *Memory) DeleteUser(_ context.Context, username string) error {
 func (m *Memory) Bindings(_ context.Context, aor string) ([]Binding, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return live(slices.Collect(maps.Values(m.bindings[aor])), time.Now()), nil
+	return live(slices.Clone(m.bindings[aor]), time.Now()), nil
 }
 
 // PutBinding stores b; a binding that has already expired removes the
@@ -205,17 +204,11 @@ func (m *Memory) PutBinding(_ context.Context, b Binding) error {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !b.Expires.After(now) {
-		m.deleteBinding(b.AOR, b.Contact)
-		return nil
+	bs := slices.DeleteFunc(slices.Clone(m.bindings[b.AOR]), func(o Binding) bool { return o.Contact == b.Contact })
+	if b.Expires.After(now) {
+		bs = live(append(bs, b), now)
 	}
-	if m.bindings[b.AOR] == nil {
-		m.bindings[b.AOR] = make(map[string]Binding)
-	}
-	m.bindings[b.AOR][b.Contact] = b
-	if now.After(m.nextSweep) {
-		m.sweep(now)
-	}
+	m.setBindings(b.AOR, bs, now)
 	return nil
 }
 
@@ -223,35 +216,51 @@ func (m *Memory) PutBinding(_ context.Context, b Binding) error {
 func (m *Memory) DeleteBinding(_ context.Context, aor, contact string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.deleteBinding(aor, contact)
+	bs := slices.DeleteFunc(slices.Clone(m.bindings[aor]), func(o Binding) bool { return o.Contact == contact })
+	m.setBindings(aor, bs, time.Now())
 	return nil
 }
 
-func (m *Memory) deleteBinding(aor, contact string) {
-	delete(m.bindings[aor], contact)
-	if len(m.bindings[aor]) == 0 {
-		delete(m.bindings, aor)
+func (m *Memory) Register(_ context.Context, r Registration) (before, after []Binding, err error) {
+	if r, err = checkRegistration(r); err != nil {
+		return nil, nil, err
 	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.bindings[r.AOR]
+	if after, err = applyRegistration(cur, r, now); err != nil {
+		return nil, nil, err
+	}
+	// The stored slices are never modified in place, so cur can be handed out.
+	m.setBindings(r.AOR, after, now)
+	return live(cur, now), slices.Clone(after), nil
 }
 
-// sweep drops every expired binding.
-func (m *Memory) sweep(now time.Time) {
-	for aor, contacts := range m.bindings {
-		for contact, b := range contacts {
-			if !b.Expires.After(now) {
-				m.deleteBinding(aor, contact)
+// setBindings replaces the bindings of aor (the store keeps bs) and now and
+// then drops every expired binding. Callers hold m.mu.
+func (m *Memory) setBindings(aor string, bs []Binding, now time.Time) {
+	if len(bs) == 0 {
+		delete(m.bindings, aor)
+	} else {
+		m.bindings[aor] = slices.Clip(bs)
+	}
+	if now.After(m.nextSweep) {
+		for aor, bs := range m.bindings {
+			if kept := live(slices.Clone(bs), now); len(kept) < len(bs) {
+				m.setBindings(aor, kept, time.Time{})
 			}
 		}
+		m.nextSweep = now.Add(sweepInterval)
 	}
-	m.nextSweep = now.Add(sweepInterval)
 }
 
 func (m *Memory) AllBindings(context.Context) ([]Binding, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var out []Binding
-	for _, contacts := range m.bindings {
-		out = slices.AppendSeq(out, maps.Values(contacts))
+	for _, bs := range m.bindings {
+		out = append(out, bs...)
 	}
 	return live(out, time.Now()), nil
 }

@@ -85,6 +85,70 @@ if last > 0 then
 end
 return 1`)
 
+// register applies one Registration to the AOR's hash KEYS[1] and returns
+// the hash as it was. ARGV: the caller's clock in ms, the Call-ID, the CSeq,
+// "1" to remove every binding (Contact: *), "1" when the server has per-field
+// TTLs (Redis 7.4+), then pairs of contact and "<expires ms>|JSON" to set, or
+// "" to remove it. It keeps the key's TTL at the latest expiry and drops
+// expired fields, as putBinding does, and refuses the whole registration with
+// OUTOFORDER when a live binding it names has the same Call-ID and an equal or
+// higher CSeq (RFC 3261 §10.3 step 7; Registration.outOfOrder).
+var register = redis.NewScript(`
+local now, cid, cseq = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local kv = redis.call('HGETALL', KEYS[1])
+local cur = {}
+for i = 1, #kv, 2 do
+  local exp = tonumber(string.match(kv[i+1], '^(%d+)|'))
+  if exp > now then cur[kv[i]] = kv[i+1] else redis.call('HDEL', KEYS[1], kv[i]) end
+end
+local function outOfOrder(v)
+  local b = cjson.decode(string.sub(v, string.find(v, '|', 1, true) + 1))
+  return b.call_id == cid and cseq <= (b.cseq or 0)
+end
+for i = 6, #ARGV, 2 do
+  if cur[ARGV[i]] and outOfOrder(cur[ARGV[i]]) then
+    return redis.error_reply('OUTOFORDER')
+  end
+end
+if ARGV[4] == '1' then
+  for c, v in pairs(cur) do
+    if not outOfOrder(v) then
+      redis.call('HDEL', KEYS[1], c)
+      cur[c] = nil
+    end
+  end
+end
+for i = 6, #ARGV, 2 do
+  if ARGV[i+1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    cur[ARGV[i]] = nil
+  elseif tonumber(string.match(ARGV[i+1], '^(%d+)|')) > now then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1])
+    cur[ARGV[i]] = ARGV[i+1]
+  else
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    cur[ARGV[i]] = nil
+  end
+end
+local last = 0
+for c, v in pairs(cur) do
+  local exp = tonumber(string.match(v, '^(%d+)|'))
+  if exp > last then last = exp end
+end
+if last > 0 then
+  redis.call('PEXPIRE', KEYS[1], last - now)
+  if ARGV[5] == '1' then
+    for i = 6, #ARGV, 2 do
+      local v = cur[ARGV[i]]
+      if v then
+        local exp = tonumber(string.match(v, '^(%d+)|'))
+        redis.call('HPEXPIRE', KEYS[1], exp - now, 'FIELDS', 1, ARGV[i])
+      end
+    end
+  end
+end
+return kv`)
+
 // RedisOptions tunes NewRedis. The zero value is usable.
 type RedisOptions struct {
 	Registerer   prometheus.Registerer // where to export metrics; nil: nowhere
@@ -505,6 +569,78 @@ func (r *Redis) PutBinding(ctx context.Context, b Binding) error {
 	return wrap(err)
 }
 
+// Register runs the register script and, in the same round trip, keeps the
+// AOR in the AOR index. The outcome is also kept in the bindings cache,
+// which answers lookups while Redis is unreachable.
+func (r *Redis) Register(ctx context.Context, reg Registration) (before, after []Binding, err error) {
+	if reg, err = checkRegistration(reg); err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	args := make([]any, 0, 5+2*(len(reg.Put)+len(reg.Remove)))
+	args = append(args, now.UnixMilli(), reg.CallID, reg.CSeq, flag(reg.RemoveAll), flag(r.hexpire))
+	for _, b := range reg.Put {
+		data, err := json.Marshal(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		args = append(args, b.Contact, strconv.FormatInt(b.Expires.UnixMilli(), 10)+"|"+string(data))
+	}
+	for _, c := range reg.Remove {
+		args = append(args, c, "")
+	}
+	keys := []string{bindingsKey(reg.AOR)}
+	run := func(eval bool) (*redis.Cmd, error) {
+		var cmd *redis.Cmd
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if eval {
+				cmd = register.Eval(ctx, p, keys, args...)
+			} else {
+				cmd = register.EvalSha(ctx, p, keys, args...)
+			}
+			if len(reg.Put) > 0 {
+				p.SAdd(ctx, aorsKey, reg.AOR)
+			}
+			return nil
+		})
+		return cmd, err
+	}
+	cmd, err := run(false)
+	if err != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd, err = run(true)
+	}
+	if err != nil {
+		if redis.HasErrorPrefix(cmd.Err(), "OUTOFORDER") {
+			return nil, nil, ErrOutOfOrder
+		}
+		return nil, nil, wrap(err)
+	}
+	kv, err := cmd.StringSlice()
+	if err != nil || len(kv)%2 != 0 {
+		return nil, nil, fmt.Errorf("directory: redis: register answered %v: %v", cmd.Val(), err)
+	}
+	for i := 1; i < len(kv); i += 2 {
+		b, err := decodeBinding(kv[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		before = append(before, b)
+	}
+	before = live(before, now)
+	if after, err = applyRegistration(before, reg, now); err != nil {
+		return nil, nil, err // the script has checked already: not reached
+	}
+	r.bindings.put(reg.AOR, after, r.bindings.generation())
+	return before, after, nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
 // DeleteBinding is idempotent: removing a missing binding is not an error.
 func (r *Redis) DeleteBinding(ctx context.Context, aor, contact string) error {
 	return wrap(r.rdb.HDel(ctx, bindingsKey(aor), contact).Err())
@@ -550,17 +686,26 @@ func (r *Redis) AllBindings(ctx context.Context) ([]Binding, error) {
 // decodeBindings appends the bindings of one AOR's hash to bs.
 func decodeBindings(bs []Binding, kv map[string]string) ([]Binding, error) {
 	for _, v := range kv {
-		_, data, ok := strings.Cut(v, "|")
-		var b Binding
-		if !ok {
-			return bs, fmt.Errorf("directory: redis: malformed binding %q", v)
-		}
-		if err := json.Unmarshal([]byte(data), &b); err != nil {
-			return bs, fmt.Errorf("directory: redis: binding: %w", err)
+		b, err := decodeBinding(v)
+		if err != nil {
+			return bs, err
 		}
 		bs = append(bs, b)
 	}
 	return bs, nil
+}
+
+// decodeBinding reads a field of an AOR's hash: "<expires ms>|JSON".
+func decodeBinding(v string) (Binding, error) {
+	var b Binding
+	_, data, ok := strings.Cut(v, "|")
+	if !ok {
+		return b, fmt.Errorf("directory: redis: malformed binding %q", v)
+	}
+	if err := json.Unmarshal([]byte(data), &b); err != nil {
+		return b, fmt.Errorf("directory: redis: binding: %w", err)
+	}
+	return b, nil
 }
 
 // hget returns field of hash key, or a not-found error naming kind.

@@ -2,7 +2,7 @@ package directory
 
 import (
 	"context"
-		"slices"
+	"slices"
 	"sync"
 	"time"
 )
@@ -15,12 +15,12 @@ const sweepInterval = time.Minute
 // Nothing survives a restart.
 type Memory struct {
 	mu        sync.RWMutex
-	agencies  map[string]Agency             // by code
-	byNumber  map[string]string             // public number → agency code
-	byPrefix  map[string]string             // prefix → agency code
-	users     map[string]User               // by username
-	byExt     map[extKey]string             // (agency, extension) → username
-	bindings  map[string][]Binding          // AOR → bindings sorted by contact (a slice: phones have 1–3)
+	agencies  map[string]Agency    // by code
+	byNumber  map[string]string    // public number → agency code
+	byPrefix  map[string]string    // prefix → agency code
+	users     map[string]User      // by username
+	byExt     map[extKey]string    // (agency, extension) → username
+	bindings  map[string][]Binding // AOR → bindings sorted by contact (a slice: phones have 1–3)
 	nextSweep time.Time
 }
 

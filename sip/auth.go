@@ -12,12 +12,11 @@ import (
 	"hash"
 	"hash/fnv"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/icholy/digest"
 )
 
 // DefaultAlgorithms are the digest algorithms offered in every challenge, in
@@ -40,6 +39,7 @@ type nonceAuthority struct {
 	now  func() time.Time
 	next atomic.Uint32
 	ncs  []atomic.Uint32 // highest nc seen per slot
+	macs sync.Pool       // of HMAC-SHA-256 keyed with key: building one costs more than using it
 }
 
 const (
@@ -52,11 +52,14 @@ func newNonceAuthority(ttl time.Duration) *nonceAuthority {
 	if _, err := rand.Read(n.key[:]); err != nil {
 		panic("sip: no randomness for nonce key: " + err.Error())
 	}
+	n.macs.New = func() any { return hmac.New(sha256.New, n.key[:]) }
 	return n
 }
 
 func (n *nonceAuthority) mac(body []byte, ip netip.Addr) []byte {
-	m := hmac.New(sha256.New, n.key[:])
+	m := n.macs.Get().(hash.Hash)
+	defer n.macs.Put(m)
+	m.Reset()
 	m.Write(body)
 	m.Write(ip.Unmap().AsSlice())
 	return m.Sum(nil)[:16]
@@ -112,49 +115,161 @@ func (n *nonceAuthority) check(nonce string, nc int, ip netip.Addr) nonceVerdict
 	}
 }
 
-// challenges returns one challenge header value per algorithm.
+// challenges returns one challenge header value per algorithm, in the form
+// of RFC 8760 §2.4 (the order of fields as icholy/digest writes them).
 func (n *nonceAuthority) challenges(realm string, algorithms []string, ip netip.Addr, stale bool) []string {
 	out := make([]string, 0, len(algorithms))
 	for _, alg := range algorithms {
-		c := digest.Challenge{Realm: realm, Nonce: n.issue(ip), Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
-		out = append(out, c.String())
+		var b strings.Builder
+		b.Grow(96 + len(realm))
+		b.WriteString(`Digest realm="`)
+		b.WriteString(realm)
+		b.WriteString(`", nonce="`)
+		b.WriteString(n.issue(ip))
+		b.WriteString(`"`)
+		if stale {
+			b.WriteString(", stale=true")
+		}
+		b.WriteString(", algorithm=")
+		b.WriteString(alg)
+		b.WriteString(`, qop="auth"`)
+		out = append(out, b.String())
 	}
 	return out
 }
 
-// digestResponse computes the expected response of credentials c for a
-// request with the given method, from the stored HA1 of the algorithm.
-func digestResponse(c *digest.Credentials, method, ha1 string) string {
-	var h hash.Hash
-	if strings.EqualFold(c.Algorithm, "SHA-256") {
-		h = sha256.New()
-	} else {
-		h = md5.New()
-	}
-	sum := func(parts ...string) string {
-		h.Reset()
-		h.Write([]byte(strings.Join(parts, ":")))
-		return hex.EncodeToString(h.Sum(nil))
-	}
-	ha2 := sum(method, c.URI)
-	if c.QOP == "" {
-		return sum(ha1, c.Nonce, ha2)
-	}
-	return sum(ha1, c.Nonce, hexCount(c.Nc), c.Cnonce, c.QOP, ha2)
+// credentials are the fields of a digest Authorization or
+// Proxy-Authorization header that the switch checks.
+type credentials struct {
+	username, realm, nonce, uri, response, algorithm, cnonce, qop string
+	nc                                                            int
 }
 
-func hexCount(nc int) string {
+// parseCredentials reads a digest credentials header value (RFC 3261
+// §25.1, RFC 7616 §3.4) in one pass, without allocating unless a quoted
+// value has escapes. It reports false for anything else or when a field the
+// check needs is missing.
+func parseCredentials(v string) (credentials, bool) {
+	var c credentials
+	scheme, rest, ok := strings.Cut(strings.TrimLeft(v, " \t"), " ")
+	if !ok || !strings.EqualFold(scheme, "Digest") {
+		return c, false
+	}
+	for {
+		rest = strings.TrimLeft(rest, " \t\r\n,")
+		if rest == "" {
+			break
+		}
+		eq := strings.IndexByte(rest, '=')
+		if eq <= 0 {
+			return c, false
+		}
+		name := strings.TrimRight(rest[:eq], " \t")
+		rest = strings.TrimLeft(rest[eq+1:], " \t")
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			if val, rest, ok = quoted(rest); !ok {
+				return c, false
+			}
+		} else {
+			end := strings.IndexAny(rest, ", \t")
+			if end < 0 {
+				end = len(rest)
+			}
+			val, rest = rest[:end], rest[end:]
+		}
+		switch {
+		case strings.EqualFold(name, "username"):
+			c.username = val
+		case strings.EqualFold(name, "realm"):
+			c.realm = val
+		case strings.EqualFold(name, "nonce"):
+			c.nonce = val
+		case strings.EqualFold(name, "uri"):
+			c.uri = val
+		case strings.EqualFold(name, "response"):
+			c.response = val
+		case strings.EqualFold(name, "algorithm"):
+			c.algorithm = val
+		case strings.EqualFold(name, "cnonce"):
+			c.cnonce = val
+		case strings.EqualFold(name, "qop"):
+			c.qop = val
+		case strings.EqualFold(name, "nc"):
+			nc, err := strconv.ParseUint(val, 16, 32)
+			if err != nil {
+				return c, false
+			}
+			c.nc = int(nc)
+		}
+	}
+	ok = c.username != "" && c.nonce != "" && c.uri != "" && c.response != "" &&
+		(c.qop == "" || c.cnonce != "" && c.nc > 0)
+	return c, ok
+}
+
+// quoted splits a quoted-string (RFC 3261 §25.1) off the front of s.
+func quoted(s string) (val, rest string, ok bool) {
+	escaped := false
+	for i := 1; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			escaped = true
+			i++
+		case '"':
+			val = s[1:i]
+			if escaped {
+				var b strings.Builder
+				for j := 0; j < len(val); j++ {
+					if val[j] == '\\' && j+1 < len(val) {
+						j++
+					}
+					b.WriteByte(val[j])
+				}
+				val = b.String()
+			}
+			return val, s[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// matches reports whether the credentials answer the challenge for a
+// request with the given method, given the stored HA1 of their algorithm
+// (RFC 2617 §3.2.2.1, RFC 7616 §3.4.1).
+func (c *credentials) matches(method, ha1 string) bool {
+	sha := strings.EqualFold(c.algorithm, "SHA-256")
+	var buf [512]byte
+	var ha2 [64]byte
+	b := append(append(append(buf[:0], method...), ':'), c.uri...)
+	h2 := hexSum(ha2[:0], b, sha)
+	b = append(append(append(append(buf[:0], ha1...), ':'), c.nonce...), ':')
+	if c.qop != "" {
+		b = appendCount(b, c.nc)
+		b = append(append(append(append(append(b, ':'), c.cnonce...), ':'), c.qop...), ':')
+	}
+	b = append(b, h2...)
+	var want [64]byte
+	return subtle.ConstantTimeCompare(hexSum(want[:0], b, sha), []byte(c.response)) == 1
+}
+
+// hexSum appends the hex digest of data (SHA-256 or MD5) to dst.
+func hexSum(dst, data []byte, sha bool) []byte {
+	if sha {
+		sum := sha256.Sum256(data)
+		return hex.AppendEncode(dst, sum[:])
+	}
+	sum := md5.Sum(data)
+	return hex.AppendEncode(dst, sum[:])
+}
+
+// appendCount appends a nonce-count as 8 hex digits (RFC 7616 §3.4).
+func appendCount(dst []byte, nc int) []byte {
 	const digits = "0123456789abcdef"
-	var b [8]byte
-	for i := 7; i >= 0; i-- {
-		b[i] = digits[nc&0xf]
-		nc >>= 4
+	for shift := 28; shift >= 0; shift -= 4 {
+		dst = append(dst, digits[(nc>>shift)&0xf])
 	}
-	return string(b[:])
-}
-
-func constantTimeEqual(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+	return dst
 }
 
 // failureThrottle counts authentication failures per source IP and blocks a

@@ -14,6 +14,7 @@ type metrics struct {
 	responses    *prometheus.CounterVec
 	malformed    *prometheus.CounterVec
 	flooded      prometheus.Counter
+	overloaded   prometheus.Counter
 	authFailures *prometheus.CounterVec
 	callAttempts *prometheus.CounterVec
 	callOutcomes *prometheus.CounterVec
@@ -41,6 +42,10 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 		flooded: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "centralino", Subsystem: "sip", Name: "flood_dropped_total",
 			Help: "Datagrams dropped and connections closed because their source passed its flood limit.",
+		}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "centralino", Subsystem: "sip", Name: "overload_rejected_total",
+			Help: "REGISTERs answered 503 at once because the registrar's queue was full.",
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "centralino", Subsystem: "sip", Name: "auth_failures_total",
@@ -71,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 	}
 	m.queueWaiting, m.queueWait = newQueueMetrics()
 	if reg != nil {
-		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.authFailures, m.callAttempts,
+		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.overloaded, m.authFailures, m.callAttempts,
 			m.callOutcomes, m.transfers, m.txSeconds, m.setupSeconds, m.queueWaiting, m.queueWait, &stateCollector{s: s})
 	}
 	return m

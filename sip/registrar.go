@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/icholy/digest"
 
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing/directory"
@@ -19,7 +20,7 @@ import (
 // the request itself (401/407 challenge, 403, 503) and returns false when the
 // caller is not authenticated. Unknown users and wrong passwords get the same
 // fresh challenge, so the answers tell nothing about which users exist.
-func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, proxy bool) (directory.User, bool) {
+func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responder, proxy bool) (directory.User, bool) {
 	code, reason, authz, authn := 401, "Unauthorized", "Authorization", "WWW-Authenticate"
 	if proxy {
 		code, reason, authz, authn = 407, "Proxy Authentication Required", "Proxy-Authorization", "Proxy-Authenticate"
@@ -53,19 +54,19 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 		s.respond(req, tx, 403, "Forbidden")
 		return directory.User{}, false
 	}
-	var creds *digest.Credentials
+	var creds credentials
+	found := false
 	for _, h := range req.GetHeaders(authz) {
-		c, err := digest.ParseCredentials(h.Value())
-		if err == nil && c.Realm == s.cfg.Realm {
-			creds = c
+		if creds, found = parseCredentials(h.Value()); found && creds.realm == s.cfg.Realm {
 			break
 		}
+		found = false
 	}
-	if creds == nil {
+	if !found {
 		challenge(false)
 		return directory.User{}, false
 	}
-	switch s.nonces.check(creds.Nonce, creds.Nc, ip) {
+	switch s.nonces.check(creds.nonce, creds.nc, ip) {
 	case nonceStale:
 		challenge(true)
 		return directory.User{}, false
@@ -74,21 +75,21 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx sip.Serv
 		challenge(false)
 		return directory.User{}, false
 	}
-	user, err := s.credentials(ctx, creds.Username)
+	user, err := s.credentials(ctx, creds.username)
 	if err != nil && !errors.Is(err, directory.ErrNotFound) {
 		s.log.Error("directory unavailable for authentication", "call_id", callID(req), "error", err)
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 		return directory.User{}, false
 	}
 	ha1 := user.HA1MD5
-	if strings.EqualFold(creds.Algorithm, "SHA-256") {
+	if strings.EqualFold(creds.algorithm, "SHA-256") {
 		ha1 = user.HA1SHA256
 	}
 	if ha1 == "" {
 		// Unknown user: spend the same work as for a known one before answering.
 		ha1 = "00000000000000000000000000000000"
 	}
-	if !constantTimeEqual(digestResponse(creds, string(req.Method), ha1), creds.Response) || user.Username == "" {
+	if !creds.matches(string(req.Method), ha1) || user.Username == "" {
 		fail("credentials")
 		challenge(false)
 		return directory.User{}, false
@@ -121,8 +122,12 @@ func (s *Switch) md5Only(ctx context.Context, req *sip.Request, ip netip.Addr, h
 	return false
 }
 
-func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) { s.register(req, tx) }
+
+// register answers a REGISTER (RFC 3261 §10.3) through tx: a sipgo server
+// transaction (TCP, TLS, WS) or the stateless UDP registrar.
+func (s *Switch) register(req *sip.Request, tx responder) {
+	ctx, cancel := s.dirContext()
 	defer cancel()
 	aor := req.To().Address.User
 	if aor == "" {
@@ -138,8 +143,7 @@ func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 403, "Forbidden")
 		return
 	}
-
-	updates, code, reason := s.bindingUpdates(req)
+	reg, code, reason := s.registration(req, user)
 	if code == 423 {
 		s.respond(req, tx, code, reason, sip.NewHeader("Min-Expires", strconv.Itoa(int(s.cfg.MinExpires/time.Second))))
 		return
@@ -148,72 +152,110 @@ func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, code, reason)
 		return
 	}
-	existing, err := s.dir.Bindings(ctx, aor)
+	before, after, err := s.dir.Register(ctx, reg)
+	if errors.Is(err, directory.ErrOutOfOrder) {
+		s.respond(req, tx, 500, "Out of order REGISTER")
+		return
+	}
 	if err != nil {
 		s.registrarUnavailable(req, tx, err)
 		return
 	}
-	if code, reason := s.applyBindings(ctx, user, existing, updates, req); code != 0 {
-		if code >= 500 {
-			s.log.Error("registration not stored", "call_id", callID(req), "aor", aor, "reason", reason)
-		}
-		s.respond(req, tx, code, reason)
-		return
-	}
-	current, err := s.dir.Bindings(ctx, aor)
-	if err != nil {
-		s.registrarUnavailable(req, tx, err)
-		return
-	}
+	s.announce(user, before, after)
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	now := time.Now()
-	for _, b := range current {
+	for _, b := range after {
 		secs := int(b.Expires.Sub(now).Round(time.Second) / time.Second)
 		res.AppendHeader(sip.NewHeader("Contact", "<"+b.Contact+">;expires="+strconv.Itoa(max(secs, 1))))
 	}
-	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(time.RFC1123)))
+	res.AppendHeader(sip.NewHeader("Date", httpDate(now)))
 	s.send(req, tx, res)
 }
 
-func (s *Switch) registrarUnavailable(req *sip.Request, tx sip.ServerTransaction, err error) {
+// dirContext bounds a directory call when the directory can block (Redis);
+// the memory directory answers at once and is spared a timer per request.
+func (s *Switch) dirContext() (context.Context, context.CancelFunc) {
+	if _, local := s.dir.(*directory.Memory); local {
+		return context.Background(), func() {}
+	}
+	return context.WithTimeout(context.Background(), 5*time.Second)
+}
+
+// httpDate is now in the form of the Date header (RFC 3261 §20.17),
+// formatted once per second.
+func httpDate(now time.Time) string {
+	sec := now.Unix()
+	if d := lastDate.Load(); d != nil && d.sec == sec {
+		return d.text
+	}
+	d := &dateText{sec: sec, text: now.UTC().Format(dateFormat)}
+	lastDate.Store(d)
+	return d.text
+}
+
+const dateFormat = "Mon, 02 Jan 2006 15:04:05 GMT" // RFC 1123 in GMT
+
+type dateText struct {
+	sec  int64
+	text string
+}
+
+var lastDate atomic.Pointer[dateText]
+
+// announce publishes the contacts a REGISTER added and those it removed.
+func (s *Switch) announce(user directory.User, before, after []directory.Binding) {
+	has := func(bs []directory.Binding, contact string) bool {
+		return slices.ContainsFunc(bs, func(b directory.Binding) bool { return b.Contact == contact })
+	}
+	for _, b := range after {
+		if !has(before, b.Contact) {
+			s.onRegistered(user, b)
+		}
+	}
+	for _, b := range before {
+		if !has(after, b.Contact) {
+			s.onUnregistered(user, b)
+		}
+	}
+}
+
+func (s *Switch) registrarUnavailable(req *sip.Request, tx responder, err error) {
 	s.log.Error("directory unavailable for registration", "call_id", callID(req), "error", err)
 	s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 }
 
-// bindingUpdate is one Contact of a REGISTER with its granted expiry
-// (0 removes the binding; wildcard removes them all).
-type bindingUpdate struct {
-	contact  string
-	expires  time.Duration
-	wildcard bool
-}
-
-// bindingUpdates reads the Contacts and expiries of a REGISTER (RFC 3261
-// §10.3 steps 6–7). A non-zero code is the error answer.
-func (s *Switch) bindingUpdates(req *sip.Request) ([]bindingUpdate, int, string) {
+// registration reads the Contacts and expiries of a REGISTER (RFC 3261
+// §10.3 steps 6–7) into the changes it asks of the directory. A non-zero code
+// is the error answer.
+func (s *Switch) registration(req *sip.Request, user directory.User) (directory.Registration, int, string) {
+	reg := directory.Registration{AOR: user.Username, CallID: strings.Clone(callID(req)), CSeq: req.CSeq().SeqNo}
 	headerExpires := -1
 	if h := req.GetHeader("Expires"); h != nil {
 		n, err := strconv.Atoi(strings.TrimSpace(h.Value()))
 		if err != nil || n < 0 {
-			return nil, 400, "Bad Expires"
+			return reg, 400, "Bad Expires"
 		}
 		headerExpires = n
 	}
-	var out []bindingUpdate
-	for _, h := range req.GetHeaders("Contact") {
+	contacts := req.GetHeaders("Contact")
+	now := time.Now()
+	for _, h := range contacts {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok {
-			return nil, 400, "Bad Contact"
+			return reg, 400, "Bad Contact"
 		}
 		if c.Address.Wildcard {
-			out = append(out, bindingUpdate{wildcard: true})
+			if len(contacts) != 1 || headerExpires != 0 {
+				return reg, 400, "Wildcard Contact needs Expires: 0 and no other Contact"
+			}
+			reg.RemoveAll = true
 			continue
 		}
 		secs := headerExpires
 		if v, ok := c.Params.Get("expires"); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return nil, 400, "Bad Contact expires"
+				return reg, 400, "Bad Contact expires"
 			}
 			secs = n
 		}
@@ -222,78 +264,42 @@ func (s *Switch) bindingUpdates(req *sip.Request) ([]bindingUpdate, int, string)
 			exp = time.Duration(secs) * time.Second
 		}
 		if exp > 0 && exp < s.cfg.MinExpires {
-			return nil, 423, "Interval Too Brief"
+			return reg, 423, "Interval Too Brief"
 		}
-		exp = min(exp, s.cfg.MaxExpires)
-		out = append(out, bindingUpdate{contact: c.Address.String(), expires: exp})
-	}
-	for _, u := range out {
-		if u.wildcard && (len(out) != 1 || headerExpires != 0) {
-			return nil, 400, "Wildcard Contact needs Expires: 0 and no other Contact"
-		}
-	}
-	return out, 0, ""
-}
-
-// applyBindings stores the updates of one REGISTER, refusing out-of-order
-// requests of the same Call-ID (RFC 3261 §10.3 step 7).
-func (s *Switch) applyBindings(ctx context.Context, user directory.User, existing []directory.Binding, updates []bindingUpdate, req *sip.Request) (int, string) {
-	aor := user.Username
-	cid, seq := callID(req), req.CSeq().SeqNo
-	byContact := make(map[string]directory.Binding, len(existing))
-	for _, b := range existing {
-		byContact[b.Contact] = b
-	}
-	stale := func(b directory.Binding) bool { return b.CallID == cid && seq <= b.CSeq }
-	for _, u := range updates {
-		if u.wildcard {
-			for _, b := range existing {
-				if stale(b) {
-					continue
-				}
-				if err := s.dir.DeleteBinding(ctx, aor, b.Contact); err != nil {
-					return 500, "Binding not removed"
-				}
-				s.onUnregistered(user, b)
-			}
-			continue
-		}
-		old, had := byContact[u.contact]
-		if had && stale(old) {
-			return 500, "Out of order REGISTER"
-		}
-		if u.expires == 0 {
-			if had {
-				if err := s.dir.DeleteBinding(ctx, aor, u.contact); err != nil {
-					return 500, "Binding not removed"
-				}
-				s.onUnregistered(user, old)
-			}
+		contact := c.Address.String()
+		if exp == 0 {
+			reg.Remove = append(reg.Remove, contact)
 			continue
 		}
 		b := directory.Binding{
-			AOR:       aor,
-			Contact:   u.contact,
+			AOR:       user.Username,
+			Contact:   contact,
 			Source:    req.Source(),
-			Transport: strings.ToLower(req.Transport()),
+			Transport: transportName(req.Transport()),
 			Flow:      reliable(req.Transport()) || viaNATed(req),
 			MD5Only:   s.legacy.known(sourceIP(req).String()),
 			Node:      s.cfg.NodeID,
-			CallID:    cid,
-			CSeq:      seq,
-			Expires:   time.Now().Add(u.expires),
+			CallID:    reg.CallID,
+			CSeq:      reg.CSeq,
+			Expires:   now.Add(min(exp, s.cfg.MaxExpires)),
 		}
 		if h := req.GetHeader("User-Agent"); h != nil {
-			b.UserAgent = h.Value()
+			b.UserAgent = strings.Clone(h.Value())
 		}
-		if err := s.dir.PutBinding(ctx, b); err != nil {
-			return 500, "Binding not stored"
-		}
-		if !had {
-			s.onRegistered(user, b)
+		reg.Put = append(reg.Put, b)
+	}
+	return reg, 0, ""
+}
+
+// transportName is the lower-case name of a transport, without allocating
+// for the usual ones.
+func transportName(tp string) string {
+	for _, n := range [...]string{"udp", "tcp", "tls", "ws", "wss"} {
+		if strings.EqualFold(tp, n) {
+			return n
 		}
 	}
-	return 0, ""
+	return strings.ToLower(tp)
 }
 
 func (s *Switch) onRegistered(u directory.User, b directory.Binding) {

@@ -95,6 +95,8 @@ type Switch struct {
 	nonces   *nonceAuthority
 	legacy   *legacyClients
 	throttle *failureThrottle
+	flood    *floodLimit   // nil: no limit
+	regs     *udpRegistrar // REGISTERs over UDP
 
 	draining  atomic.Bool
 	calls     sync.Map // Call-ID -> *call, for answered calls
@@ -184,9 +186,10 @@ func New(cfg Config, d Deps) (*Switch, error) {
 	sipLog := slog.New(&countingHandler{next: log.Handler(), malformed: s.metrics.malformed})
 	transportOpts := []sip.TransportLayerOption{sip.WithTransportLayerLogger(sipLog)}
 	if cfg.FloodRate > 0 {
-		flood := newFloodLimit(cfg.FloodRate, s.trusted, s.metrics.flooded)
-		transportOpts = append(transportOpts, sip.WithTransportLayerReadFilter(flood.filter))
+		s.flood = newFloodLimit(cfg.FloodRate, s.trusted, s.metrics.flooded)
+		transportOpts = append(transportOpts, sip.WithTransportLayerReadFilter(s.flood.filter))
 	}
+	s.regs = newUDPRegistrar(s)
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("Centralino"),
 		sipgo.WithUserAgentHostname(s.host),
@@ -226,15 +229,18 @@ func New(cfg Config, d Deps) (*Switch, error) {
 // error. Listeners stop when ctx ends.
 func (s *Switch) Serve(ctx context.Context) error {
 	errc := make(chan error, len(s.cfg.Listeners))
+	s.regs.run(ctx)
 	for _, l := range s.cfg.Listeners {
 		ready := make(chan struct{})
 		lctx := context.WithValue(ctx, sipgo.ListenReadyCtxKey, sipgo.ListenReadyCtxValue(ready))
 		go func() {
 			var err error
-			tp := strings.ToLower(l.Transport)
-			if tp == "tls" || tp == "wss" {
+			switch tp := strings.ToLower(l.Transport); tp {
+			case "udp":
+				err = s.serveUDP(ctx, l.Addr, ready)
+			case "tls", "wss":
 				err = s.server.ListenAndServeTLS(lctx, tp, l.Addr, l.TLS)
-			} else {
+			default:
 				err = s.server.ListenAndServe(lctx, tp, l.Addr)
 			}
 			if err != nil && ctx.Err() == nil {
@@ -252,6 +258,21 @@ func (s *Switch) Serve(ctx context.Context) error {
 	}
 	s.trunks.start(ctx)
 	return nil
+}
+
+// serveUDP serves a UDP listener of our own making (see udpConn) through
+// sipgo until ctx ends.
+func (s *Switch) serveUDP(ctx context.Context, addr string, ready chan struct{}) error {
+	c, err := s.listenUDP("udp", addr)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	close(ready)
+	return s.server.ServeUDP(c)
 }
 
 // Drain makes the switch refuse new calls (503) while calls in progress go on.
@@ -273,14 +294,21 @@ func (s *Switch) Close() error {
 // instrument counts requests and the final answers the switch gives.
 func (s *Switch) instrument(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		s.metrics.requests.WithLabelValues(string(req.Method)).Inc()
-		if err := validate(req); err != nil {
-			s.metrics.malformed.WithLabelValues(strings.ToLower(req.Transport())).Inc()
-			s.respond(req, tx, 400, err.Error())
-			return
+		if s.accept(req, tx) {
+			h(req, tx)
 		}
-		h(req, tx)
 	}
+}
+
+// accept counts a request and answers 400 to one the switch cannot handle.
+func (s *Switch) accept(req *sip.Request, tx responder) bool {
+	s.metrics.requests.WithLabelValues(string(req.Method)).Inc()
+	if err := validate(req); err != nil {
+		s.metrics.malformed.WithLabelValues(transportName(req.Transport())).Inc()
+		s.respond(req, tx, 400, err.Error())
+		return false
+	}
+	return true
 }
 
 // validate checks what the proxy needs (RFC 3261 §16.3); sipgo has already
@@ -301,8 +329,14 @@ func validate(req *sip.Request) error {
 	return nil
 }
 
+// responder sends the answers to a request: a sipgo server transaction, or
+// the stateless UDP registrar's reply (udpReply).
+type responder interface {
+	Respond(res *sip.Response) error
+}
+
 // respond answers a request with a final or provisional response of ours.
-func (s *Switch) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+func (s *Switch) respond(req *sip.Request, tx responder, code int, reason string, hdrs ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range hdrs {
 		res.AppendHeader(h)
@@ -310,7 +344,7 @@ func (s *Switch) respond(req *sip.Request, tx sip.ServerTransaction, code int, r
 	s.send(req, tx, res)
 }
 
-func (s *Switch) send(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
+func (s *Switch) send(req *sip.Request, tx responder, res *sip.Response) {
 	if err := tx.Respond(res); err != nil {
 		s.log.Debug("response not sent", "call_id", callID(req), "code", res.StatusCode, "error", err)
 		return

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -524,5 +525,74 @@ func TestLargeInviteReachesAUDPPhone(t *testing.T) {
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	if res := caller.DoAuth(req); res.StatusCode != 200 {
 		t.Fatalf("a %d-byte INVITE to a UDP phone: %d %s", len(req.String()), res.StatusCode, res.Reason)
+	}
+}
+
+// A retransmitted REGISTER over UDP gets the answer the first copy got, as
+// from a server transaction: the same challenge, and a 200 (not a 500 for an
+// out-of-order CSeq, nor a 401 for a reused nonce) that registers once.
+func TestRegisterRetransmissionGetsTheSameAnswer(t *testing.T) {
+	sw := startSwitch(t, nil)
+	conn, err := net.Dial("udp", sw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	local := conn.LocalAddr().String()
+	exchange := func(text string) []byte {
+		t.Helper()
+		var got []byte
+		for range 2 {
+			if _, err := conn.Write([]byte(text)); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, 4096)
+			n, err := conn.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != nil && !bytes.Equal(got, buf[:n]) {
+				t.Fatalf("retransmission answered differently:\n%s\nthen\n%s", got, buf[:n])
+			}
+			got = buf[:n]
+		}
+		return got
+	}
+	request := func(branch string, cseq int, extra string) string {
+		return fmt.Sprintf("REGISTER sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\n"+
+			"From: <sip:alice@%s>;tag=r1\r\nTo: <sip:alice@%s>\r\nCall-ID: retrans-1\r\nCSeq: %d REGISTER\r\n"+
+			"Contact: <sip:alice@%s>\r\nExpires: 300\r\n%sContent-Length: 0\r\n\r\n",
+			testRealm, local, branch, testRealm, testRealm, cseq, local, extra)
+	}
+	first := request("a1", 1, "")
+	msg, err := sip.ParseMessage(exchange(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chal := msg.(*sip.Response)
+	if chal.StatusCode != 401 {
+		t.Fatalf("first REGISTER: %d", chal.StatusCode)
+	}
+	req, err := sip.ParseMessage([]byte(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	authz := "Authorization: " + authorize(t, req.(*sip.Request), chal, "alice", "pw-alice", 1) + "\r\n"
+	msg, err = sip.ParseMessage(exchange(request("a2", 2, authz)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := msg.(*sip.Response); res.StatusCode != 200 || len(res.GetHeaders("Contact")) != 1 {
+		t.Fatalf("authenticated REGISTER and its retransmission: %d with %d contacts", res.StatusCode, len(res.GetHeaders("Contact")))
+	}
+	sw.nextEvent(t, modules.KindRegistered)
+	select {
+	case ev := <-sw.events:
+		t.Fatalf("one registration published twice: %v", ev)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if v := testutil.ToFloat64(sw.metrics.authFailures.WithLabelValues("nonce")); v != 0 {
+		t.Fatalf("the retransmission counted as %v nonce failures", v)
 	}
 }

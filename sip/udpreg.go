@@ -1,0 +1,320 @@
+package sip
+
+import (
+	"bytes"
+	"context"
+	"hash/maphash"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// The UDP registrar answers REGISTER without sipgo's server transactions.
+// A non-INVITE server transaction on UDP lives 32 s after its answer (Timer
+// J) to absorb retransmissions: at thousands of registrations a second that
+// is hundreds of thousands of live transactions, a heap of gigabytes and most
+// of the switch's CPU in the garbage collector. Kamailio answers REGISTER
+// statelessly (sl); so does this registrar. The switch's UDP sockets are read
+// through udpConn, which takes REGISTER datagrams off before sipgo sees them
+// and queues them to a fixed pool of workers; everything else goes on to
+// sipgo. The answer to each recent REGISTER is remembered (replyCache), so a
+// retransmission gets the same answer, as from a transaction, without being
+// processed again. REGISTERs over TCP, TLS and WebSocket still go through
+// sipgo's transactions, which end as soon as they are answered.
+
+const (
+	// udpSocketBuffer is asked for both directions of each SIP UDP socket:
+	// the kernel's default (208 KB) drops bursts at a few thousand requests
+	// a second. Linux caps the request at net.core.rmem_max/wmem_max unless
+	// the process may override it (CAP_NET_ADMIN).
+	udpSocketBuffer = 4 << 20
+	// regQueueLen bounds the REGISTERs waiting for a worker, about 200 ms
+	// at 20,000/s; past it the switch answers 503 at once (back-pressure)
+	// rather than letting the backlog grow into timeouts.
+	regQueueLen = 4096
+	// regWorkersPerCPU: workers wait on Redis round trips, so there are
+	// more of them than CPUs.
+	regWorkersPerCPU = 32
+	// replySlots remembered answers; at 20,000 REGISTERs a second (40,000
+	// answers) that covers the first retransmissions (0.5, 1.5 s), and at
+	// ordinary rates the whole Timer J (replyTTL).
+	replySlots = 1 << 16
+	replyTTL   = 32 * time.Second // 64·T1, Timer J (RFC 3261 §17.2.2)
+	// claimTTL is how long a REGISTER being processed keeps its
+	// retransmissions out; a worker stuck longer (a directory timeout)
+	// lets the next copy through.
+	claimTTL = 2 * time.Second
+)
+
+// udpConn is a SIP UDP socket as sipgo reads it, minus the REGISTERs.
+type udpConn struct {
+	*net.UDPConn
+	regs *udpRegistrar
+
+	once sync.Once
+	sc   sip.Connection // sipgo's connection for this socket, looked up once
+}
+
+// ReadFrom gives sipgo every datagram but REGISTERs, which go to the
+// registrar's queue.
+func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.UDPConn.ReadFromUDP(b)
+		if err != nil {
+			return n, nil, err
+		}
+		if !bytes.HasPrefix(b[:n], []byte("REGISTER ")) {
+			return n, addr, nil
+		}
+		c.regs.enqueue(c, b[:n], addr)
+	}
+}
+
+// remember makes sipgo send requests to src (INVITEs to the phone that has
+// just registered from there) from this socket, as it does for every source
+// it reads itself, rather than from a new one that NAT would not let through.
+func (c *udpConn) remember(pool *sip.ConnectionPool, src string) {
+	c.once.Do(func() { c.sc = pool.Get(c.LocalAddr().String()) })
+	if c.sc != nil {
+		pool.Add(src, c.sc)
+	}
+}
+
+// udpRegistrar is the queue and the workers of the UDP registrar.
+type udpRegistrar struct {
+	s       *Switch
+	jobs    chan regJob
+	parser  *sip.Parser
+	replies *replyCache
+	bufs    sync.Pool // of *[]byte, datagram copies
+}
+
+type regJob struct {
+	conn *udpConn
+	buf  *[]byte
+	src  *net.UDPAddr
+}
+
+func newUDPRegistrar(s *Switch) *udpRegistrar {
+	return &udpRegistrar{
+		s:       s,
+		jobs:    make(chan regJob, regQueueLen),
+		parser:  sip.NewParser(),
+		replies: newReplyCache(),
+		bufs:    sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
+	}
+}
+
+// run starts the workers; they stop with ctx.
+func (r *udpRegistrar) run(ctx context.Context) {
+	for range regWorkersPerCPU * runtime.GOMAXPROCS(0) {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case j := <-r.jobs:
+					r.handle(j)
+				}
+			}
+		}()
+	}
+}
+
+// enqueue runs on the socket's reader: it applies the flood limit that
+// sipgo's read filter applies to everything else, copies the datagram and
+// queues it, or answers 503 when the queue is full.
+func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
+	if f := r.s.flood; f != nil {
+		if ip := src.AddrPort().Addr().Unmap(); !r.s.trusted(ip) && !f.allow(ip) {
+			r.s.metrics.flooded.Inc()
+			return
+		}
+	}
+	buf := r.bufs.Get().(*[]byte)
+	*buf = append((*buf)[:0], data...)
+	select {
+	case r.jobs <- regJob{c, buf, src}:
+	default:
+		r.s.metrics.overloaded.Inc()
+		if req := r.parse(c, buf, src); req != nil {
+			r.s.respond(req, &udpReply{conn: c, dst: replyAddr(req, src)}, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
+		}
+	}
+}
+
+// parse reads a queued REGISTER and returns its buffer to the pool; nil
+// when it is not a request that can be answered.
+func (r *udpRegistrar) parse(c *udpConn, buf *[]byte, src *net.UDPAddr) *sip.Request {
+	msg, err := r.parser.ParseSIP(*buf)
+	r.bufs.Put(buf)
+	req, ok := msg.(*sip.Request)
+	if err != nil || !ok || req.Via() == nil {
+		r.s.metrics.malformed.WithLabelValues("udp").Inc()
+		r.s.log.Debug("malformed REGISTER dropped", "source", src, "error", err)
+		return nil
+	}
+	req.SetTransport("UDP")
+	req.SetSource(src.String())
+	return req
+}
+
+func (r *udpRegistrar) handle(j regJob) {
+	req := r.parse(j.conn, j.buf, j.src)
+	if req == nil {
+		return
+	}
+	key := replyKey{source: req.Source(), branch: req.Via().Params.GetOr("branch", ""), callID: callID(req)}
+	dst := replyAddr(req, j.src)
+	switch data, fresh := r.replies.claim(key); {
+	case data != nil: // a retransmission, already answered
+		if _, err := j.conn.WriteToUDP(data, dst); err != nil {
+			r.s.log.Debug("response not resent", "call_id", key.callID, "error", err)
+		}
+		return
+	case !fresh: // a retransmission of one being processed
+		return
+	}
+	reply := &udpReply{conn: j.conn, dst: dst, cache: r.replies, key: key}
+	if !r.s.accept(req, reply) {
+		return
+	}
+	j.conn.remember(r.s.ua.TransportLayer().Pool("udp"), req.Source())
+	r.s.register(req, reply)
+}
+
+// replyAddr is where the answer to a request over UDP goes (RFC 3261
+// §18.2.2, RFC 3581 §4): the source address, with the source port when the
+// client asked for rport, else the port in its Via.
+func replyAddr(req *sip.Request, src *net.UDPAddr) *net.UDPAddr {
+	via := req.Via()
+	if rport, ok := via.Params.Get("rport"); ok && rport == "" {
+		return src
+	}
+	port := via.Port
+	if port == 0 {
+		port = sip.DefaultUdpPort
+	}
+	return &net.UDPAddr{IP: src.IP, Port: port, Zone: src.Zone}
+}
+
+// udpReply sends the answers to one REGISTER over UDP and remembers them
+// for its retransmissions.
+type udpReply struct {
+	conn  *udpConn
+	dst   *net.UDPAddr
+	cache *replyCache // nil: not remembered (503 when overloaded)
+	key   replyKey
+}
+
+func (u *udpReply) Respond(res *sip.Response) error {
+	var b bytes.Buffer
+	b.Grow(768)
+	res.StringWrite(&b)
+	if b.Len() > sip.UDPMTUSize {
+		return sip.ErrUDPMTUCongestion
+	}
+	if u.cache != nil {
+		u.cache.store(u.key, b.Bytes())
+	}
+	_, err := u.conn.WriteToUDP(b.Bytes(), u.dst)
+	return err
+}
+
+// replyKey identifies a REGISTER transaction from one source: the branch of
+// its Via (RFC 3261 §17.2.3) and, for clients that make no unique branch,
+// its Call-ID.
+type replyKey struct{ source, branch, callID string }
+
+// replyCache remembers the last answer to recent REGISTERs in a fixed table,
+// so that its memory does not grow with the rate: a retransmission whose slot
+// a newer REGISTER has taken is processed again.
+type replyCache struct {
+	seed  maphash.Seed
+	now   func() time.Time
+	slots []replySlot
+}
+
+type replySlot struct {
+	mu   sync.Mutex
+	key  replyKey
+	at   time.Time
+	data []byte // nil while the REGISTER is being processed
+}
+
+func newReplyCache() *replyCache {
+	return &replyCache{seed: maphash.MakeSeed(), now: time.Now, slots: make([]replySlot, replySlots)}
+}
+
+func (c *replyCache) slot(k replyKey) *replySlot {
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	h.WriteString(k.source)
+	h.WriteByte(0)
+	h.WriteString(k.branch)
+	h.WriteByte(0)
+	h.WriteString(k.callID)
+	return &c.slots[h.Sum64()&(replySlots-1)]
+}
+
+// claim returns the remembered answer to k, or fresh when k is to be
+// processed (and is now marked as being processed).
+func (c *replyCache) claim(k replyKey) (data []byte, fresh bool) {
+	sl := c.slot(k)
+	now := c.now()
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.key == k {
+		age := now.Sub(sl.at)
+		if sl.data != nil && age < replyTTL {
+			return sl.data, false
+		}
+		if sl.data == nil && age < claimTTL {
+			return nil, false
+		}
+	}
+	sl.key, sl.at, sl.data = k, now, nil
+	return nil, true
+}
+
+// store remembers the answer to k, unless a newer REGISTER has taken its slot.
+func (c *replyCache) store(k replyKey, data []byte) {
+	sl := c.slot(k)
+	now := c.now()
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.key == k {
+		sl.at, sl.data = now, data
+	}
+}
+
+// listenUDP opens a SIP UDP socket with large buffers and logs the sizes
+// the kernel granted.
+func (s *Switch) listenUDP(network, addr string) (*udpConn, error) {
+	laddr, err := net.ResolveUDPAddr(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	rcv, snd := setSocketBuffers(c, udpSocketBuffer)
+	log := s.log.Info
+	if rcv >= 0 && rcv < udpSocketBuffer {
+		log = s.log.Warn // the kernel capped it
+	}
+	log("SIP UDP socket buffers", "addr", c.LocalAddr().String(), "receive", sizeText(rcv), "send", sizeText(snd), "asked", sizeText(udpSocketBuffer))
+	return &udpConn{UDPConn: c, regs: s.regs}, nil
+}
+
+func sizeText(n int) string {
+	if n < 0 {
+		return "unknown"
+	}
+	return strconv.Itoa(n>>10) + " KiB"
+}

@@ -33,14 +33,14 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responde
 		if len(algorithms) > 1 && s.md5Only(ctx, req, ip, req.GetHeader(authz) != nil) {
 			algorithms = []string{"MD5"}
 		}
-		res := sip.NewResponseFromRequest(req, code, reason, nil)
+		var hdrs []sip.Header
 		for _, c := range s.nonces.challenges(s.cfg.Realm, algorithms, ip, stale) {
-			res.AppendHeader(sip.NewHeader(authn, c))
+			hdrs = append(hdrs, sip.NewHeader(authn, c))
 		}
 		if len(algorithms) > 1 {
 			s.legacy.challengedWithSeveral(ip.String(), callID(req))
 		}
-		s.send(req, tx, res)
+		s.respond(req, tx, code, reason, hdrs...)
 	}
 	fail := func(why string) {
 		s.metrics.authFailures.WithLabelValues(why).Inc()
@@ -162,14 +162,14 @@ func (s *Switch) register(req *sip.Request, tx responder) {
 		return
 	}
 	s.announce(user, before, after)
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	now := time.Now()
+	hdrs := make([]sip.Header, 0, len(after)+1)
 	for _, b := range after {
 		secs := int(b.Expires.Sub(now).Round(time.Second) / time.Second)
-		res.AppendHeader(sip.NewHeader("Contact", "<"+b.Contact+">;expires="+strconv.Itoa(max(secs, 1))))
+		hdrs = append(hdrs, sip.NewHeader("Contact", "<"+b.Contact+">;expires="+strconv.Itoa(max(secs, 1))))
 	}
-	res.AppendHeader(sip.NewHeader("Date", httpDate(now)))
-	s.send(req, tx, res)
+	hdrs = append(hdrs, sip.NewHeader("Date", httpDate(now)))
+	s.respond(req, tx, 200, "OK", hdrs...)
 }
 
 // dirContext bounds a directory call when the directory can block (Redis);

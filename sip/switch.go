@@ -337,6 +337,11 @@ type responder interface {
 
 // respond answers a request with a final or provisional response of ours.
 func (s *Switch) respond(req *sip.Request, tx responder, code int, reason string, hdrs ...sip.Header) {
+	if u, ok := tx.(*udpReply); ok {
+		// the stateless registrar writes its answers without building a sip.Response
+		s.sent(req, code, u.reply(req, code, reason, hdrs))
+		return
+	}
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range hdrs {
 		res.AppendHeader(h)
@@ -345,11 +350,16 @@ func (s *Switch) respond(req *sip.Request, tx responder, code int, reason string
 }
 
 func (s *Switch) send(req *sip.Request, tx responder, res *sip.Response) {
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("response not sent", "call_id", callID(req), "code", res.StatusCode, "error", err)
+	s.sent(req, res.StatusCode, tx.Respond(res))
+}
+
+// sent logs a response that could not be sent, or counts it.
+func (s *Switch) sent(req *sip.Request, code int, err error) {
+	if err != nil {
+		s.log.Debug("response not sent", "call_id", callID(req), "code", code, "error", err)
 		return
 	}
-	s.metrics.responses.WithLabelValues(string(req.Method), strconv.Itoa(res.StatusCode)).Inc()
+	s.metrics.responses.WithLabelValues(string(req.Method), strconv.Itoa(code)).Inc()
 }
 
 func (s *Switch) handleOptions(req *sip.Request, tx sip.ServerTransaction) {

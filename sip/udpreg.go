@@ -3,11 +3,13 @@ package sip
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"hash/maphash"
 	"net"
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -142,7 +144,7 @@ func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 	default:
 		r.s.metrics.overloaded.Inc()
 		if req := r.parse(c, buf, src); req != nil {
-			r.s.respond(req, &udpReply{conn: c, dst: replyAddr(req, src)}, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
+			r.s.respond(req, &udpReply{conn: c, src: src, dst: replyAddr(req, src)}, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		}
 	}
 }
@@ -179,7 +181,7 @@ func (r *udpRegistrar) handle(j regJob) {
 	case !fresh: // a retransmission of one being processed
 		return
 	}
-	reply := &udpReply{conn: j.conn, dst: dst, cache: r.replies, key: key}
+	reply := &udpReply{conn: j.conn, src: j.src, dst: dst, cache: r.replies, key: key}
 	if !r.s.accept(req, reply) {
 		return
 	}
@@ -206,24 +208,92 @@ func replyAddr(req *sip.Request, src *net.UDPAddr) *net.UDPAddr {
 // for its retransmissions.
 type udpReply struct {
 	conn  *udpConn
-	dst   *net.UDPAddr
-	cache *replyCache // nil: not remembered (503 when overloaded)
+	src   *net.UDPAddr // where the request came from
+	dst   *net.UDPAddr // where answers go
+	cache *replyCache  // nil: not remembered (503 when overloaded)
 	key   replyKey
 }
 
+// Respond sends a response built by the caller.
 func (u *udpReply) Respond(res *sip.Response) error {
 	var b bytes.Buffer
 	b.Grow(768)
 	res.StringWrite(&b)
-	if b.Len() > sip.UDPMTUSize {
+	return u.write(b.Bytes())
+}
+
+// reply writes the answer to req straight from the request's headers (RFC
+// 3261 §8.2.6): its Vias (the top one with received and rport when asked,
+// RFC 3581 §4), From, To with a tag of ours, Call-ID, CSeq, then hdrs.
+func (u *udpReply) reply(req *sip.Request, code int, reason string, hdrs []sip.Header) error {
+	var b bytes.Buffer
+	b.Grow(768)
+	b.WriteString("SIP/2.0 ")
+	b.WriteString(strconv.Itoa(code))
+	b.WriteByte(' ')
+	b.WriteString(reason)
+	for i, h := range req.GetHeaders("Via") {
+		if v, ok := h.(*sip.ViaHeader); ok && i == 0 {
+			if rport, ok := v.Params.Get("rport"); ok && rport == "" {
+				v = v.Clone()
+				v.Params.Add("rport", strconv.Itoa(u.src.Port))
+				v.Params.Add("received", u.src.IP.String())
+				h = v
+			}
+		}
+		b.WriteString("\r\n")
+		h.StringWrite(&b)
+	}
+	// A header may be missing when the answer is a 400.
+	if h := req.From(); h != nil {
+		b.WriteString("\r\n")
+		h.StringWrite(&b)
+	}
+	if h := req.To(); h != nil {
+		b.WriteString("\r\n")
+		h.StringWrite(&b)
+		if !h.Params.Has("tag") {
+			b.WriteString(";tag=")
+			b.WriteString(newTag())
+		}
+	}
+	if h := req.CallID(); h != nil {
+		b.WriteString("\r\n")
+		h.StringWrite(&b)
+	}
+	if h := req.CSeq(); h != nil {
+		b.WriteString("\r\n")
+		h.StringWrite(&b)
+	}
+	for _, h := range hdrs {
+		b.WriteString("\r\n")
+		h.StringWrite(&b)
+	}
+	b.WriteString("\r\nContent-Length: 0\r\n\r\n")
+	return u.write(b.Bytes())
+}
+
+// write sends data and remembers it for retransmissions.
+func (u *udpReply) write(data []byte) error {
+	if len(data) > sip.UDPMTUSize {
 		return sip.ErrUDPMTUCongestion
 	}
 	if u.cache != nil {
-		u.cache.store(u.key, b.Bytes())
+		u.cache.store(u.key, data)
 	}
-	_, err := u.conn.WriteToUDP(b.Bytes(), u.dst)
+	_, err := u.conn.WriteToUDP(data, u.dst)
 	return err
 }
+
+// newTag returns a To tag (RFC 3261 §19.3): unique, not secret.
+func newTag() string {
+	return tagPrefix + strconv.FormatUint(tagCount.Add(1), 36)
+}
+
+var (
+	tagPrefix = rand.Text()[:8] + "-"
+	tagCount  atomic.Uint64
+)
 
 // replyKey identifies a REGISTER transaction from one source: the branch of
 // its Via (RFC 3261 §17.2.3) and, for clients that make no unique branch,

@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// cacheMax bounds a cache; past it an arbitrary entry makes room. The
-// directory's hot set (users authenticating, numbers being dialled) is far
-// smaller.
-const cacheMax = 10000
+// cacheMax bounds a cache; past it an arbitrary entry makes room. It holds
+// the users of a large node (every phone re-registers within the hour, and
+// a full cache evicts at random, turning hits into misses), at about 300
+// bytes a user.
+const cacheMax = 1 << 16
 
 // cache is a node-local read cache of one kind of directory lookup.
 // Entries are fresh for ttl; older ones are kept to be served while Redis is

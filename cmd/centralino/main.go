@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -232,6 +233,13 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	slog.SetDefault(log)
 	redis.SetLogger(redisLog{log})
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small (bindings, caches) and the allocation rate
+		// high (a parsed message per datagram): collecting when the heap has
+		// grown to 5× the live heap rather than 2× spends about a quarter of
+		// the GC CPU. GOGC in the environment decides otherwise.
+		debug.SetGCPercent(400)
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 
@@ -53,5 +54,35 @@ func FuzzHandleRequest(f *testing.F) {
 		}
 		tx := siptest.NewServerTxRecorder(req)
 		h(req, tx)
+	})
+}
+
+// FuzzUDPRegister feeds arbitrary datagrams to the stateless UDP registrar,
+// each twice (the second copy is a retransmission). Its socket is connected
+// to a sink, so no answer can reach another program: sending fails after the
+// answer is built and remembered. It must never panic.
+func FuzzUDPRegister(f *testing.F) {
+	f.Add([]byte("REGISTER sip:test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb;rport\r\nFrom: <sip:alice@test>;tag=2\r\nTo: <sip:alice@test>\r\nCall-ID: c2\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:5070>;expires=60\r\nAuthorization: Digest username=\"alice\", realm=\"test.lineamica.gov.it\", nonce=\"AAAA\", uri=\"sip:test\", response=\"00\", qop=auth, nc=00000001, cnonce=\"x\"\r\nContent-Length: 0\r\n\r\n"))
+	f.Add([]byte("REGISTER sip:test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKy\r\nCSeq: 1 REGISTER\r\nCall-ID: y\r\n\r\n"))
+	f.Add([]byte("REGISTER sip:test SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKz\r\nf: <sip:a@test>;tag=1\r\nt: <sip:a@test>\r\ni: z\r\nCSeq: 2 REGISTER\r\nm: *\r\nExpires: 0\r\nl: 0\r\n\r\n"))
+	sw := startSwitch(f, func(c *Config) { c.MaxFailures = 0 })
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { sink.Close() })
+	conn, err := net.DialUDP("udp", nil, sink.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { conn.Close() })
+	c := &udpConn{UDPConn: conn, regs: sw.regs}
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5070}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for range 2 {
+			buf := sw.regs.bufs.Get().(*[]byte)
+			*buf = append((*buf)[:0], data...)
+			sw.regs.handle(regJob{c, buf, src})
+		}
 	})
 }

@@ -111,8 +111,21 @@ func newUDPRegistrar(s *Switch) *udpRegistrar {
 	}
 }
 
-// run starts the workers; they stop with ctx.
+// run starts the workers and the sweeper of remembered answers; they stop
+// with ctx.
 func (r *udpRegistrar) run(ctx context.Context) {
+	go func() {
+		t := time.NewTicker(replyTTL / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				r.replies.sweep()
+			}
+		}
+	}()
 	for range regWorkersPerCPU * runtime.GOMAXPROCS(0) {
 		go func() {
 			for {
@@ -359,6 +372,20 @@ func (c *replyCache) store(k replyKey, data []byte) {
 	defer sl.mu.Unlock()
 	if sl.key == k {
 		sl.at, sl.data = now, data
+	}
+}
+
+// sweep forgets the answers older than replyTTL, so that a quiet switch
+// holds none.
+func (c *replyCache) sweep() {
+	now := c.now()
+	for i := range c.slots {
+		sl := &c.slots[i]
+		sl.mu.Lock()
+		if sl.key != (replyKey{}) && now.Sub(sl.at) >= replyTTL {
+			sl.key, sl.data = replyKey{}, nil
+		}
+		sl.mu.Unlock()
 	}
 }
 

@@ -17,8 +17,8 @@
 #
 # Phases:
 #   mem  heap in use (after a forced GC) before and after registering USERS
-#        users once, once their REGISTER transactions have ended (sipgo keeps
-#        UDP non-INVITE transactions ~32 s): bytes per registered contact.
+#        users once, once the registrar has forgotten the answers it keeps
+#        for retransmissions (32 s, swept every 8 s): bytes per contact.
 #   reg  REGISTER with digest auth (401 then 200), users cycled SEQUENTIALly.
 #   cps  INVITE → 180 → 200 → ACK → hold HOLD_MS → BYE → 200 to user "uas",
 #        answered by a sipp UAS registered as "uas".
@@ -107,9 +107,10 @@ fi
 "$WORK/genconfig" -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" \
 	-media-ports "${MEDIA_PORTS:-50000-64999}" -media-anchor "${MEDIA_ANCHOR:-never}" -o "$WORK/bench.yaml"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-# The switch does not size its SIP socket buffers itself: with the kernel's
-# default (208 KB) bursts of sipp traffic are dropped at the switch's UDP
-# socket. Raise the defaults for the run (restored on exit).
+# The switch asks for 4 MB SIP UDP socket buffers, which Linux caps at
+# net.core.rmem_max/wmem_max unless the switch runs with CAP_NET_ADMIN; sipp
+# (-buff_size) is capped the same way. Raise the caps for the run (restored
+# on exit); rmem_default also sizes the sockets of the sipp UAS.
 for kv in net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=4194304 net.core.wmem_default=1048576; do
 	k=${kv%=*}
 	v=$(sysctl -n "$k" 2>/dev/null) && SYSCTL_SAVED+=("$k=$v") && sysctl -qw "$kv" 2>/dev/null || true
@@ -223,8 +224,8 @@ echo "== centralino $DESC, directory=$DIRECTORY, users=$USERS, $(nproc) CPUs, pi
 
 if [[ " $TESTS " == *" mem "* ]]; then
 	# Three points: idle, USERS/2 registered, USERS registered, each once the
-	# REGISTER transactions have ended (sipgo: Timer J = 64*T1 = 32 s on UDP)
-	# and after a forced GC. The slope between the last two is the cost of one
+	# answers remembered for retransmissions are gone (Timer J = 64*T1 = 32 s,
+	# swept every 8 s) and after a forced GC. The slope between the last two is the cost of one
 	# more contact, free of one-off first-use allocations (pools, buffers).
 	redis_mem() { redis-cli -s "$WORK/redis.sock" info memory | awk -F: '/^used_memory:/{print $2+0}'; }
 	half=$((USERS / 2))
@@ -235,8 +236,8 @@ if [[ " $TESTS " == *" mem "* ]]; then
 		if [[ $part != 0 ]]; then
 			timeout 120 "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -mp $((MP + 200)) -p "$UAC_PORT" -r 2000 -m "$half" -l 4000 -timeout 90s \
 				-sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users-$part.csv" >"$WORK/mem-$part.out" 2>&1 || true
-			echo "registered $(metric 'centralino_registrar_bindings{transport="udp"}') contacts; waiting ${MEM_WAIT:-40} s for the REGISTER transactions to end" >&2
-			sleep "${MEM_WAIT:-40}"
+			echo "registered $(metric 'centralino_registrar_bindings{transport="udp"}') contacts; waiting ${MEM_WAIT:-42} s for the remembered answers to go" >&2
+			sleep "${MEM_WAIT:-42}"
 		fi
 		read -r ha hi < <(heap_after_gc)
 		H+=("$ha") I+=("$hi") N+=("$(metric 'centralino_registrar_bindings{transport="udp"}')")

@@ -82,7 +82,7 @@ func FuzzUDPRegister(f *testing.F) {
 		for range 2 {
 			buf := sw.regs.bufs.Get().(*[]byte)
 			*buf = append((*buf)[:0], data...)
-			sw.regs.handle(regJob{c, buf, src})
+			sw.regs.handle(regJob{conn: c, buf: buf, src: src})
 		}
 	})
 }

@@ -14,7 +14,7 @@ type metrics struct {
 	responses    *prometheus.CounterVec
 	malformed    *prometheus.CounterVec
 	flooded      prometheus.Counter
-	overloaded   prometheus.Counter
+	overloaded   *prometheus.CounterVec
 	authFailures *prometheus.CounterVec
 	callAttempts *prometheus.CounterVec
 	callOutcomes *prometheus.CounterVec
@@ -43,10 +43,10 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 			Namespace: "centralino", Subsystem: "sip", Name: "flood_dropped_total",
 			Help: "Datagrams dropped and connections closed because their source passed its flood limit.",
 		}),
-		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "centralino", Subsystem: "sip", Name: "overload_rejected_total",
-			Help: "REGISTERs answered 503 at once because the registrar's queue was full.",
-		}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "centralino", Subsystem: "sip", Name: "overload_shed_total",
+			Help: "REGISTERs over UDP shed by an overloaded registrar: answered 503 (queue_full) or dropped unread after waiting longer than T1 (stale).",
+		}, []string{"reason"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "centralino", Subsystem: "sip", Name: "auth_failures_total",
 			Help: "Failed digest authentications, by reason.",

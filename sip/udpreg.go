@@ -38,6 +38,10 @@ const (
 	// at 20,000/s; past it the switch answers 503 at once (back-pressure)
 	// rather than letting the backlog grow into timeouts.
 	regQueueLen = 4096
+	// regStale is how long a REGISTER may wait in the queue: by then its
+	// client has sent it again (T1, RFC 3261 §17.1.2.2), so an overloaded
+	// switch drops the old copy unread instead of spending its CPU twice.
+	regStale = 500 * time.Millisecond
 	// regWorkersPerCPU: workers wait on Redis round trips, so there are
 	// more of them than CPUs.
 	regWorkersPerCPU = 32
@@ -96,9 +100,10 @@ type udpRegistrar struct {
 }
 
 type regJob struct {
-	conn *udpConn
-	buf  *[]byte
-	src  *net.UDPAddr
+	conn   *udpConn
+	buf    *[]byte
+	src    *net.UDPAddr
+	queued time.Time
 }
 
 func newUDPRegistrar(s *Switch) *udpRegistrar {
@@ -153,9 +158,9 @@ func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 	buf := r.bufs.Get().(*[]byte)
 	*buf = append((*buf)[:0], data...)
 	select {
-	case r.jobs <- regJob{c, buf, src}:
+	case r.jobs <- regJob{c, buf, src, time.Now()}:
 	default:
-		r.s.metrics.overloaded.Inc()
+		r.s.metrics.overloaded.WithLabelValues("queue_full").Inc()
 		if req := r.parse(c, buf, src); req != nil {
 			r.s.respond(req, &udpReply{conn: c, src: src, dst: replyAddr(req, src)}, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		}
@@ -179,6 +184,11 @@ func (r *udpRegistrar) parse(c *udpConn, buf *[]byte, src *net.UDPAddr) *sip.Req
 }
 
 func (r *udpRegistrar) handle(j regJob) {
+	if !j.queued.IsZero() && time.Since(j.queued) > regStale {
+		r.bufs.Put(j.buf)
+		r.s.metrics.overloaded.WithLabelValues("stale").Inc()
+		return
+	}
 	req := r.parse(j.conn, j.buf, j.src)
 	if req == nil {
 		return

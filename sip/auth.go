@@ -116,16 +116,18 @@ func (n *nonceAuthority) check(nonce string, nc int, ip netip.Addr) nonceVerdict
 }
 
 // challenges returns one challenge header value per algorithm, in the form
-// of RFC 8760 §2.4 (the order of fields as icholy/digest writes them).
+// of RFC 8760 §2.4 (the order of fields as icholy/digest writes them). They
+// share one nonce: the client answers one of them, once.
 func (n *nonceAuthority) challenges(realm string, algorithms []string, ip netip.Addr, stale bool) []string {
 	out := make([]string, 0, len(algorithms))
+	nonce := n.issue(ip)
 	for _, alg := range algorithms {
 		var b strings.Builder
 		b.Grow(96 + len(realm))
 		b.WriteString(`Digest realm="`)
 		b.WriteString(realm)
 		b.WriteString(`", nonce="`)
-		b.WriteString(n.issue(ip))
+		b.WriteString(nonce)
 		b.WriteString(`"`)
 		if stale {
 			b.WriteString(", stale=true")

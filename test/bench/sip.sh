@@ -117,13 +117,19 @@ for kv in net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_defa
 done
 
 SW=
+# Others run switches on this machine too: a port already taken would make
+# the figures those of someone else's process (it answers /readyz).
+port_taken() { [[ -n $(ss -Hln "sport = :${1##*:}") ]]; }
 start_switch() {
 	if [[ -n $SW ]]; then kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; fi
+	for a in "$SIP" "$HTTP"; do
+		port_taken "$a" && { echo "port of $a already taken (another switch?); set SIP=/HTTP=" >&2; ss -Hlnp "sport = :${a##*:}" >&2; exit 1; }
+	done
 	"${CPU_SW[@]}" "$WORK/centralino" serve --config "$WORK/bench.yaml" >>"$WORK/centralino.log" 2>&1 &
 	SW=$!
 	PIDS+=("$SW")
 	for _ in $(seq 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done
-	curl -sf "http://$HTTP/readyz" >/dev/null || { echo "switch not ready" >&2; cat "$WORK/centralino.log" >&2; exit 1; }
+	curl -sf "http://$HTTP/readyz" >/dev/null && kill -0 "$SW" 2>/dev/null || { echo "switch not ready" >&2; cat "$WORK/centralino.log" >&2; exit 1; }
 }
 start_switch
 

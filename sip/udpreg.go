@@ -45,10 +45,11 @@ const (
 	// regWorkersPerCPU: workers wait on Redis round trips, so there are
 	// more of them than CPUs.
 	regWorkersPerCPU = 32
-	// replySlots remembered answers; at 20,000 REGISTERs a second (40,000
-	// answers) that covers the first retransmissions (0.5, 1.5 s), and at
+	// replySlots remembered answers (each about 600 bytes while it lives):
+	// at 20,000 REGISTERs a second (40,000 answers) that covers 3 s, the
+	// first two retransmissions (0.5 and 1.5 s after the request), and at
 	// ordinary rates the whole Timer J (replyTTL).
-	replySlots = 1 << 16
+	replySlots = 1 << 17
 	replyTTL   = 32 * time.Second // 64·T1, Timer J (RFC 3261 §17.2.2)
 	// claimTTL is how long a REGISTER being processed keeps its
 	// retransmissions out; a worker stuck longer (a directory timeout)

@@ -186,12 +186,6 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 	if err != nil {
 		return nil, err
 	}
-	if o.Protocol == 0 {
-		// RESP2 unless the URL asks (protocol=3): the store uses nothing of
-		// RESP3, and under it go-redis looks for push notifications on the
-		// socket before every reply, a syscall per command.
-		o.Protocol = 2
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

@@ -21,7 +21,9 @@ import (
 // master's go in the username and password parameters. With deadlines, a
 // command gives up at its context's deadline rather than at the client's
 // timeouts. addr names the server or the sentinels, for logs; it never holds
-// a password.
+// a password. The client speaks RESP2 unless the URL asks for protocol=3:
+// nothing here uses RESP3, and under it go-redis looks for push
+// notifications on the socket before every reply, a syscall per command.
 func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string, err error) {
 	if !IsSentinelURL(rawURL) {
 		o, err := redis.ParseURL(rawURL)
@@ -29,6 +31,9 @@ func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string
 			return nil, "", fmt.Errorf("directory: redis url: %w", err)
 		}
 		o.ContextTimeoutEnabled = deadlines
+		if o.Protocol == 0 {
+			o.Protocol = 2
+		}
 		return redis.NewClient(o), o.Addr, nil
 	}
 	o, err := redis.ParseFailoverURL(rawURL)
@@ -36,6 +41,9 @@ func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string
 		return nil, "", fmt.Errorf("directory: redis sentinel url: %w", err)
 	}
 	o.ContextTimeoutEnabled = deadlines
+	if o.Protocol == 0 {
+		o.Protocol = 2
+	}
 	return redis.NewFailoverClient(o), "sentinel " + strings.Join(o.SentinelAddrs, ",") + " master " + o.MasterName, nil
 }
 

@@ -162,7 +162,7 @@ func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 	case r.jobs <- regJob{c, buf, src, time.Now()}:
 	default:
 		r.s.metrics.overloaded.WithLabelValues("queue_full").Inc()
-		if req := r.parse(c, buf, src); req != nil {
+		if req := r.parse(buf, src); req != nil {
 			r.s.respond(req, &udpReply{conn: c, src: src, dst: replyAddr(req, src)}, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		}
 	}
@@ -170,7 +170,7 @@ func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 
 // parse reads a queued REGISTER and returns its buffer to the pool; nil
 // when it is not a request that can be answered.
-func (r *udpRegistrar) parse(c *udpConn, buf *[]byte, src *net.UDPAddr) *sip.Request {
+func (r *udpRegistrar) parse(buf *[]byte, src *net.UDPAddr) *sip.Request {
 	msg, err := r.parser.ParseSIP(*buf)
 	r.bufs.Put(buf)
 	req, ok := msg.(*sip.Request)
@@ -190,7 +190,7 @@ func (r *udpRegistrar) handle(j regJob) {
 		r.s.metrics.overloaded.WithLabelValues("stale").Inc()
 		return
 	}
-	req := r.parse(j.conn, j.buf, j.src)
+	req := r.parse(j.buf, j.src)
 	if req == nil {
 		return
 	}

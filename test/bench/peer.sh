@@ -23,7 +23,7 @@ rm -rf "$WORK/src/test/bench/genconfig" && mkdir -p "$WORK/src/test/bench" && cp
 (cd "$WORK/src" && go build -o "$WORK/centralino" ./cmd/centralino && go build -o "$WORK/genconfig" ./test/bench/genconfig)
 "$WORK/genconfig" -users 10000 -sip "$SIP" -http "$HTTP" -media-ports "${MEDIA_PORTS:-50000-64999}" -media-anchor "${MEDIA_ANCHOR:-never}" -o "$WORK/bench.yaml"
 for a in "$SIP" "$HTTP"; do
-	[[ -z $(ss -Hln "sport = :${a##*:}") ]] || { echo "port of $a already taken (another switch?); set SIP=/HTTP=" >&2; exit 1; }
+	[[ -z $(ss -Hln "sport = :${a##*:}" 2>/dev/null) ]] || { echo "port of $a already taken (another switch?); set SIP=/HTTP=" >&2; exit 1; }
 done
 taskset -c 0 "$WORK/centralino" serve --config "$WORK/bench.yaml" >"$WORK/centralino.log" 2>&1 &
 SW=$!

@@ -119,7 +119,7 @@ done
 SW=
 # Others run switches on this machine too: a port already taken would make
 # the figures those of someone else's process (it answers /readyz).
-port_taken() { [[ -n $(ss -Hln "sport = :${1##*:}") ]]; }
+port_taken() { [[ -n $(ss -Hln "sport = :${1##*:}" 2>/dev/null) ]]; }
 start_switch() {
 	if [[ -n $SW ]]; then kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; fi
 	for a in "$SIP" "$HTTP"; do

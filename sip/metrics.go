@@ -23,6 +23,7 @@ type metrics struct {
 	setupSeconds prometheus.Histogram
 	queueWaiting *prometheus.GaugeVec
 	queueWait    *prometheus.HistogramVec
+	overflows    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
@@ -74,10 +75,10 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 	}
-	m.queueWaiting, m.queueWait = newQueueMetrics()
+	m.queueWaiting, m.queueWait, m.overflows = newQueueMetrics()
 	if reg != nil {
 		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.overloaded, m.authFailures, m.callAttempts,
-			m.callOutcomes, m.transfers, m.txSeconds, m.setupSeconds, m.queueWaiting, m.queueWait, &stateCollector{s: s})
+			m.callOutcomes, m.transfers, m.txSeconds, m.setupSeconds, m.queueWaiting, m.queueWait, m.overflows, &stateCollector{s: s})
 	}
 	return m
 }

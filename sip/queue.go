@@ -131,6 +131,7 @@ func cmpDuration(d, def time.Duration) time.Duration {
 // agency at its end.
 func (s *Switch) publishHops(c *call, hops []routing.Hop) {
 	for _, hop := range hops {
+		s.metrics.overflows.WithLabelValues(hop.From, hop.To, string(hop.Reason)).Inc()
 		info := c.now()
 		info.DestAgency = hop.To
 		s.events.Publish(modules.CallOverflowed{Call: info, FromAgency: hop.From, ToAgency: hop.To, Reason: modules.OverflowReason(hop.Reason)})
@@ -214,7 +215,7 @@ func (c *call) users() []string {
 	return us
 }
 
-func newQueueMetrics() (waiting *prometheus.GaugeVec, wait *prometheus.HistogramVec) {
+func newQueueMetrics() (waiting *prometheus.GaugeVec, wait *prometheus.HistogramVec, overflows *prometheus.CounterVec) {
 	waiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "centralino", Subsystem: "queue", Name: "calls_waiting",
 		Help: "Calls to an agency's public number ringing its operators now, by agency.",
@@ -224,5 +225,9 @@ func newQueueMetrics() (waiting *prometheus.GaugeVec, wait *prometheus.Histogram
 		Help:    "Time calls waited in an agency's queue, by agency and how the wait ended (answered, abandoned, overflowed, failed); its _count counts the calls.",
 		Buckets: []float64{1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300},
 	}, []string{"agency", "outcome"})
-	return waiting, wait
+	overflows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "centralino", Name: "overflows_total",
+		Help: "Calls moved along an overflow chain, by the agency left, the agency reached and why (closed, busy, unavailable, no-answer, failed).",
+	}, []string{"source_agency", "destination_agency", "reason"})
+	return waiting, wait, overflows
 }

@@ -148,7 +148,7 @@ func TestQueueRoundRobinBusyPauseAndOverflow(t *testing.T) {
 	if code, _ := dialFeature(t, ops[order[1]], "*14"); code != 603 {
 		t.Fatalf("*14: %d", code)
 	}
-	ops[order[1]].Reply.Store(486)
+	ops[order[1]].Reply.Store(-1)
 	centre := phone(t, n, "lineamica.bianchi", "udp")
 	mustRegister(t, centre)
 	res, inv := citizen.Invite("8100000")
@@ -167,6 +167,9 @@ func TestQueueRoundRobinBusyPauseAndOverflow(t *testing.T) {
 	citizen.Bye(inv, res)
 	if v := n.metric(t, `centralino_queue_wait_seconds_count{agency="r_campan",outcome="overflowed"}`); v != 1 {
 		t.Errorf("overflowed calls counted: %v, want 1", v)
+	}
+	if v := n.metric(t, `centralino_overflows_total{destination_agency="lineamica",reason="no-answer",source_agency="r_campan"}`); v != 1 {
+		t.Errorf("overflows for no answer: %v, want 1", v)
 	}
 	if v := n.metric(t, `centralino_queue_wait_seconds_count{agency="r_campan",outcome="answered"}`); v != 7 {
 		t.Errorf("answered calls counted: %v, want 7", v)
@@ -217,6 +220,9 @@ func TestOutOfHours(t *testing.T) {
 	case <-centre.Invites:
 	default:
 		t.Fatal("the closed ASL's call did not reach the centre")
+	}
+	if v := n.metric(t, `centralino_overflows_total{destination_agency="lineamica",reason="closed",source_agency="asl_na1"}`); v != 1 {
+		t.Errorf("overflows for a closed office: %v, want 1", v)
 	}
 
 	res, _ = citizen.Invite("8400000")

@@ -36,7 +36,8 @@ type call struct {
 	queuedAt  time.Time     // when it started waiting there
 	occupied  chan struct{} // closed once its users are marked busy in their queues
 
-	anchored bool // its media goes through the relay
+	anchored  bool // its media goes through the relay
+	lateOffer bool // the INVITE had no SDP: the 2xx offers, the ACK answers
 	// The dialog as set up, for BYEs of the switch's own (media timeout).
 	inv    *sip.Request  // the caller's INVITE
 	answer *sip.Response // the callee's 2xx

@@ -32,7 +32,7 @@ const (
 // anchors decides whether a call's media goes through the relay: each side
 // follows its agency's policy (or the switch's), and one side asking is enough.
 func (s *Switch) anchors(ctx context.Context, req *sip.Request, srcAgency, dstAgency string, callees []directory.Binding) bool {
-	if s.relay == nil || len(req.Body()) == 0 {
+	if s.relay == nil {
 		return false
 	}
 	callerNAT := viaNATed(req)
@@ -85,12 +85,44 @@ func (s *Switch) peerTransport(ctx context.Context, users []string) media.Transp
 	return media.TransportAsOffered
 }
 
-// answerSDP does the same for the answer in a response (its To tag names
-// the side that wrote it). An INVITE without SDP (late offer) is not
-// anchored, so every answer here follows an offer the relay saw.
-func (s *Switch) answerSDP(cid string, res *sip.Response) ([]byte, error) {
-	tag, _ := res.To().Params.Get("tag")
-	return s.relay.Answer(cid, tag, res.Body(), media.LegOptions{Source: sourceIPOf(res.Source())})
+// responseSDP returns the hook that anchors the SDP of each response to req
+// (its To tag names the side that wrote it): the answer to req's offer, or,
+// when req is an INVITE without SDP (a late offer), the offer itself, which
+// the caller answers in its ACK (ackSDP).
+func (s *Switch) responseSDP(c *call, req *sip.Request) func(*sip.Response) ([]byte, error) {
+	late := req.IsInvite() && len(req.Body()) == 0
+	return func(res *sip.Response) ([]byte, error) {
+		tag, _ := res.To().Params.Get("tag")
+		opts := media.LegOptions{Source: sourceIPOf(res.Source())}
+		if late {
+			return s.relay.Offer(c.info.CallID, tag, res.Body(), opts)
+		}
+		return s.relay.Answer(c.info.CallID, tag, res.Body(), opts)
+	}
+}
+
+// ackSDP anchors the answer an ACK carries to a late offer. An ACK cannot be
+// refused: on error it goes on unanchored.
+func (s *Switch) ackSDP(c *call, req, fwd *sip.Request) {
+	if !c.anchored || len(req.Body()) == 0 {
+		return
+	}
+	tag, _ := req.From().Params.Get("tag")
+	body, err := s.relay.Answer(c.info.CallID, tag, req.Body(), media.LegOptions{Source: sourceIP(req)})
+	if err != nil {
+		s.log.Warn("late answer not anchored", "call_id", c.info.CallID, "error", err)
+		return
+	}
+	fwd.SetBody(body)
+}
+
+// callerLeg is the relay's name for the caller's side: leg "a" made the
+// first offer, which for a late offer is the callee.
+func (c *call) callerLeg() string {
+	if c.lateOffer {
+		return "b"
+	}
+	return "a"
 }
 
 // releaseMedia frees the relay ports of a call and returns its quality for
@@ -103,12 +135,15 @@ func (s *Switch) releaseMedia(c *call) *modules.MediaQuality {
 	if !ok {
 		return nil
 	}
-	return mediaQuality(q)
+	return mediaQuality(c, q)
 }
 
-func mediaQuality(q media.Quality) *modules.MediaQuality {
+func mediaQuality(c *call, q media.Quality) *modules.MediaQuality {
 	leg := func(l media.LegQuality) modules.LegQuality {
 		return modules.LegQuality{Packets: l.Packets, Loss: l.LossRatio, Jitter: l.Jitter.Seconds(), MOS: q.MOS}
+	}
+	if c.lateOffer {
+		q.A, q.B = q.B, q.A
 	}
 	return &modules.MediaQuality{Caller: leg(q.A), Callee: leg(q.B)}
 }
@@ -128,7 +163,7 @@ func (s *Switch) mediaTimeout(cid string, q media.Quality) {
 	s.sendBye(c, true, reason)
 	s.sendBye(c, false, reason)
 	ev := s.endedEvent(c, modules.DispositionAnswered, 200, modules.SideSwitch)
-	ev.Media = mediaQuality(q)
+	ev.Media = mediaQuality(c, q)
 	s.events.Publish(ev)
 }
 
@@ -178,11 +213,12 @@ func (s *Switch) dtmf(cid, leg string, digit rune, _ time.Duration) {
 	if !ok {
 		return
 	}
+	c := v.(*call)
 	side := modules.SideCaller
-	if leg == "b" {
+	if leg != c.callerLeg() {
 		side = modules.SideCallee
 	}
-	s.events.Publish(modules.DigitsCollected{Call: v.(*call).now(), Leg: side, Digits: string(digit)})
+	s.events.Publish(modules.DigitsCollected{Call: c.now(), Leg: side, Digits: string(digit)})
 }
 
 // mediaError answers a request whose SDP the relay refused.

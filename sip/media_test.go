@@ -13,7 +13,6 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/pion/rtp"
-	"github.com/pion/srtp/v3"
 
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/test/sipua"
@@ -124,34 +123,6 @@ func TestMediaTimeoutEndsTheCall(t *testing.T) {
 	}
 }
 
-// srtpContext makes a pion SRTP context from an SDES inline key (key‖salt).
-func srtpContext(t *testing.T, inline string) *srtp.Context {
-	t.Helper()
-	raw, err := base64.StdEncoding.DecodeString(inline)
-	if err != nil || len(raw) != 30 {
-		t.Fatalf("bad inline key %q", inline)
-	}
-	c, err := srtp.CreateContext(raw[:16], raw[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// cryptoKey returns the AES_CM_128_HMAC_SHA1_80 inline key of an SDP.
-func cryptoKey(t *testing.T, body []byte) string {
-	t.Helper()
-	for _, line := range strings.Split(string(body), "\r\n") {
-		if strings.HasPrefix(line, "a=crypto:") && strings.Contains(line, "AES_CM_128_HMAC_SHA1_80") {
-			_, key, _ := strings.Cut(line, "inline:")
-			key, _, _ = strings.Cut(key, "|")
-			return key
-		}
-	}
-	t.Fatalf("no AES_CM_128_HMAC_SHA1_80 key in:\n%s", body)
-	return ""
-}
-
 func TestSRTPSoftphoneToPlainDeskPhone(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.Anchor = AnchorAlways })
 	desk, _ := sw.dir.User(context.Background(), "carla")
@@ -185,7 +156,7 @@ func TestSRTPSoftphoneToPlainDeskPhone(t *testing.T) {
 	toCallee, toCaller := sdpAddr(t, res.Body()), sdpAddr(t, got.Body())
 
 	// Softphone → desk phone: encrypted with the softphone's key, heard in clear.
-	enc := srtpContext(t, inline)
+	enc := sipua.SRTPContext(t, inline)
 	pkt := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 1, Timestamp: 160, SSRC: 0xabc}, Payload: []byte("cifrato")}
 	plain, _ := pkt.Marshal()
 	secret, err := enc.EncryptRTP(nil, plain, nil)
@@ -204,7 +175,7 @@ func TestSRTPSoftphoneToPlainDeskPhone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec := srtpContext(t, cryptoKey(t, res.Body()))
+	dec := sipua.SRTPContext(t, sipua.CryptoKey(t, res.Body()))
 	out, err := dec.DecryptRTP(nil, buf[:n], nil)
 	if err != nil {
 		t.Fatalf("the softphone got something it cannot decrypt: %v", err)
@@ -212,5 +183,36 @@ func TestSRTPSoftphoneToPlainDeskPhone(t *testing.T) {
 	var back rtp.Packet
 	if err := back.Unmarshal(out); err != nil || string(back.Payload) != "in chiaro" {
 		t.Fatalf("softphone heard %q (%v)", back.Payload, err)
+	}
+}
+
+// In a late offer the callee makes the relay's first offer; the caller's
+// digits and media quality are still the caller's.
+func TestLateOfferKeepsTheCallersSide(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.Anchor = AnchorAlways })
+	callee := newPhone(t, sw, "carla", "udp")
+	register(callee, "pw-carla", 300)
+	caller := newPhone(t, sw, "alice", "udp")
+	res, inv := caller.InviteSDP("8300201", nil)
+	if res.StatusCode != 200 {
+		t.Fatalf("call: %d %s", res.StatusCode, res.Reason)
+	}
+	caller.AckSDP(inv, res, caller.SDP())
+	select {
+	case <-callee.Acks: // the relay has the answer
+	case <-time.After(2 * time.Second):
+		t.Fatal("the callee got no ACK")
+	}
+	toCallee := sdpAddr(t, res.Body())
+	sipua.SendDigit(t, caller.RTP, toCallee, 101, 1, 8000, 5)
+	if ev := sw.nextEvent(t, modules.KindDigitsCollected).(modules.DigitsCollected); ev.Digits != "5" || ev.Leg != modules.SideCaller {
+		t.Errorf("DigitsCollected: %+v", ev)
+	}
+	if bye := caller.Bye(inv, res); bye.StatusCode != 200 {
+		t.Fatalf("BYE: %d", bye.StatusCode)
+	}
+	ended := sw.nextEvent(t, modules.KindCallEnded).(modules.CallEnded)
+	if ended.Media == nil || ended.Media.Caller.Packets != 3 || ended.Media.Callee.Packets != 0 {
+		t.Fatalf("CallEnded media: %+v", ended.Media)
 	}
 }

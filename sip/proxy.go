@@ -277,7 +277,7 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 			}
 			fwd.SetBody(body)
 		}
-		hooks.sdp = func(res *sip.Response) ([]byte, error) { return s.answerSDP(c.info.CallID, res) }
+		hooks.sdp = s.responseSDP(c, req)
 	}
 	direct := fwd.Route() == nil
 	tp := nextHop(fwd)
@@ -298,12 +298,16 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 // transaction has ended (at once on TCP): they stop here.
 func (s *Switch) handleAck(req *sip.Request, tx sip.ServerTransaction) {
 	s.metrics.requests.WithLabelValues(string(sip.ACK)).Inc()
-	if _, ok := s.calls.Load(callID(req)); !ok && !s.relayingForNode(callID(req)) {
+	v, ok := s.calls.Load(callID(req))
+	if !ok && !s.relayingForNode(callID(req)) {
 		return
 	}
 	fwd, routed, code, _ := s.prepare(req)
 	if code != 0 || !routed || fwd.Route() == nil && s.isUs(fwd.Recipient) {
 		return
+	}
+	if ok {
+		s.ackSDP(v.(*call), req, fwd)
 	}
 	tp := nextHop(fwd)
 	s.addVia(fwd, req, tp)
@@ -404,14 +408,17 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		for _, t := range dec.Targets {
 			users = append(users, t.Username)
 		}
-		body, err := s.offerSDP(c.info.CallID, c.callerTag, req, s.peerTransport(ctx, users))
-		if err != nil {
-			s.mediaError(req, tx, err)
-			final(488, false)
-			return
+		c.lateOffer = len(req.Body()) == 0
+		if !c.lateOffer {
+			body, err := s.offerSDP(c.info.CallID, c.callerTag, req, s.peerTransport(ctx, users))
+			if err != nil {
+				s.mediaError(req, tx, err)
+				final(488, false)
+				return
+			}
+			setBodies(groups, body)
+			offer = body
 		}
-		setBodies(groups, body)
-		offer = body
 	}
 	var hooks forkHooks
 	if c != nil {
@@ -427,7 +434,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		hooks.answer = func(b *branch, res *sip.Response) { s.answered(c, b, res) }
 		if c.anchored {
-			hooks.sdp = func(res *sip.Response) ([]byte, error) { return s.answerSDP(c.info.CallID, res) }
+			hooks.sdp = s.responseSDP(c, req)
 		}
 	}
 	s.queueEntered(c, dec)

@@ -60,6 +60,8 @@ type Phone struct {
 	TransferCalls chan Call
 	// Byes receives each BYE the phone gets.
 	Byes chan *sip.Request
+	// Acks receives each ACK the phone gets (a late offer's answer is in it).
+	Acks chan *sip.Request
 	// RTP is the phone's media socket, announced in every SDP it sends.
 	RTP *net.UDPConn
 	// Reply is the final answer to INVITEs: 0 answers (200 with SDP), -1
@@ -82,8 +84,8 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 		t.Fatal(err)
 	}
 	p := &Phone{User: user, Password: password, Realm: realm, Transport: transport, Switch: switchAddr,
-		Invites: make(chan *sip.Request, 8), Byes: make(chan *sip.Request, 8), Transferred: make(chan *sip.Response, 8),
-		TransferCalls: make(chan Call, 8), t: t}
+		Invites: make(chan *sip.Request, 8), Byes: make(chan *sip.Request, 8), Acks: make(chan *sip.Request, 8),
+		Transferred: make(chan *sip.Response, 8), TransferCalls: make(chan Call, 8), t: t}
 	if p.RTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,12 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 		t.Fatal(err)
 	}
 	srv.OnInvite(p.answer)
-	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	srv.OnAck(func(req *sip.Request, _ sip.ServerTransaction) {
+		select {
+		case p.Acks <- req:
+		default:
+		}
+	})
 	srv.OnRefer(p.referred)
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		select {
@@ -229,9 +236,18 @@ func (p *Phone) Register(expires int) *sip.Response {
 // Invite calls "to" and returns the final response and the INVITE sent.
 func (p *Phone) Invite(to string) (*sip.Response, *sip.Request) {
 	p.t.Helper()
+	return p.InviteSDP(to, p.SDP())
+}
+
+// InviteSDP calls "to" offering body; nil sends no SDP (a late offer: the
+// answer's SDP is the offer, and AckSDP answers it).
+func (p *Phone) InviteSDP(to string, body []byte) (*sip.Response, *sip.Request) {
+	p.t.Helper()
 	req := p.Request(sip.INVITE, to)
-	req.SetBody(p.SDP())
-	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	if body != nil {
+		req.SetBody(body)
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	}
 	return p.DoAuth(req), req
 }
 
@@ -239,7 +255,17 @@ func (p *Phone) Invite(to string) (*sip.Response, *sip.Request) {
 // next request builder: ACK and BYE follow the route set of res (RFC 3261 §12).
 func (p *Phone) Ack(inv *sip.Request, res *sip.Response) {
 	p.t.Helper()
+	p.AckSDP(inv, res, nil)
+}
+
+// AckSDP acknowledges like Ack, with body (the answer to a late offer) if not nil.
+func (p *Phone) AckSDP(inv *sip.Request, res *sip.Response, body []byte) {
+	p.t.Helper()
 	ack := p.inDialog(sip.ACK, inv, res, inv.CSeq().SeqNo)
+	if body != nil {
+		ack.SetBody(body)
+		ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	}
 	if err := p.Client.WriteRequest(ack); err != nil {
 		p.t.Fatalf("ACK: %v", err)
 	}

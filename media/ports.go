@@ -50,7 +50,9 @@ func (p *portPool) size() int {
 }
 
 // bind takes a pair from the pool and binds its RTP port on ip, skipping
-// pairs another process holds.
+// pairs of which another process holds either port: the RTCP port is bound
+// only when a negotiation lacks rtcp-mux, and an ephemeral port of another
+// program there would fail that call.
 func (p *portPool) bind(ip netip.Addr) (int, int, error) {
 	for range p.size() + 1 {
 		port, ok := p.get()
@@ -59,7 +61,12 @@ func (p *portPool) bind(ip netip.Addr) (int, int, error) {
 		}
 		fd, err := bindUDP(ip, port)
 		if err == nil {
-			return port, fd, nil
+			rtcp, err := bindUDP(ip, port+1)
+			closeFD(rtcp)
+			if err == nil {
+				return port, fd, nil
+			}
+			closeFD(fd)
 		}
 		p.put(port)
 	}

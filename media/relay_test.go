@@ -459,6 +459,31 @@ func TestReleaseNoLeak(t *testing.T) {
 	}
 }
 
+// A pair whose RTCP port another program holds is skipped: a call without
+// rtcp-mux needs it.
+func TestPairWithRTCPPortTakenIsSkipped(t *testing.T) {
+	cfg := testConfig()
+	cfg.PortMin, cfg.PortMax = 42100, 42107
+	r := newTestRelay(t, cfg)
+	for _, port := range []int{42101, 42105} {
+		held, err := listenUDP(lo4, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+	}
+	toB, err := r.Offer("x", "a", audioSDP(lo4, 4000, "RTP/AVP"), LegOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Answer("x", "b", audioSDP(lo4, 5000, "RTP/AVP"), LegOptions{}); err != nil {
+		t.Fatalf("answer without rtcp-mux: %v", err)
+	}
+	if got := relayAddr(t, toB, 0).Port(); got != 42102 && got != 42106 {
+		t.Errorf("offer on port %d, want a pair whose RTCP port is free", got)
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	cfg := testConfig()
 	reg := prometheus.NewRegistry()

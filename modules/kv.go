@@ -28,6 +28,10 @@ type KV interface {
 	// Incr adds one to the decimal integer at key (0 if missing), keeping its
 	// time to live, and returns the new value.
 	Incr(ctx context.Context, key string) (int64, error)
+	// IncrBy adds n (which may be negative) to the decimal integer at key,
+	// atomically, so several nodes may add to one counter. A key without a
+	// time to live gets ttl (none if ttl <= 0); one that has it keeps it.
+	IncrBy(ctx context.Context, key string, n int64, ttl time.Duration) (int64, error)
 
 	// IndexAdd adds member to index, or moves it to score if already there.
 	IndexAdd(ctx context.Context, index, member string, score float64) error

@@ -107,6 +107,37 @@ func testContract(t *testing.T, store modules.Store) {
 		if got := get(t, kv, "seq"); got != "3" {
 			t.Errorf("Get after Incr = %q, want 3", got)
 		}
+		for _, c := range []struct{ by, want int64 }{{40, 43}, {-5, 38}, {0, 38}} {
+			if n, err := kv.IncrBy(ctx, "seq", c.by, 0); err != nil || n != c.want {
+				t.Fatalf("IncrBy(%d) = %d, %v; want %d", c.by, n, err, c.want)
+			}
+		}
+		if n, err := kv.IncrBy(ctx, "fresh", 7, 0); err != nil || n != 7 {
+			t.Errorf("IncrBy of a missing key = %d, %v; want 7", n, err)
+		}
+	})
+
+	t.Run("IncrByTTL", func(t *testing.T) {
+		kv := store.KV("incrby-ttl")
+		if _, err := kv.IncrBy(ctx, "bucket", 2, 50*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		// A later add with a longer ttl neither extends nor drops the first.
+		if n, err := kv.IncrBy(ctx, "bucket", 3, time.Hour); err != nil || n != 5 {
+			t.Fatalf("IncrBy = %d, %v; want 5", n, err)
+		}
+		if _, err := kv.IncrBy(ctx, "kept", 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.IncrBy(ctx, "kept", 1, 50*time.Millisecond); err != nil { // a counter made without expiry gets it now
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		for _, k := range []string{"bucket", "kept"} {
+			if _, err := kv.Get(ctx, k); !errors.Is(err, modules.ErrNotFound) {
+				t.Errorf("Get(%q) after its ttl: err = %v, want ErrNotFound", k, err)
+			}
+		}
 	})
 
 	t.Run("Index", func(t *testing.T) {

@@ -113,7 +113,11 @@ func (s *memKV) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-func (s *memKV) Incr(_ context.Context, key string) (int64, error) {
+func (s *memKV) Incr(ctx context.Context, key string) (int64, error) {
+	return s.IncrBy(ctx, key, 1, 0)
+}
+
+func (s *memKV) IncrBy(_ context.Context, key string, by int64, ttl time.Duration) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, _ := s.get(key)
@@ -124,8 +128,11 @@ func (s *memKV) Incr(_ context.Context, key string) (int64, error) {
 			return 0, fmt.Errorf("kv: incr %q: value is not an integer", key)
 		}
 	}
-	n++
+	n += by
 	e.val = strconv.AppendInt(nil, n, 10)
+	if ttl > 0 && e.expires.IsZero() {
+		e.expires = time.Now().Add(ttl)
+	}
 	s.set(key, e)
 	return n, nil
 }

@@ -56,6 +56,19 @@ func (s *redisKV) Incr(ctx context.Context, key string) (int64, error) {
 	return n, wrap("incr", key, err)
 }
 
+// incrBy adds and sets a time to live on a key without one in one step, so
+// that no counter is left without expiry by a failure in between.
+var incrBy = redis.NewScript(`local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return n`)
+
+func (s *redisKV) IncrBy(ctx context.Context, key string, by int64, ttl time.Duration) (int64, error) {
+	n, err := incrBy.Run(ctx, s.c, []string{s.vals + key}, by, ttl.Milliseconds()).Int64()
+	return n, wrap("incr", key, err)
+}
+
 func (s *redisKV) IndexAdd(ctx context.Context, index, member string, score float64) error {
 	return wrap("index add", index, s.c.ZAdd(ctx, s.indexes+index, redis.Z{Score: score, Member: member}).Err())
 }

@@ -89,3 +89,17 @@ func (m *metrics) add(agency string, f field, n int64) {
 		m.ratings.WithLabelValues(agency, name).Add(float64(n))
 	}
 }
+
+// known makes every series of agency exist at zero, so that dashboards and
+// alerts see an agency before its first call.
+func (m *metrics) known(agency string) {
+	for _, c := range m.counters {
+		c.WithLabelValues(agency)
+	}
+	for _, name := range ratingNames {
+		m.ratings.WithLabelValues(agency, name)
+	}
+	for _, h := range []*prometheus.HistogramVec{m.wait, m.talk, m.abandonWait} {
+		h.WithLabelValues(agency)
+	}
+}

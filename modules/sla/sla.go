@@ -159,6 +159,9 @@ func (m *SLA) Provision(h *modules.Host) error {
 	if m.metrics, err = newMetrics(h.Metrics(), m.opts.threshold(), m.opts.shortAbandon()); err != nil {
 		return err
 	}
+	for _, a := range m.agencies.List() {
+		m.metrics.known(a.Code)
+	}
 	m.routes(h)
 	if err := h.Subscribe(0, []string{
 		modules.KindCallOffered, modules.KindCallAnswered, modules.KindCallTransferred,

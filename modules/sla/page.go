@@ -90,7 +90,15 @@ func (m *SLA) getPage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Richiesta non valida: "+err.Error(), status)
 		return
 	}
+	// The month so far: days to come have nothing to show.
 	q.bucket, q.to = Day, Month.Next(q.from)
+	if tomorrow := Day.Next(Day.Start(now)); tomorrow.Before(q.to) {
+		q.to = tomorrow
+	}
+	if !q.from.Before(q.to) {
+		http.Error(w, "Richiesta non valida: il mese non è ancora iniziato.", http.StatusBadRequest)
+		return
+	}
 	rep, _, err := m.report(r.Context(), q)
 	if err != nil {
 		m.log.Error("transparency page", "err", err)
@@ -118,8 +126,8 @@ func (m *SLA) getPage(w http.ResponseWriter, r *http.Request) {
 		return "?" + u.Encode()
 	}
 	d.Prev = link(url.Values{"mese": {q.from.AddDate(0, -1, 0).Format("2006-01")}})
-	if q.to.Before(now) {
-		d.Next = link(url.Values{"mese": {q.to.Format("2006-01")}})
+	if next := Month.Next(q.from); next.Before(now) {
+		d.Next = link(url.Values{"mese": {next.Format("2006-01")}})
 	}
 	lastDay := q.to.AddDate(0, 0, -1)
 	d.JSON = "./" + link(url.Values{"bucket": {"day"}, "from": {q.from.Format(time.DateOnly)}, "to": {lastDay.Format(time.DateOnly)}})

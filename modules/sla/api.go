@@ -15,8 +15,8 @@ import (
 const maxBuckets = 1000
 
 func (m *SLA) routes(h *modules.Host) {
-	h.Handle("GET /{$}", http.HandlerFunc(m.getFigures))
-	h.Handle("GET /trasparenza", http.HandlerFunc(m.getPage))
+	h.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { m.cache.serve(w, r, m.getFigures) }))
+	h.Handle("GET /trasparenza", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { m.cache.serve(w, r, m.getPage) }))
 }
 
 // query is what a request asks for: a scope (an agency, a region or the

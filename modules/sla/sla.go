@@ -119,6 +119,7 @@ type SLA struct {
 	counters  map[counter]int64  // increments not yet in the store
 
 	flushMu sync.Mutex // one flush at a time, so a read after a flush sees it
+	cache   answerCache
 }
 
 // leg is a counted call at the agency it is at now.
@@ -313,6 +314,7 @@ func (m *SLA) ended(ev modules.CallEnded) {
 // transferred counts a transfer out of the agency of a counted call, and
 // remembers the new leg so that it counts at the agency it reaches.
 func (m *SLA) transferred(ev modules.CallTransferred) {
+	// The leg of the chain still here, preferably at the transferring agency.
 	var from *leg
 	for id, l := range m.legs {
 		if l.origin == ev.OriginalCallID && id != ev.NewCallID && (from == nil || l.agency == ev.FromAgency) {

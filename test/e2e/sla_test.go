@@ -91,7 +91,7 @@ func TestServiceLevelsOnTheBuiltSwitch(t *testing.T) {
 		}
 		for q, ok := range want {
 			var got slaFigures
-			waitFor(t, 5*time.Second, "the figures of "+q, func() bool {
+			waitFor(t, 10*time.Second, "the figures of "+q, func() bool {
 				got = slaTotal(t, n, q)
 				return ok(got)
 			})

@@ -23,6 +23,7 @@ import (
 
 	"github.com/lineamica/centralino/configs"
 	"github.com/lineamica/centralino/modules"
+	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/test/redisserver"
 	"github.com/lineamica/centralino/test/sipua"
 )
@@ -33,9 +34,6 @@ import (
 var notExportedYet = map[string]string{
 	// Prometheus's own, recorded for every scrape target.
 	"up": "synthetic: recorded by Prometheus for each scrape",
-	// Expected from issue 4 (trunks): the trunks branch exports it per trunk
-	// and peer, and only on a node with trunks configured.
-	"centralino_trunk_peer_up": "expected from issue 4 (trunks), not yet exported",
 }
 
 // Citizens' calls through the built switch with the sla module: one answered
@@ -48,6 +46,9 @@ func TestServiceLevelsOnTheBuiltSwitch(t *testing.T) {
 	srv := redisserver.Start(t)
 	n := startNode(t, nodeOptions{redisURL: srv.URL(), trusted: []string{"127.0.0.1/32"}, edit: func(c *configs.Config) {
 		c.Modules = []modules.Config{{Name: "sla"}}
+		// A trunk, for its metrics: its one peer answers nothing.
+		c.Trunks = []routing.Trunk{{Name: "pstn", Prefixes: []string{"0"},
+			Peers: []routing.Peer{{Name: "gw", Host: "127.0.0.9", Port: sipua.FreePort(t)}}}}
 	}})
 
 	operator := phone(t, n, "campania.deluca", "udp")

@@ -160,9 +160,6 @@ func (m *SLA) Provision(h *modules.Host) error {
 	if m.metrics, err = newMetrics(h.Metrics(), m.opts.threshold(), m.opts.shortAbandon()); err != nil {
 		return err
 	}
-	for _, a := range m.agencies.List() {
-		m.metrics.known(a.Code)
-	}
 	m.routes(h)
 	if err := h.Subscribe(0, []string{
 		modules.KindCallOffered, modules.KindCallAnswered, modules.KindCallTransferred,
@@ -170,17 +167,27 @@ func (m *SLA) Provision(h *modules.Host) error {
 	}, m.handle); err != nil {
 		return err
 	}
+	return nil
+}
+
+// Run implements modules.Runner: every agency's series start at zero, and
+// the counters go to the store every few seconds.
+func (m *SLA) Run() {
+	for _, a := range m.agencies.List() {
+		m.metrics.known(a.Code)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel, m.done = cancel, make(chan struct{})
 	go m.background(ctx)
-	return nil
 }
 
 // Stop implements modules.Stopper: it writes the counters not yet stored.
 // Close the bus first, so that the last events are counted.
 func (m *SLA) Stop(ctx context.Context) error {
-	m.cancel()
-	<-m.done
+	if m.cancel != nil { // not run when only checked
+		m.cancel()
+		<-m.done
+	}
 	return m.flush(ctx)
 }
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -35,6 +36,9 @@ type Options struct {
 	// Which calls count: each option set must hold (as in ticketing).
 	OnlyPublicNumbers    bool `yaml:"only_public_numbers"`    // dialled an agency's public number
 	OnlyOutsideDirectory bool `yaml:"only_outside_directory"` // the caller is not a user of the network
+	// ExcludeNumbers never count, nor do transfers to them: the survey's
+	// number and extension, which rate a call rather than serve it.
+	ExcludeNumbers []string `yaml:"exclude_numbers"`
 	// How long hourly, and daily and weekly, buckets are kept; monthly ones
 	// are kept for ever.
 	HourlyRetentionDays int `yaml:"hourly_retention_days"`
@@ -256,7 +260,7 @@ func (m *SLA) handle(_ context.Context, ev modules.Event) {
 func (m *SLA) offered(ev modules.CallOffered) {
 	t, viaTransfer := m.transfers[ev.CallID]
 	delete(m.transfers, ev.CallID)
-	if ev.DestAgency == "" || !viaTransfer && !m.opts.counts(ev) {
+	if ev.DestAgency == "" || slices.Contains(m.opts.ExcludeNumbers, ev.Callee) || !viaTransfer && !m.opts.counts(ev) {
 		return
 	}
 	l := &leg{agency: ev.DestAgency, entered: ev.Time, first: ev.Time, origin: ev.CallID, seen: time.Now()}
@@ -319,8 +323,12 @@ func (m *SLA) ended(ev modules.CallEnded) {
 }
 
 // transferred counts a transfer out of the agency of a counted call, and
-// remembers the new leg so that it counts at the agency it reaches.
+// remembers the new leg so that it counts at the agency it reaches. A
+// transfer with no one transferring is the switch's hand-off to the survey.
 func (m *SLA) transferred(ev modules.CallTransferred) {
+	if ev.By == "" || slices.Contains(m.opts.ExcludeNumbers, ev.Target) {
+		return // the switch handing the caller to the survey, or a transfer to it
+	}
 	// The leg of the chain still here, preferably at the transferring agency.
 	var from *leg
 	for id, l := range m.legs {

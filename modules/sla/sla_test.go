@@ -469,3 +469,33 @@ func TestFormats(t *testing.T) {
 		}
 	}
 }
+
+// A transfer to the survey, by an operator or by the switch when the
+// operator hangs up first, is neither a transfer out nor a call offered.
+func TestTransfersToTheSurveyDoNotCount(t *testing.T) {
+	n := startNode(t, kv.NewMemory(), map[string]any{"exclude_numbers": []any{"8000999", "999"}})
+	at := calls{t0}
+	for i, by := range []string{"campania.deluca", ""} {
+		id := fmt.Sprint("c", i)
+		n.publishAll(at.answered(id, "r_campan", 3*time.Second, 30*time.Second)[:2])
+		ivr := at.call(id+"-ivr", "lineamica", 40*time.Second)
+		ivr.Callee = "8000999"
+		n.publish(
+			modules.CallTransferred{Call: ivr, Type: modules.TransferBlind, FromAgency: "r_campan", ToAgency: "lineamica",
+				By: by, Target: "8000999", OriginalCallID: id, NewCallID: ivr.CallID},
+			modules.CallOffered{Call: ivr, Public: false},
+			modules.CallAnswered{Call: ivr, Wait: 0},
+			modules.RatingOffered{Call: ivr, Agency: "r_campan"},
+			modules.RatingGiven{Time: ivr.Time, Agency: "r_campan", CallID: ivr.CallID, Rating: modules.RatingSufficient, Channel: "phone"},
+			modules.CallEnded{Call: at.call(id, "r_campan", 41*time.Second), Disposition: modules.DispositionAnswered, Talk: 38 * time.Second},
+		)
+	}
+	n.drain()
+	day := "&from=2026-11-10&to=2026-11-10"
+	if f := n.report("agency=r_campan" + day).Total; f.Offered != 2 || f.TransferredOut != 0 || f.Ratings.Sufficient != 2 || f.Ratings.NotGiven != 0 {
+		t.Errorf("r_campan: %+v; want 2 calls, no transfer out, 2 votes", f)
+	}
+	if f := n.report("agency=lineamica" + day).Total; f.Offered != 0 {
+		t.Errorf("the survey's agency was offered %d calls", f.Offered)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/lineamica/centralino/configs"
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing"
+	"github.com/lineamica/centralino/routing/directory"
 	"github.com/lineamica/centralino/test/redisserver"
 	"github.com/lineamica/centralino/test/sipua"
 )
@@ -354,4 +355,67 @@ func browse[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 		t.Fatalf("chromium: %v", err)
 	}
 	return v
+}
+
+// The issue's scenario in the figures: a citizen's call answered at URP
+// Campania, the operator hangs up, the switch takes the citizen to the
+// survey, who votes 3 by INFO and gives the reason by RFC 4733. The
+// service level counts one call answered, no transfer, and the vote.
+func TestSurveyVoteInServiceLevels(t *testing.T) {
+	n := startNode(t, nodeOptions{trusted: []string{"127.0.0.1/32"}, edit: func(c *configs.Config) {
+		c.Network.Users = append(c.Network.Users, configs.User{User: directory.User{Username: "lineamica.survey",
+			Agency: "lineamica", Role: directory.RolePhone, Extension: "999"}, Password: "survey-secret"})
+		c.Modules = []modules.Config{
+			{Name: "survey", Options: map[string]any{"switch": c.Listen[0].Addr, "user": "lineamica.survey", "password": "survey-secret",
+				"digit_timeout": "1s", "after_hangup": []any{"r_campan"}, "number": surveyNumber}},
+			{Name: "sla", Options: map[string]any{"exclude_numbers": []any{surveyNumber}}},
+		}
+	}})
+	waitSurveyRegistered(t, n)
+	citizen, operator, inv, res := citizenCall(t, n)
+	time.Sleep(time.Second)
+	if r := operator.HangUpAnswered(inv.CallID().Value()); r.StatusCode != 200 {
+		t.Fatalf("the operator's BYE: %d %s", r.StatusCode, r.Reason)
+	}
+	relay, err := sipua.SDPAddr(res.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sipua.ReceiveRTP(t, citizen.RTP) // the question
+	if r := citizen.InfoDTMF(inv, res, inv.CSeq().SeqNo+1, '3'); r.StatusCode != 200 {
+		t.Fatalf("INFO in the citizen's dialog: %d %s", r.StatusCode, r.Reason)
+	}
+	time.Sleep(500 * time.Millisecond) // the reason's prompt starts
+	sipua.SendDTMF(t, citizen.RTP, relay, 101, '1')
+	waitBye(t, citizen, 20*time.Second)
+
+	var rep struct {
+		Total struct {
+			slaFigures
+			TransferredOut int64 `json:"transferred_out"`
+			Ratings        struct {
+				Offered  int64 `json:"offered"`
+				Negative int64 `json:"negative"`
+				NotGiven int64 `json:"not_given"`
+			} `json:"ratings"`
+		} `json:"total"`
+	}
+	waitFor(t, 10*time.Second, "the vote in the figures", func() bool {
+		_, body := n.get("/api/sla/?agency=r_campan")
+		json.Unmarshal([]byte(body), &rep)
+		return rep.Total.Ratings.Negative == 1
+	})
+	f := rep.Total
+	if f.Offered != 1 || f.Answered != 1 || f.TransferredOut != 0 || f.Ratings.Offered != 1 || f.Ratings.NotGiven != 0 {
+		t.Errorf("URP Campania: %+v; want one call answered, not transferred, rated once", f)
+	}
+	if f.AHT == nil || *f.AHT < 1 || *f.AHT > 5 {
+		t.Errorf("handle time %v: the operator talked about a second, the survey is not the operator's", f.AHT)
+	}
+	if got := slaTotal(t, n, "agency=lineamica"); got.Offered != 0 {
+		t.Errorf("the survey's agency was offered %d calls", got.Offered)
+	}
+	if v := n.metric(t, `centralino_sla_ratings_total{agency="r_campan",module="sla",rating="negative"}`); v != 1 {
+		t.Errorf("negative ratings metric = %v, want 1", v)
+	}
 }

@@ -59,12 +59,15 @@ func (s *Switch) handOff(c *call, bye *sip.Request, tx sip.ServerTransaction) bo
 		return false
 	}
 	number, ok := s.handoff.AfterHangup(c.info.DestAgency)
-	if !ok || c.info.Callee == number || c.answer == nil || c.branch == nil {
+	// A late offer's relay sides are named the other way round and its
+	// INVITE has no SDP to offer the IVR: no hand-off.
+	if !ok || c.info.Callee == number || c.answer == nil || c.branch == nil || c.lateOffer {
 		return false
 	}
 	if _, loaded := s.calls.LoadAndDelete(c.info.CallID); !loaded {
 		return false
 	}
+	s.vacate(c) // the operator is free; the caller stays, with the survey
 	// The ticket code, asked before the call's end lets modules forget it.
 	headers := maps.Clone(c.info.Headers)
 	if s.headers != nil {
@@ -209,7 +212,11 @@ func (h *handoff) request(s *Switch, method sip.RequestMethod, seq uint32) *sip.
 	h.mu.Lock()
 	inv, ans := h.inv, h.ans
 	h.mu.Unlock()
-	req := sip.NewRequest(method, ans.Contact().Address)
+	target := inv.Recipient // the IVR answers with a Contact; without one, where it was called
+	if ct := ans.Contact(); ct != nil {
+		target = ct.Address
+	}
+	req := sip.NewRequest(method, target)
 	req.AppendHeader(sip.HeaderClone(inv.From()))
 	req.AppendHeader(sip.HeaderClone(ans.To()))
 	req.AppendHeader(sip.HeaderClone(inv.CallID()))

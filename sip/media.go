@@ -172,7 +172,12 @@ func (s *Switch) sendBye(c *call, toCallee bool, hdrs ...sip.Header) {
 	inv, ans := c.inv, c.answer
 	var bye *sip.Request
 	if toCallee {
-		bye = sip.NewRequest(sip.BYE, ans.Contact().Address)
+		// A 2xx should name the callee's Contact; without one, the contact rung.
+		target := c.branch.Recipient
+		if ct := ans.Contact(); ct != nil {
+			target = ct.Address
+		}
+		bye = sip.NewRequest(sip.BYE, target)
 		bye.AppendHeader(sip.HeaderClone(inv.From()))
 		bye.AppendHeader(sip.HeaderClone(ans.To()))
 		bye.AppendHeader(&sip.CSeqHeader{SeqNo: c.callerCSeq.Load() + 1, MethodName: sip.BYE})

@@ -325,6 +325,10 @@ func validate(req *sip.Request) error {
 		return errors.New("Bad CSeq")
 	case req.Recipient.Host == "":
 		return errors.New("Bad Request-URI")
+	case req.IsInvite() && req.Contact() == nil:
+		// RFC 3261 §8.1.1.8: the dialog's remote target; the switch's own
+		// requests in the dialog (media timeout BYEs) need it.
+		return errors.New("Missing Contact")
 	}
 	return nil
 }

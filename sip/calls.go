@@ -35,6 +35,7 @@ type call struct {
 	queue     string        // agency whose queue the call waits in, "" when not waiting
 	queuedAt  time.Time     // when it started waiting there
 	occupied  chan struct{} // closed once its users are marked busy in their queues
+	busyUsers []string      // the users marked busy, to mark idle again
 
 	anchored  bool // its media goes through the relay
 	lateOffer bool // the INVITE had no SDP: the 2xx offers, the ACK answers
@@ -107,6 +108,11 @@ func (s *Switch) ringing(c *call, code int) {
 // answered records the call's 2xx, before it is relayed: from then on the
 // ACK and in-dialog requests of the call find it.
 func (s *Switch) answered(c *call, b *branch, res *sip.Response) {
+	if !c.answered.IsZero() {
+		// Another forked branch answered too: the call is the first one's;
+		// the caller ends the extra dialog itself (ACK, then BYE).
+		return
+	}
 	c.answered = time.Now()
 	c.info.User = b.user
 	c.branch, c.answer = b.req, res
@@ -135,7 +141,10 @@ func (s *Switch) unanswered(c *call, code int, cancelled bool) {
 
 // endCall forgets a call once its BYE has been answered.
 func (s *Switch) endCall(bye *sip.Request, code int) {
-	if code < 200 || code >= 300 && code != 481 && code != 408 {
+	// The session ends when a BYE is sent (RFC 3261 §15.1.1), whatever the
+	// other side answers (gone, unreachable, an error), except a challenge:
+	// that BYE comes again with credentials.
+	if code < 200 || code == 401 || code == 407 {
 		return
 	}
 	v, ok := s.calls.LoadAndDelete(callID(bye))

@@ -37,6 +37,7 @@ type forker struct {
 	final     int  // code of the final answer given upstream
 	cancelled bool
 	firstSeen bool
+	hopBest   int // best final status of the current ring (hop)
 	live      []*branch
 	challenge []sip.Header // WWW/Proxy-Authenticate of 401/407 branches, aggregated
 }
@@ -81,28 +82,42 @@ func (f *forker) run(groups [][]branchTarget, timeout time.Duration) {
 
 // ring sends the groups one after another, each for at most timeout, until
 // one answers, the caller cancels, or a branch declines everywhere (6xx).
+// Each ring is a hop of the call (the targets of one routing decision).
 func (f *forker) ring(groups [][]branchTarget, timeout time.Duration) {
+	f.newHop()
 	for _, g := range groups {
 		f.runGroup(g, timeout)
 		f.mu.Lock()
 		more := f.trunkGroupEnded()
+		stop := f.final != 0 || f.cancelled || f.hopBest >= 600
 		f.mu.Unlock()
-		if _, open := f.unanswered(); !open || !more {
+		if stop || !more {
 			return
 		}
 	}
 }
 
-// unanswered returns the best final status so far (0 if none) and whether
-// the call is still open to more targets: no final answer relayed, not
-// cancelled, not declined everywhere.
-func (f *forker) unanswered() (best int, open bool) {
+// unanswered returns the best final status of the last ring (0 if none)
+// and whether the call is still open to another decision: no final answer
+// relayed and not cancelled.
+func (f *forker) unanswered() (hopBest int, open bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.best != nil {
-		best = f.best.StatusCode
+	return f.hopBest, f.final == 0 && !f.cancelled
+}
+
+// newHop starts a ring (a hop) with no answer yet.
+func (f *forker) newHop() {
+	f.mu.Lock()
+	f.hopBest = 0
+	f.mu.Unlock()
+}
+
+// noteHop keeps the best final status of the current ring.
+func (f *forker) noteHop(code int) {
+	if f.hopBest == 0 || rank(code) < rank(f.hopBest) {
+		f.hopBest = code
 	}
-	return best, f.final == 0 && !f.cancelled && best < 600
 }
 
 // answer relays the best final response, unless a final answer went
@@ -367,6 +382,7 @@ func (f *forker) consider(res *sip.Response) {
 			}
 		}
 	}
+	f.noteHop(res.StatusCode)
 	if f.best == nil || rank(res.StatusCode) < rank(f.best.StatusCode) {
 		f.best, f.bestLocal = res, false
 	}
@@ -376,6 +392,7 @@ func (f *forker) consider(res *sip.Response) {
 // out or could not be sent): it is answered from the caller's request, not
 // relayed from a branch.
 func (f *forker) considerLocal(code int, reason string) {
+	f.noteHop(code)
 	if f.best == nil || rank(code) < rank(f.best.StatusCode) {
 		f.best, f.bestLocal = sip.NewResponse(code, reason), true
 	}

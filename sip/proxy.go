@@ -402,13 +402,18 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	var offer []byte // the anchored SDP offer
-	if c != nil && s.anchors(ctx, req, c.info.SourceAgency, c.info.DestAgency, callees) {
+	// A late offer (no SDP in the INVITE) is anchored only when a single
+	// contact rings: the relay names its sides after the first SDPs it sees,
+	// and the 18x and 2xx of several forked or overflowing branches would
+	// take both.
+	late := len(req.Body()) == 0
+	if c != nil && !(late && (dec.Public || branchCount(groups) != 1)) && s.anchors(ctx, req, c.info.SourceAgency, c.info.DestAgency, callees) {
 		c.anchored = true
 		var users []string
 		for _, t := range dec.Targets {
 			users = append(users, t.Username)
 		}
-		c.lateOffer = len(req.Body()) == 0
+		c.lateOffer = late
 		if !c.lateOffer {
 			body, err := s.offerSDP(c.info.CallID, c.callerTag, req, s.peerTransport(ctx, users))
 			if err != nil {
@@ -443,6 +448,14 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 	s.overflow(f, c, req, fwd, caller, dec, offer)
 	f.answer()
 	final(f.finalCode(), f.wasCancelled())
+}
+
+func branchCount(groups [][]branchTarget) int {
+	n := 0
+	for _, g := range groups {
+		n += len(g)
+	}
+	return n
 }
 
 func setBodies(groups [][]branchTarget, body []byte) {

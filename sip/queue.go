@@ -73,7 +73,7 @@ func (s *Switch) overflow(f *forker, c *call, req, fwd *sip.Request, caller rout
 		caller.Tried = append(caller.Tried, dec.DestAgency)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		next, err := s.router.Overflow(ctx, caller, dec.DestAgency, why)
-		if err == nil {
+		if err == nil && len(next.Overflowed) > 0 {
 			s.queueLeft(c, "overflowed")
 			s.publishHops(c, next.Overflowed)
 		}
@@ -92,7 +92,10 @@ func (s *Switch) overflow(f *forker, c *call, req, fwd *sip.Request, caller rout
 		}
 		dec = next
 		if len(groups) == 0 {
+			// Nobody registered there: the caller's answer if the chain ends
+			// here, "unavailable" for the next hop.
 			f.considerLocal(480, "Temporarily Unavailable")
+			f.newHop()
 			continue
 		}
 		if offer != nil {
@@ -172,7 +175,7 @@ func (s *Switch) occupy(c *call) {
 	}
 	users := c.users()
 	done := make(chan struct{})
-	c.occupied = done
+	c.occupied, c.busyUsers = done, users
 	go func() {
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -189,7 +192,7 @@ func (s *Switch) vacate(c *call) {
 	if s.queues == nil || c.occupied == nil {
 		return
 	}
-	users, occupied := c.users(), c.occupied
+	users, occupied := c.busyUsers, c.occupied
 	go func() {
 		<-occupied
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

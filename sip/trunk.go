@@ -302,8 +302,11 @@ func (f *forker) trunkChallenged(b *branch, res *sip.Response) bool {
 	return true
 }
 
-// answerChallenge adds to req the credentials that answer the challenge of res,
-// and the next CSeq.
+// answerChallenge adds to req the credentials that answer the challenge of
+// res. The CSeq stays: for a proxied INVITE it is the caller's, and the
+// caller's ACK, BYE and re-INVITEs in the dialog count from it (Kamailio's
+// uac_auth does the same unless the dialog module rewrites every later
+// CSeq); the switch's own REGISTER moves it on itself.
 func answerChallenge(req *sip.Request, res *sip.Response, username, password string) error {
 	name, answer := "WWW-Authenticate", "Authorization"
 	if res.StatusCode == 407 {
@@ -324,7 +327,6 @@ func answerChallenge(req *sip.Request, res *sip.Response, username, password str
 	}
 	req.RemoveHeader(answer)
 	req.AppendHeader(sip.NewHeader(answer, cred.String()))
-	req.CSeq().SeqNo++
 	return nil
 }
 
@@ -478,6 +480,7 @@ func (ts *trunkSet) register(ctx context.Context, tr routing.Trunk, p routing.Pe
 		if err := answerChallenge(req, res, tr.Outbound.Username, tr.Outbound.Password); err != nil {
 			return 0, err
 		}
+		req.CSeq().SeqNo++ // a new request of the switch's own registration (RFC 3261 §22.2)
 		*cseq = req.CSeq().SeqNo
 		req.RemoveHeader("Via")
 		ts.s.addVia(req, nil, tp)

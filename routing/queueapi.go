@@ -20,10 +20,10 @@ import (
 //	GET /api/operators/{username}         one operator's state
 //	PUT /api/operators/{username}         {"state": "available" | "paused" | "logged-out"}
 //
-// An X-Agency header (set by the front end that authenticated the caller,
-// as for the ticketing API) limits the caller to that agency's queue and
-// operators; without it the API sees every agency, for the network's
-// supervisors.
+// Every request names its agency in an X-Agency header (set by the front
+// end that authenticated the caller, as for the ticketing API) and sees and
+// changes only that agency's queue and operators; without it the answer is
+// 401.
 type QueueAPI struct {
 	Dir    directory.Store
 	Queues QueueState
@@ -50,15 +50,25 @@ type OperatorView struct {
 
 // Register mounts the API on mux.
 func (a *QueueAPI) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/queues", a.listQueues)
-	mux.HandleFunc("GET /api/queues/{agency}", a.getQueue)
-	mux.HandleFunc("GET /api/operators/{username}", a.getOperator)
-	mux.HandleFunc("PUT /api/operators/{username}", a.putOperator)
+	mux.HandleFunc("GET /api/queues", scoped(a.listQueues))
+	mux.HandleFunc("GET /api/queues/{agency}", scoped(a.getQueue))
+	mux.HandleFunc("GET /api/operators/{username}", scoped(a.getOperator))
+	mux.HandleFunc("PUT /api/operators/{username}", scoped(a.putOperator))
+}
+
+// scoped refuses requests that do not say whose they are.
+func scoped(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Agency") == "" {
+			apiError(w, http.StatusUnauthorized, "X-Agency header required")
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (a *QueueAPI) allowed(r *http.Request, agency string) bool {
-	scope := r.Header.Get("X-Agency")
-	return scope == "" || scope == agency
+	return r.Header.Get("X-Agency") == agency
 }
 
 func (a *QueueAPI) listQueues(w http.ResponseWriter, r *http.Request) {

@@ -26,17 +26,17 @@ func TestQueueAPI(t *testing.T) {
 		code                             int
 		has                              string
 	}{
-		{"every queue", "GET", "/api/queues", "", "", 200, `"agency":"inps"`},
+		{"no agency named", "GET", "/api/queues", "", "", 401, "X-Agency header required"},
 		{"an agency sees only its own", "GET", "/api/queues", "inps", "", 200, `"agency":"inps","strategy":"ring-all"`},
 		{"another agency's queue is not found", "GET", "/api/queues/r_campan", "inps", "", 404, "no such agency"},
 		{"an operator", "GET", "/api/operators/campania.op1", "r_campan", "", 200, `"state":"available"`},
-		{"a desk phone is no operator", "GET", "/api/operators/campania.rossi", "", "", 404, "no such operator"},
+		{"a desk phone is no operator", "GET", "/api/operators/campania.rossi", "r_campan", "", 404, "no such operator"},
 		{"another agency's operator", "PUT", "/api/operators/campania.op1", "inps", `{"state":"paused"}`, 404, "no such operator"},
 		{"pause", "PUT", "/api/operators/campania.op1", "r_campan", `{"state":"paused"}`, 200, `"state":"paused"`},
-		{"unknown state", "PUT", "/api/operators/campania.op1", "", `{"state":"asleep"}`, 400, "state: want"},
-		{"bad body", "PUT", "/api/operators/campania.op1", "", `state=paused`, 400, "body: want"},
-		{"log out", "PUT", "/api/operators/campania.op2", "", `{"state":"logged-out"}`, 200, `"state":"logged-out"`},
-		{"log in again", "PUT", "/api/operators/campania.op2", "", `{"state":"available"}`, 200, `"state":"available"`},
+		{"unknown state", "PUT", "/api/operators/campania.op1", "r_campan", `{"state":"asleep"}`, 400, "state: want"},
+		{"bad body", "PUT", "/api/operators/campania.op1", "r_campan", `state=paused`, 400, "body: want"},
+		{"log out", "PUT", "/api/operators/campania.op2", "r_campan", `{"state":"logged-out"}`, 200, `"state":"logged-out"`},
+		{"log in again", "PUT", "/api/operators/campania.op2", "r_campan", `{"state":"available"}`, 200, `"state":"available"`},
 	}
 	for _, tt := range tests {
 		code, body := do(tt.method, tt.path, tt.agency, tt.body)

@@ -158,22 +158,27 @@ func (n *node) stop(t *testing.T) {
 	}
 }
 
-func (n *node) get(path string) (int, string) {
-	resp, err := http.Get("http://" + n.HTTPAddr + path)
+func (n *node) get(path string) (int, string) { return n.call(http.MethodGet, path, "", "") }
+
+// getAs reads path on behalf of agency (its X-Agency header).
+func (n *node) getAs(path, agency string) (int, string) {
+	return n.call(http.MethodGet, path, agency, "")
+}
+
+// put sends a JSON body with PUT on behalf of agency.
+func (n *node) put(path, agency, body string) (int, string) {
+	return n.call(http.MethodPut, path, agency, body)
+}
+
+// call sends a request to the node's HTTP API, with an X-Agency header when
+// agency is not "".
+func (n *node) call(method, path, agency, body string) (int, string) {
+	req, err := http.NewRequest(method, "http://"+n.HTTPAddr+path, strings.NewReader(body))
 	if err != nil {
 		return 0, err.Error()
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.String()
-}
-
-// put sends a JSON body with PUT.
-func (n *node) put(path, body string) (int, string) {
-	req, err := http.NewRequest(http.MethodPut, "http://"+n.HTTPAddr+path, strings.NewReader(body))
-	if err != nil {
-		return 0, err.Error()
+	if agency != "" {
+		req.Header.Set("X-Agency", agency)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -136,7 +136,7 @@ func TestOperatorStateAcrossNodes(t *testing.T) {
 	if got := operatorState(t, campania, "campania.deluca"); got != "available" {
 		t.Errorf("Campania's node after *11 on INPS's: %q, want available", got)
 	}
-	if code, body := campania.put("/api/operators/campania.deluca", `{"state": "paused"}`); code != 200 {
+	if code, body := campania.put("/api/operators/campania.deluca", "r_campan", `{"state": "paused"}`); code != 200 {
 		t.Fatalf("PUT on Campania's node: %d %s", code, body)
 	}
 	if got := operatorState(t, inps, "campania.deluca"); got != "paused" {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -50,9 +49,11 @@ func answeredBy(t *testing.T, callID string, ops map[string]*sipua.Phone) string
 	return ""
 }
 
+// operatorState reads an operator's state as its agency's desk application
+// would (the test operators are URP Campania's).
 func operatorState(t *testing.T, n *node, user string) string {
 	t.Helper()
-	code, body := n.get("/api/operators/" + user)
+	code, body := n.getAs("/api/operators/"+user, "r_campan")
 	if code != 200 {
 		t.Fatalf("GET /api/operators/%s: %d %s", user, code, body)
 	}
@@ -127,12 +128,15 @@ func TestQueueRoundRobinBusyPauseAndOverflow(t *testing.T) {
 	if code, reason := dialFeature(t, ops[order[1]], "*13"); code != 603 || reason != "Pausa attivata" {
 		t.Fatalf("*13: %d %s", code, reason)
 	}
-	req, _ := http.NewRequest("PUT", "http://"+n.HTTPAddr+"/api/operators/"+order[2], strings.NewReader(`{"state":"paused"}`))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("PUT paused: %v %v", err, resp)
+	if code, body := n.put("/api/operators/"+order[2], "r_campan", `{"state":"paused"}`); code != 200 {
+		t.Fatalf("PUT paused: %d %s", code, body)
 	}
-	resp.Body.Close()
+	if code, _ := n.put("/api/operators/"+order[2], "inps", `{"state":"logged-out"}`); code != 404 {
+		t.Fatalf("INPS changing URP Campania's operator: %d, want 404", code)
+	}
+	if code, _ := n.get("/api/operators/" + order[2]); code != 401 {
+		t.Fatalf("reading an operator without X-Agency: %d, want 401", code)
+	}
 	for range 2 {
 		who, hangup := call()
 		if who != order[0] {
@@ -185,7 +189,7 @@ func TestQueueRoundRobinBusyPauseAndOverflow(t *testing.T) {
 	if s := operatorState(t, n, order[0]); s != "logged-out" {
 		t.Errorf("after *12: %s", s)
 	}
-	code, body := n.get("/api/queues/r_campan")
+	code, body := n.getAs("/api/queues/r_campan", "r_campan")
 	if code != 200 || strings.Contains(body, order[0]) || !strings.Contains(body, `"strategy":"round-robin"`) {
 		t.Errorf("GET /api/queues/r_campan: %d %s", code, body)
 	}

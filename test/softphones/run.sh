@@ -164,7 +164,7 @@ aor, tr, ua = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else ""
 b = json.load(sys.stdin) or []
 sys.exit(0 if any(x["aor"] == aor and x["transport"] == tr and ua in x.get("user_agent", "") for x in b) else 1)' "$@"
 }
-operator_is() { curl -sf "$API/api/operators/$1" | grep -q "\"state\":\"$2\""; } # operator_is USER STATE
+operator_is() { curl -sf -H "X-Agency: $3" "$API/api/operators/$1" | grep -q "\"state\":\"$2\""; } # operator_is USER STATE AGENCY
 not_registered() { ! curl -sf "$API/api/registrations" | grep -q "\"aor\":\"$1\""; }
 both_unregistered() { not_registered "$A" && not_registered "$B"; } # A, B: the caller's locals
 
@@ -358,7 +358,7 @@ run_baresip() {
 	if wait_until 100 registered "$OP" udp; then
 		bs_cmd bsC "/dial *11"
 		check "baresip/feature code: the operator's /dial *11 logs it in to its queue" \
-			wait_until 10 operator_is "$OP" available
+			wait_until 10 operator_is "$OP" available r_campan
 		check "baresip/feature code: the phone shows the switch's answer" \
 			wait_until 5 log_has_more "$WORK/bsC/log" "Accesso alla coda effettuato" 0
 		bs_transfer "baresip/transfer" bsA bsC bsB 8300201 440 660

@@ -48,6 +48,10 @@ type nodeForwarding struct {
 	now      func() time.Time
 	relayed  relayedCalls
 	requests *prometheus.CounterVec
+
+	mu     sync.Mutex
+	seen   map[string]time.Time // signatures accepted, until they are too old to verify
+	pruned time.Time            // when seen was last rid of expired signatures
 }
 
 // newNodeForwarding returns nil, and the switch reaches every binding
@@ -69,12 +73,16 @@ func newNodeForwarding(peers Peers, secret []byte, reg prometheus.Registerer) *n
 }
 
 // signature is the HMAC of what identifies a forwarded request: it cannot
-// be moved to another call, user or method.
+// be moved to another call, caller, user or method, and verify accepts it
+// once. (The body is not covered: the relay may rewrite the SDP after the
+// branch is signed. A party that can change requests in flight between
+// nodes is kept out by cluster.transport: tls.)
 func (n *nodeForwarding) signature(node string, ts int64, req *sip.Request) string {
 	tag, _ := req.From().Params.Get("tag")
+	from := req.From().Address
 	m := hmac.New(sha256.New, n.secret)
 	for _, part := range []string{node, strconv.FormatInt(ts, 10), string(req.Method), callID(req), tag,
-		strconv.FormatUint(uint64(req.CSeq().SeqNo), 10), req.Recipient.User} {
+		strconv.FormatUint(uint64(req.CSeq().SeqNo), 10), req.Recipient.User, from.User, from.Host} {
 		m.Write([]byte(part))
 		m.Write([]byte{0})
 	}
@@ -104,11 +112,36 @@ func (n *nodeForwarding) verify(req *sip.Request, value string) (string, bool) {
 			sig = v
 		}
 	}
-	age := n.now().Sub(time.Unix(ts, 0))
-	if node == "" || age > nodeClockSkew || age < -nodeClockSkew {
+	now := n.now()
+	age := now.Sub(time.Unix(ts, 0))
+	if node == "" || age > nodeClockSkew || age < -nodeClockSkew || !hmac.Equal([]byte(sig), []byte(n.signature(node, ts, req))) {
 		return node, false
 	}
-	return node, hmac.Equal([]byte(sig), []byte(n.signature(node, ts, req)))
+	return node, n.firstUse(sig, now)
+}
+
+// firstUse reports whether a valid signature is new: a captured request
+// replayed as a new transaction (retransmissions never reach the handler)
+// is refused for as long as its signature verifies.
+func (n *nodeForwarding) firstUse(sig string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if now.After(n.pruned.Add(time.Second)) {
+		n.pruned = now
+		for s, until := range n.seen {
+			if now.After(until) {
+				delete(n.seen, s)
+			}
+		}
+	}
+	if _, ok := n.seen[sig]; ok {
+		return false
+	}
+	if n.seen == nil {
+		n.seen = map[string]time.Time{}
+	}
+	n.seen[sig] = now.Add(2 * nodeClockSkew)
+	return true
 }
 
 // viaNodes splits the bindings of user aor into those this switch reaches

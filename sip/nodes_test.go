@@ -30,6 +30,9 @@ func TestNodeSignature(t *testing.T) {
 	if node, ok := n.verify(req, value); !ok || node != "campania" {
 		t.Fatalf("verify(%q) = %q, %v; want campania, true", value, node, ok)
 	}
+	if _, ok := n.verify(req, value); ok {
+		t.Errorf("the same signed request accepted twice (a replay)")
+	}
 
 	tests := []struct {
 		name   string
@@ -41,6 +44,7 @@ func TestNodeSignature(t *testing.T) {
 			req.AppendHeader(sip.NewHeader("Call-ID", "call-2"))
 		}},
 		{"another secret", func(_ *sip.Request, n *nodeForwarding) { n.secret = []byte("fedcba9876543210") }},
+		{"another caller", func(req *sip.Request, _ *nodeForwarding) { req.From().Address.User = "inps.colombo" }},
 		{"too old", func(_ *sip.Request, n *nodeForwarding) {
 			n.now = func() time.Time { return now.Add(2 * nodeClockSkew) }
 		}},

@@ -110,7 +110,7 @@ func (s *Switch) runHandoff(h *handoff) {
 		Call: info, Type: modules.TransferBlind, FromAgency: c.info.DestAgency, ToAgency: dec.DestAgency,
 		Target: h.number, OriginalCallID: c.origin, NewCallID: h.ivrID,
 	})
-	res, err := s.inviteIVR(ctx, inv)
+	res, err := s.do(ctx, inv)
 	if err == nil && !res.IsSuccess() {
 		err = fmt.Errorf("%d %s", res.StatusCode, res.Reason)
 	}
@@ -184,27 +184,6 @@ func (s *Switch) handoffInvite(ctx context.Context, h *handoff) (*sip.Request, r
 	}
 	s.addVia(inv, nil, tp)
 	return inv, dec, nil
-}
-
-// inviteIVR sends the INVITE and waits for its final answer.
-func (s *Switch) inviteIVR(ctx context.Context, inv *sip.Request) (*sip.Response, error) {
-	tx, err := s.client.TransactionRequest(ctx, inv, asIs)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.StatusCode >= 200 {
-				return res, nil
-			}
-		case <-tx.Done():
-			return nil, tx.Err()
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 }
 
 // request builds a request of the switch in its dialog with the IVR.

@@ -84,6 +84,7 @@ func (s *Switch) overflow(f *forker, c *call, req, fwd *sip.Request, caller rout
 		cancel()
 		if err != nil {
 			s.log.Error("overflow failed", "call_id", c.info.CallID, "from", dec.DestAgency, "error", err)
+			f.considerLocal(503, "Service Unavailable")
 			return
 		}
 		if next.Status != 0 {

@@ -48,9 +48,9 @@ type call struct {
 }
 
 // newCall describes a routed INVITE for the events. Correlation headers are
-// believed only from trusted sources (trunks, other nodes): a phone could
-// otherwise attach a stranger's ticket to its call.
-func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string, dec routing.Decision) *call {
+// believed only when the request's source is (auth.trusted): a phone or a
+// carrier's caller could otherwise attach a stranger's ticket to its call.
+func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string, dec routing.Decision, believed bool) *call {
 	from := req.From()
 	tag, _ := from.Params.Get("tag")
 	c := &call{callerTag: tag, offered: time.Now(), inv: req, origin: callID(req)}
@@ -68,7 +68,7 @@ func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string,
 		Node:         s.cfg.NodeID,
 	}
 	for _, name := range correlationHeaders {
-		if h := req.GetHeader(name); h != nil && trunk != "" {
+		if h := req.GetHeader(name); h != nil && believed {
 			if c.info.Headers == nil {
 				c.info.Headers = map[string]string{}
 			}

@@ -349,8 +349,11 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	caller.Dialled, caller.Trunk = s.trunks.dialled(req, trunk), trunk
 	fwd.RemoveHeader("Proxy-Authorization")
-	if caller.CallerAgency != "" {
-		// Only the switch and trusted peers set correlation headers.
+	// Only the switch and the peers of auth.trusted set correlation headers
+	// (the ticket code): not phones, and not trunks, whose callers are the
+	// public's.
+	believed := s.trusted(sourceIP(req))
+	if !believed {
 		for _, name := range correlationHeaders {
 			for fwd.RemoveHeader(name) {
 			}
@@ -368,7 +371,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		if trunk == "" && caller.CallerAgency == "" {
 			trunk = sourceIP(req).String()
 		}
-		c = s.newCall(req, caller, trunk, dec)
+		c = s.newCall(req, caller, trunk, dec, believed)
 		s.metrics.callAttempts.WithLabelValues(label(c.info.SourceAgency), label(c.info.DestAgency)).Inc()
 		s.continueTransfer(req, fwd, c, dec)
 		s.publishOffered(c, dec)

@@ -381,6 +381,9 @@ func (m *FAQ) suggestions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sg, err := m.sugg.forCall(r.Context(), id)
+	if scope := r.Header.Get(AgencyHeader); err == nil && scope != "" && scope != sg.Agency {
+		err = modules.ErrNotFound // another agency's call
+	}
 	switch {
 	case errors.Is(err, modules.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no suggestions for call "+strconv.Quote(id))
@@ -394,10 +397,12 @@ func (m *FAQ) suggestions(w http.ResponseWriter, r *http.Request) {
 // suggestionStream serves GET /suggestions/stream?user=|agency=: server-sent
 // events, a "suggestions" event each time suggestions are computed for a
 // call the operator (or the agency) answered on this node. A "ready" event
-// comes first, after the suggestions of the calls in progress.
+// comes first, after the suggestions of the calls in progress. With an
+// X-Agency header (a front end that authenticated the operator) only that
+// agency's calls are sent.
 func (m *FAQ) suggestionStream(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	st := &stream{user: q.Get("user"), agency: q.Get("agency"), ch: make(chan *Suggestions, streamQueue)}
+	st := &stream{user: q.Get("user"), agency: q.Get("agency"), scope: r.Header.Get(AgencyHeader), ch: make(chan *Suggestions, streamQueue)}
 	if (st.user == "") == (st.agency == "") {
 		writeError(w, http.StatusBadRequest, "give user= (an operator's username) or agency= (an IPA code)")
 		return

@@ -73,13 +73,18 @@ type callHops struct {
 	seen     time.Time
 }
 
-// stream is an open suggestion stream, for one operator or one agency.
+// stream is an open suggestion stream, for one operator or one agency;
+// scope, when set (the X-Agency of the request), keeps it to that agency's
+// calls.
 type stream struct {
-	user, agency string
-	ch           chan *Suggestions
+	user, agency, scope string
+	ch                  chan *Suggestions
 }
 
 func (s *stream) wants(sg *Suggestions) bool {
+	if s.scope != "" && s.scope != sg.Agency {
+		return false
+	}
 	return s.user != "" && s.user == sg.User || s.agency != "" && s.agency == sg.Agency
 }
 

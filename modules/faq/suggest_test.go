@@ -99,6 +99,9 @@ func TestSuggestionStream(t *testing.T) {
 		}
 		n.mustDo(http.StatusNotFound, "GET", "/suggestions?call=nope", "", "", nil)
 		n.mustDo(http.StatusBadRequest, "GET", "/suggestions", "", "", nil)
+		// Asked for by another agency's front end, INPS's call is not found.
+		n.mustDo(http.StatusOK, "GET", "/suggestions?call=c1", "inps", "", nil)
+		n.mustDo(http.StatusNotFound, "GET", "/suggestions?call=c1", "age", "", nil)
 
 		// A transferred call carries its ticket in a header: its notes
 		// steer the suggestions from the first event.
@@ -184,5 +187,25 @@ func TestSuggestionsFollowTheCall(t *testing.T) {
 	// The call's sector leads.
 	if sg.Entries[0].Sector != "pensioni" {
 		t.Errorf("first suggestion %s of %s", sg.Entries[0].ID, sg.Entries[0].Sector)
+	}
+}
+
+// A stream opened through a front end (X-Agency) gets only that agency's
+// calls, whatever user or agency it asks for.
+func TestStreamScope(t *testing.T) {
+	inps := &Suggestions{User: "inps.ricci", Agency: "inps"}
+	for _, tt := range []struct {
+		st   stream
+		want bool
+	}{
+		{stream{user: "inps.ricci"}, true},
+		{stream{user: "inps.ricci", scope: "inps"}, true},
+		{stream{user: "inps.ricci", scope: "age"}, false},
+		{stream{agency: "inps", scope: "age"}, false},
+		{stream{agency: "inps", scope: "inps"}, true},
+	} {
+		if got := tt.st.wants(inps); got != tt.want {
+			t.Errorf("%+v wants INPS's call: %v, want %v", tt.st, got, tt.want)
+		}
 	}
 }

@@ -158,19 +158,9 @@ func (n *Nodes) Lookup(ctx context.Context, id string) (Node, error) {
 
 // List returns the live nodes by ID, and forgets the IDs of dead ones.
 func (n *Nodes) List(ctx context.Context) ([]Node, error) {
-	ids, err := n.client.SMembers(ctx, nodesKey).Result()
+	ids, cmds, err := getMembers(ctx, n.client, nodesKey, nodeKey)
 	if err != nil {
-		return nil, wrap(err)
-	}
-	cmds := make([]*redis.StringCmd, len(ids))
-	_, err = n.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.Get(ctx, nodeKey(id))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, wrap(err)
+		return nil, err
 	}
 	var out []Node
 	var gone []any

@@ -720,19 +720,9 @@ func (r *Redis) hget(ctx context.Context, key, field, kind string) (string, erro
 // loadSet reads the members of set and returns the values of the string keys
 // keyOf(member) that exist.
 func (r *Redis) loadSet(ctx context.Context, set string, keyOf func(string) string) ([]string, error) {
-	members, err := r.rdb.SMembers(ctx, set).Result()
+	_, cmds, err := getMembers(ctx, r.rdb, set, keyOf)
 	if err != nil {
-		return nil, wrap(err)
-	}
-	cmds := make([]*redis.StringCmd, len(members))
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, m := range members {
-			cmds[i] = p.Get(ctx, keyOf(m))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, wrap(err)
+		return nil, err
 	}
 	vals := make([]string, 0, len(cmds))
 	for _, c := range cmds {
@@ -741,6 +731,26 @@ func (r *Redis) loadSet(ctx context.Context, set string, keyOf func(string) stri
 		}
 	}
 	return vals, nil
+}
+
+// getMembers reads the members of set and, in one pipeline, the string key
+// keyOf(member) of each: cmds[i] holds members[i]'s value, or redis.Nil.
+func getMembers(ctx context.Context, rdb redis.Cmdable, set string, keyOf func(string) string) (members []string, cmds []*redis.StringCmd, err error) {
+	members, err = rdb.SMembers(ctx, set).Result()
+	if err != nil {
+		return nil, nil, wrap(err)
+	}
+	cmds = make([]*redis.StringCmd, len(members))
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range members {
+			cmds[i] = p.Get(ctx, keyOf(m))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, wrap(err)
+	}
+	return members, cmds, nil
 }
 
 func getJSON[T any](ctx context.Context, rdb *redis.Client, key, kind, name string) (T, error) {

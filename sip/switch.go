@@ -444,3 +444,25 @@ func sourceIPOf(hostPort string) netip.Addr {
 	}
 	return ap.Addr().Unmap()
 }
+
+// do sends a request of the switch's own and waits for its final answer.
+func (s *Switch) do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	tx, err := s.client.TransactionRequest(ctx, req, asIs)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			return res, nil
+		case <-tx.Done():
+			return nil, tx.Err()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"hash/maphash"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
@@ -34,10 +35,12 @@ const (
 	// a second. Linux caps the request at net.core.rmem_max/wmem_max unless
 	// the process may override it (CAP_NET_ADMIN).
 	udpSocketBuffer = 4 << 20
-	// regQueueLen bounds the REGISTERs waiting for a worker, about 200 ms
-	// at 20,000/s; past it the switch answers 503 at once (back-pressure)
-	// rather than letting the backlog grow into timeouts.
-	regQueueLen = 4096
+	// regQueueLen bounds the REGISTERs waiting for a worker: about regStale's
+	// worth at 20,000 registrations a second (40,000 REGISTERs with their
+	// challenges), so that a burst the switch can catch up with waits here
+	// rather than being refused; past it the switch answers 503 at once
+	// (back-pressure) rather than letting the backlog grow into timeouts.
+	regQueueLen = 16384
 	// regStale is how long a REGISTER may wait in the queue: by then its
 	// client has sent it again (T1, RFC 3261 §17.1.2.2), so an overloaded
 	// switch drops the old copy unread instead of spending its CPU twice.
@@ -190,27 +193,99 @@ func (r *udpRegistrar) handle(j regJob) {
 		r.s.metrics.overloaded.WithLabelValues("stale").Inc()
 		return
 	}
+	// A retransmission is recognised before it is parsed, so that an
+	// overloaded switch does not spend its CPU twice on the same REGISTER.
+	var key replyKey
+	remembered := false
+	if branch, id, ok := txKey(*j.buf); ok {
+		data, dst, k, fresh := r.replies.claim(j.src.AddrPort(), branch, id)
+		switch {
+		case data != nil: // already answered
+			r.bufs.Put(j.buf)
+			if _, err := j.conn.WriteToUDPAddrPort(data, dst); err != nil {
+				r.s.log.Debug("response not resent", "call_id", k.callID, "error", err)
+			}
+			return
+		case !fresh: // being processed
+			r.bufs.Put(j.buf)
+			return
+		}
+		key, remembered = k, true
+	}
 	req := r.parse(j.buf, j.src)
 	if req == nil {
-		return
-	}
-	key := replyKey{source: req.Source(), branch: req.Via().Params.GetOr("branch", ""), callID: callID(req)}
-	dst := replyAddr(req, j.src)
-	switch data, fresh := r.replies.claim(key); {
-	case data != nil: // a retransmission, already answered
-		if _, err := j.conn.WriteToUDP(data, dst); err != nil {
-			r.s.log.Debug("response not resent", "call_id", key.callID, "error", err)
+		if remembered {
+			r.replies.release(key)
 		}
 		return
-	case !fresh: // a retransmission of one being processed
-		return
 	}
-	reply := &udpReply{conn: j.conn, src: j.src, dst: dst, cache: r.replies, key: key}
+	reply := &udpReply{conn: j.conn, src: j.src, dst: replyAddr(req, j.src)}
+	if remembered {
+		reply.cache, reply.key = r.replies, key
+	}
 	if !r.s.accept(req, reply) {
 		return
 	}
 	j.conn.remember(r.s.ua.TransportLayer().Pool("udp"), req.Source())
 	r.s.register(req, reply)
+}
+
+// txKey finds in a raw request what names its transaction for the reply
+// cache: the branch of the top Via (RFC 3261 §17.2.3; empty from clients
+// that make none) and the Call-ID. ok is false when the message has no Via
+// or no Call-ID; the parser then judges it.
+func txKey(msg []byte) (branch, callID []byte, ok bool) {
+	var via []byte
+	first := true
+	for len(msg) > 0 {
+		line := msg
+		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
+			line, msg = msg[:i], msg[i+1:]
+		} else {
+			msg = nil
+		}
+		line = bytes.TrimRight(line, "\r")
+		if first { // the request line
+			first = false
+			continue
+		}
+		if len(line) == 0 {
+			break // end of the headers
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 || line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		name, value := bytes.TrimSpace(line[:colon]), bytes.TrimSpace(line[colon+1:])
+		switch {
+		case via == nil && (bytes.EqualFold(name, []byte("Via")) || bytes.EqualFold(name, []byte("v"))):
+			via = value
+		case callID == nil && (bytes.EqualFold(name, []byte("Call-ID")) || bytes.EqualFold(name, []byte("i"))):
+			callID = value
+		}
+	}
+	if len(via) == 0 || len(callID) == 0 {
+		return nil, nil, false
+	}
+	if i := bytes.IndexByte(via, ','); i >= 0 {
+		via = via[:i] // the top one of several Vias on the line
+	}
+	for params := via; ; {
+		i := bytes.IndexByte(params, ';')
+		if i < 0 {
+			break
+		}
+		params = params[i+1:]
+		param := params
+		if j := bytes.IndexByte(param, ';'); j >= 0 {
+			param = param[:j]
+		}
+		if k := bytes.IndexByte(param, '='); k >= 0 && bytes.EqualFold(bytes.TrimSpace(param[:k]), []byte("branch")) {
+			branch = bytes.TrimSpace(param[k+1:])
+			break
+		}
+	}
+	return branch, callID, true
 }
 
 // replyAddr is where the answer to a request over UDP goes (RFC 3261
@@ -303,7 +378,7 @@ func (u *udpReply) write(data []byte) error {
 		return sip.ErrUDPMTUCongestion
 	}
 	if u.cache != nil {
-		u.cache.store(u.key, data)
+		u.cache.store(u.key, data, u.dst.AddrPort())
 	}
 	_, err := u.conn.WriteToUDP(data, u.dst)
 	return err
@@ -322,7 +397,11 @@ var (
 // replyKey identifies a REGISTER transaction from one source: the branch of
 // its Via (RFC 3261 §17.2.3) and, for clients that make no unique branch,
 // its Call-ID.
-type replyKey struct{ source, branch, callID string }
+type replyKey struct {
+	source         netip.AddrPort
+	branch, callID string
+	slot           int // its place in the cache
+}
 
 // replyCache remembers the last answer to recent REGISTERs in a fixed table,
 // so that its memory does not grow with the rate: a retransmission whose slot
@@ -337,52 +416,71 @@ type replySlot struct {
 	mu   sync.Mutex
 	key  replyKey
 	at   time.Time
-	data []byte // nil while the REGISTER is being processed
+	data []byte         // nil while the REGISTER is being processed
+	dst  netip.AddrPort // where data went
 }
 
 func newReplyCache() *replyCache {
 	return &replyCache{seed: maphash.MakeSeed(), now: time.Now, slots: make([]replySlot, replySlots)}
 }
 
-func (c *replyCache) slot(k replyKey) *replySlot {
+func (c *replyCache) slot(src netip.AddrPort, branch, callID []byte) int {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
-	h.WriteString(k.source)
+	a := src.Addr().As16()
+	h.Write(a[:])
+	h.WriteByte(byte(src.Port()))
+	h.WriteByte(byte(src.Port() >> 8))
+	h.Write(branch)
 	h.WriteByte(0)
-	h.WriteString(k.branch)
-	h.WriteByte(0)
-	h.WriteString(k.callID)
-	return &c.slots[h.Sum64()&(replySlots-1)]
+	h.Write(callID)
+	return int(h.Sum64() & (replySlots - 1))
 }
 
-// claim returns the remembered answer to k, or fresh when k is to be
-// processed (and is now marked as being processed).
-func (c *replyCache) claim(k replyKey) (data []byte, fresh bool) {
-	sl := c.slot(k)
+func (k *replyKey) is(src netip.AddrPort, branch, callID []byte) bool {
+	return k.source == src && k.branch == string(branch) && k.callID == string(callID)
+}
+
+// claim returns the remembered answer to a REGISTER and where it went, or
+// fresh when the REGISTER is to be processed (it is now marked as being
+// processed, under the key returned, which store and release take).
+func (c *replyCache) claim(src netip.AddrPort, branch, callID []byte) (data []byte, dst netip.AddrPort, key replyKey, fresh bool) {
+	i := c.slot(src, branch, callID)
+	sl := &c.slots[i]
 	now := c.now()
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	if sl.key == k {
+	if sl.key.is(src, branch, callID) {
 		age := now.Sub(sl.at)
 		if sl.data != nil && age < replyTTL {
-			return sl.data, false
+			return sl.data, sl.dst, sl.key, false
 		}
 		if sl.data == nil && age < claimTTL {
-			return nil, false
+			return nil, dst, sl.key, false
 		}
 	}
-	sl.key, sl.at, sl.data = k, now, nil
-	return nil, true
+	sl.key = replyKey{src, string(branch), string(callID), i}
+	sl.at, sl.data = now, nil
+	return nil, dst, sl.key, true
 }
 
 // store remembers the answer to k, unless a newer REGISTER has taken its slot.
-func (c *replyCache) store(k replyKey, data []byte) {
-	sl := c.slot(k)
-	now := c.now()
+func (c *replyCache) store(k replyKey, data []byte, dst netip.AddrPort) {
+	c.update(k, func(sl *replySlot) { sl.at, sl.data, sl.dst = c.now(), data, dst })
+}
+
+// release forgets a claim that will get no answer (the message was
+// unreadable), so that its next copy is judged again.
+func (c *replyCache) release(k replyKey) {
+	c.update(k, func(sl *replySlot) { sl.key, sl.data = replyKey{}, nil })
+}
+
+func (c *replyCache) update(k replyKey, f func(*replySlot)) {
+	sl := &c.slots[k.slot]
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	if sl.key == k {
-		sl.at, sl.data = now, data
+		f(sl)
 	}
 }
 

@@ -343,7 +343,7 @@ type responder interface {
 func (s *Switch) respond(req *sip.Request, tx responder, code int, reason string, hdrs ...sip.Header) {
 	if u, ok := tx.(*udpReply); ok {
 		// the stateless registrar writes its answers without building a sip.Response
-		s.sent(req, code, u.reply(req, code, reason, hdrs))
+		s.sent(req, code, u.reply(code, reason, hdrs))
 		return
 	}
 	res := sip.NewResponseFromRequest(req, code, reason, nil)

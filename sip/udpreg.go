@@ -35,16 +35,16 @@ const (
 	// a second. Linux caps the request at net.core.rmem_max/wmem_max unless
 	// the process may override it (CAP_NET_ADMIN).
 	udpSocketBuffer = 4 << 20
-	// regQueueLen bounds the REGISTERs waiting for a worker: about regStale's
-	// worth at 20,000 registrations a second (40,000 REGISTERs with their
-	// challenges), so that a burst the switch can catch up with waits here
-	// rather than being refused; past it the switch answers 503 at once
-	// (back-pressure) rather than letting the backlog grow into timeouts.
+	// regQueueLen bounds the REGISTERs waiting for a worker: more than
+	// regMaxWait's worth at 20,000 registrations a second (40,000 REGISTERs
+	// with their challenges), so that a burst the switch can catch up with
+	// waits here; past it the switch answers 503 at once.
 	regQueueLen = 16384
-	// regStale is how long a REGISTER may wait in the queue: by then its
-	// client has sent it again (T1, RFC 3261 §17.1.2.2), so an overloaded
-	// switch drops the old copy unread instead of spending its CPU twice.
-	regStale = 500 * time.Millisecond
+	// regMaxWait is how long a REGISTER may wait in the queue before it is
+	// answered 503 unprocessed: the answer must reach the client before its
+	// first retransmission (T1, 500 ms, RFC 3261 §17.1.2.2), or an
+	// overloaded switch would spend its CPU on every REGISTER twice.
+	regMaxWait = 300 * time.Millisecond
 	// regWorkersPerCPU: workers wait on Redis round trips, so there are
 	// more of them than CPUs.
 	regWorkersPerCPU = 32
@@ -165,64 +165,62 @@ func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 	case r.jobs <- regJob{c, buf, src, time.Now()}:
 	default:
 		r.s.metrics.overloaded.WithLabelValues("queue_full").Inc()
-		if req := r.parse(buf, src); req != nil {
-			r.s.respond(req, &udpReply{conn: c, src: src, dst: replyAddr(req, src)}, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
-		}
+		r.refuse(regJob{c, buf, src, time.Time{}})
 	}
 }
 
-// parse reads a queued REGISTER and returns its buffer to the pool; nil
-// when it is not a request that can be answered.
-func (r *udpRegistrar) parse(buf *[]byte, src *net.UDPAddr) *sip.Request {
-	msg, err := r.parser.ParseSIP(*buf)
-	r.bufs.Put(buf)
-	req, ok := msg.(*sip.Request)
-	if err != nil || !ok || req.Via() == nil {
+// refuse answers 503 to a REGISTER the switch has no time for, from its
+// raw headers: an overloaded switch spends no parsing on it, and the final
+// answer stops the client's retransmissions, which would add to the load.
+func (r *udpRegistrar) refuse(j regJob) {
+	defer r.bufs.Put(j.buf)
+	var raw rawRegister
+	if !raw.scan(*j.buf) {
 		r.s.metrics.malformed.WithLabelValues("udp").Inc()
-		r.s.log.Debug("malformed REGISTER dropped", "source", src, "error", err)
-		return nil
+		return
 	}
-	req.SetTransport("UDP")
-	req.SetSource(src.String())
-	return req
+	u := &udpReply{conn: j.conn, src: j.src, dst: raw.replyAddr(j.src), raw: &raw}
+	if u.reply(503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "5")}) == nil {
+		r.s.metrics.responses.WithLabelValues(string(sip.REGISTER), "503").Inc()
+	}
 }
 
 func (r *udpRegistrar) handle(j regJob) {
-	if !j.queued.IsZero() && time.Since(j.queued) > regStale {
-		r.bufs.Put(j.buf)
+	if !j.queued.IsZero() && time.Since(j.queued) > regMaxWait {
 		r.s.metrics.overloaded.WithLabelValues("stale").Inc()
+		r.refuse(j)
+		return
+	}
+	defer r.bufs.Put(j.buf)
+	var raw rawRegister
+	if !raw.scan(*j.buf) {
+		r.s.metrics.malformed.WithLabelValues("udp").Inc()
+		r.s.log.Debug("malformed REGISTER dropped", "source", j.src)
 		return
 	}
 	// A retransmission is recognised before it is parsed, so that an
 	// overloaded switch does not spend its CPU twice on the same REGISTER.
-	var key replyKey
-	remembered := false
-	if branch, id, ok := txKey(*j.buf); ok {
-		data, dst, k, fresh := r.replies.claim(j.src.AddrPort(), branch, id)
-		switch {
-		case data != nil: // already answered
-			r.bufs.Put(j.buf)
-			if _, err := j.conn.WriteToUDPAddrPort(data, dst); err != nil {
-				r.s.log.Debug("response not resent", "call_id", k.callID, "error", err)
-			}
-			return
-		case !fresh: // being processed
-			r.bufs.Put(j.buf)
-			return
-		}
-		key, remembered = k, true
-	}
-	req := r.parse(j.buf, j.src)
-	if req == nil {
-		if remembered {
-			r.replies.release(key)
+	data, dst, key, fresh := r.replies.claim(j.src.AddrPort(), raw.branch(), raw.callID)
+	switch {
+	case data != nil: // already answered
+		if _, err := j.conn.WriteToUDPAddrPort(data, dst); err != nil {
+			r.s.log.Debug("response not resent", "call_id", key.callID, "error", err)
 		}
 		return
+	case !fresh: // being processed
+		return
 	}
-	reply := &udpReply{conn: j.conn, src: j.src, dst: replyAddr(req, j.src)}
-	if remembered {
-		reply.cache, reply.key = r.replies, key
+	msg, err := r.parser.ParseSIP(*j.buf)
+	req, ok := msg.(*sip.Request)
+	if err != nil || !ok || req.Via() == nil {
+		r.replies.release(key)
+		r.s.metrics.malformed.WithLabelValues("udp").Inc()
+		r.s.log.Debug("malformed REGISTER dropped", "source", j.src, "error", err)
+		return
 	}
+	req.SetTransport("UDP")
+	req.SetSource(j.src.String())
+	reply := &udpReply{conn: j.conn, src: j.src, dst: raw.replyAddr(j.src), raw: &raw, cache: r.replies, key: key}
 	if !r.s.accept(req, reply) {
 		return
 	}
@@ -230,12 +228,20 @@ func (r *udpRegistrar) handle(j regJob) {
 	r.s.register(req, reply)
 }
 
-// txKey finds in a raw request what names its transaction for the reply
-// cache: the branch of the top Via (RFC 3261 §17.2.3; empty from clients
-// that make none) and the Call-ID. ok is false when the message has no Via
-// or no Call-ID; the parser then judges it.
-func txKey(msg []byte) (branch, callID []byte, ok bool) {
-	var via []byte
+// rawRegister holds what the answers to a REGISTER copy from it (RFC 3261
+// §8.2.6.2), found in the datagram without parsing it: its Via header lines,
+// From, To, Call-ID and CSeq. It points into the datagram's buffer.
+type rawRegister struct {
+	vias                [][]byte // whole header lines, in order
+	topVia              []byte   // the value of the top Via
+	from, to, cid, cseq []byte   // whole header lines
+	toValue, callID     []byte
+	viaLines            [4][]byte // vias' storage for the usual few
+}
+
+// scan finds the headers in msg; false when one is missing.
+func (m *rawRegister) scan(msg []byte) bool {
+	m.vias = m.viaLines[:0]
 	first := true
 	for len(msg) > 0 {
 		line := msg
@@ -258,47 +264,78 @@ func txKey(msg []byte) (branch, callID []byte, ok bool) {
 		}
 		name, value := bytes.TrimSpace(line[:colon]), bytes.TrimSpace(line[colon+1:])
 		switch {
-		case via == nil && (bytes.EqualFold(name, []byte("Via")) || bytes.EqualFold(name, []byte("v"))):
-			via = value
-		case callID == nil && (bytes.EqualFold(name, []byte("Call-ID")) || bytes.EqualFold(name, []byte("i"))):
-			callID = value
+		case headerIs(name, "Via", "v"):
+			if len(m.vias) == 0 {
+				m.topVia = value
+				if i := bytes.IndexByte(value, ','); i >= 0 {
+					m.topVia = bytes.TrimSpace(value[:i]) // the top one of several on the line
+				}
+			}
+			m.vias = append(m.vias, line)
+		case m.from == nil && headerIs(name, "From", "f"):
+			m.from = line
+		case m.to == nil && headerIs(name, "To", "t"):
+			m.to, m.toValue = line, value
+		case m.cid == nil && headerIs(name, "Call-ID", "i"):
+			m.cid, m.callID = line, value
+		case m.cseq == nil && headerIs(name, "CSeq", ""):
+			m.cseq = line
 		}
 	}
-	if len(via) == 0 || len(callID) == 0 {
-		return nil, nil, false
-	}
-	if i := bytes.IndexByte(via, ','); i >= 0 {
-		via = via[:i] // the top one of several Vias on the line
-	}
-	for params := via; ; {
-		i := bytes.IndexByte(params, ';')
-		if i < 0 {
-			break
-		}
-		params = params[i+1:]
-		param := params
-		if j := bytes.IndexByte(param, ';'); j >= 0 {
-			param = param[:j]
-		}
-		if k := bytes.IndexByte(param, '='); k >= 0 && bytes.EqualFold(bytes.TrimSpace(param[:k]), []byte("branch")) {
-			branch = bytes.TrimSpace(param[k+1:])
-			break
-		}
-	}
-	return branch, callID, true
+	return len(m.topVia) > 0 && m.from != nil && m.to != nil && len(m.callID) > 0 && m.cseq != nil
 }
 
-// replyAddr is where the answer to a request over UDP goes (RFC 3261
-// §18.2.2, RFC 3581 §4): the source address, with the source port when the
-// client asked for rport, else the port in its Via.
-func replyAddr(req *sip.Request, src *net.UDPAddr) *net.UDPAddr {
-	via := req.Via()
-	if rport, ok := via.Params.Get("rport"); ok && rport == "" {
+func headerIs(name []byte, long, compact string) bool {
+	return bytes.EqualFold(name, []byte(long)) || (compact != "" && bytes.EqualFold(name, []byte(compact)))
+}
+
+// param returns the value of a ;name=value parameter among params (the
+// part of a header value after its address), and whether it is there.
+func param(params []byte, name string) (value []byte, ok bool) {
+	for {
+		i := bytes.IndexByte(params, ';')
+		if i < 0 {
+			return nil, false
+		}
+		params = params[i+1:]
+		p := params
+		if j := bytes.IndexByte(p, ';'); j >= 0 {
+			p = p[:j]
+		}
+		k, v, _ := bytes.Cut(p, []byte("="))
+		if bytes.EqualFold(bytes.TrimSpace(k), []byte(name)) {
+			return bytes.TrimSpace(v), true
+		}
+	}
+}
+
+// branch is the branch of the top Via (RFC 3261 §17.2.3); empty from
+// clients that make none, whose transactions the Call-ID tells apart.
+func (m *rawRegister) branch() []byte {
+	b, _ := param(m.topVia, "branch")
+	return b
+}
+
+// replyAddr is where the answers go (RFC 3261 §18.2.2, RFC 3581 §4): the
+// source address, with the source port when the client asked for rport,
+// else the port of its Via's sent-by.
+func (m *rawRegister) replyAddr(src *net.UDPAddr) *net.UDPAddr {
+	if rport, ok := param(m.topVia, "rport"); ok && len(rport) == 0 {
 		return src
 	}
-	port := via.Port
-	if port == 0 {
-		port = sip.DefaultUdpPort
+	port := sip.DefaultUdpPort
+	sentBy := m.topVia
+	if i := bytes.IndexByte(sentBy, ';'); i >= 0 {
+		sentBy = sentBy[:i]
+	}
+	if f := bytes.Fields(sentBy); len(f) == 2 { // "SIP/2.0/UDP host[:port]"
+		if ap, err := netip.ParseAddrPort(string(f[1])); err == nil {
+			port = int(ap.Port())
+		} else if i := bytes.LastIndexByte(f[1], ':'); i >= 0 && !bytes.HasSuffix(f[1], []byte("]")) {
+			if p, err := strconv.Atoi(string(f[1][i+1:])); err == nil && p > 0 && p < 65536 {
+				port = p
+			}
+		}
 	}
 	return &net.UDPAddr{IP: src.IP, Port: port, Zone: src.Zone}
 }
@@ -309,6 +346,7 @@ type udpReply struct {
 	conn  *udpConn
 	src   *net.UDPAddr // where the request came from
 	dst   *net.UDPAddr // where answers go
+	raw   *rawRegister // the request's headers that answers copy
 	cache *replyCache  // nil: not remembered (503 when overloaded)
 	key   replyKey
 }
@@ -321,48 +359,40 @@ func (u *udpReply) Respond(res *sip.Response) error {
 	return u.write(b.Bytes())
 }
 
-// reply writes the answer to req straight from the request's headers (RFC
-// 3261 §8.2.6): its Vias (the top one with received and rport when asked,
-// RFC 3581 §4), From, To with a tag of ours, Call-ID, CSeq, then hdrs.
-func (u *udpReply) reply(req *sip.Request, code int, reason string, hdrs []sip.Header) error {
+// reply writes an answer straight from the request's raw headers (RFC 3261
+// §8.2.6): its Vias (the top one with received and rport when asked, RFC
+// 3581 §4), From, To with a tag of ours, Call-ID, CSeq, then hdrs.
+func (u *udpReply) reply(code int, reason string, hdrs []sip.Header) error {
+	m := u.raw
 	var b bytes.Buffer
 	b.Grow(768)
 	b.WriteString("SIP/2.0 ")
 	b.WriteString(strconv.Itoa(code))
 	b.WriteByte(' ')
 	b.WriteString(reason)
-	for i, h := range req.GetHeaders("Via") {
-		if v, ok := h.(*sip.ViaHeader); ok && i == 0 {
-			if rport, ok := v.Params.Get("rport"); ok && rport == "" {
-				v = v.Clone()
-				v.Params.Add("rport", strconv.Itoa(u.src.Port))
-				v.Params.Add("received", u.src.IP.String())
-				h = v
-			}
+	for i, line := range m.vias {
+		b.WriteString("\r\n")
+		if i > 0 {
+			b.Write(line)
+			continue
 		}
-		b.WriteString("\r\n")
-		h.StringWrite(&b)
+		// The top Via is the first value of the first line.
+		at := bytes.Index(line, m.topVia)
+		b.Write(line[:at])
+		writeTopVia(&b, m.topVia, u.src)
+		b.Write(line[at+len(m.topVia):])
 	}
-	// A header may be missing when the answer is a 400.
-	if h := req.From(); h != nil {
+	for _, line := range [][]byte{m.from, m.to} {
 		b.WriteString("\r\n")
-		h.StringWrite(&b)
+		b.Write(line)
 	}
-	if h := req.To(); h != nil {
-		b.WriteString("\r\n")
-		h.StringWrite(&b)
-		if !h.Params.Has("tag") {
-			b.WriteString(";tag=")
-			b.WriteString(newTag())
-		}
+	if !hasTag(m.toValue) {
+		b.WriteString(";tag=")
+		b.WriteString(newTag())
 	}
-	if h := req.CallID(); h != nil {
+	for _, line := range [][]byte{m.cid, m.cseq} {
 		b.WriteString("\r\n")
-		h.StringWrite(&b)
-	}
-	if h := req.CSeq(); h != nil {
-		b.WriteString("\r\n")
-		h.StringWrite(&b)
+		b.Write(line)
 	}
 	for _, h := range hdrs {
 		b.WriteString("\r\n")
@@ -370,6 +400,40 @@ func (u *udpReply) reply(req *sip.Request, code int, reason string, hdrs []sip.H
 	}
 	b.WriteString("\r\nContent-Length: 0\r\n\r\n")
 	return u.write(b.Bytes())
+}
+
+// writeTopVia writes via with the rport the client asked for filled in and
+// the address it came from (RFC 3581 §4).
+func writeTopVia(b *bytes.Buffer, via []byte, src *net.UDPAddr) {
+	if rport, ok := param(via, "rport"); !ok || len(rport) > 0 {
+		b.Write(via)
+		return
+	}
+	for i, p := range bytes.Split(via, []byte(";")) {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		if k, _, _ := bytes.Cut(p, []byte("=")); bytes.EqualFold(bytes.TrimSpace(k), []byte("rport")) {
+			b.WriteString("rport=")
+			b.WriteString(strconv.Itoa(src.Port))
+			continue
+		}
+		b.Write(p)
+	}
+	b.WriteString(";received=")
+	b.WriteString(src.IP.String())
+}
+
+// hasTag reports whether a To value carries a tag: a parameter of the
+// header, not of the URI inside its angle brackets.
+func hasTag(to []byte) bool {
+	if i := bytes.LastIndexByte(to, '>'); i >= 0 {
+		to = to[i+1:]
+	} else if i := bytes.IndexByte(to, ';'); i >= 0 {
+		to = to[i:]
+	}
+	_, ok := param(to, "tag")
+	return ok
 }
 
 // write sends data and remembers it for retransmissions.

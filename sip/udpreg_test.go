@@ -1,7 +1,10 @@
 package sip
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,24 +54,75 @@ func TestReplyCacheRemembersThenForgets(t *testing.T) {
 	}
 }
 
-func TestTxKeyReadsTheTopViaBranchAndCallID(t *testing.T) {
+func TestRawRegisterFindsWhatAnswersCopy(t *testing.T) {
 	for _, tc := range []struct {
 		name, msg      string
 		branch, callID string
+		vias           int
 		ok             bool
 	}{
-		{"plain", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1\r\nCall-ID: abc@h\r\n\r\n", "z9hG4bK1", "abc@h", true},
-		{"compact, case and spaces", "REGISTER sip:x SIP/2.0\r\nv : SIP/2.0/UDP h ; BRANCH = z9hG4bK2 ;rport\r\ni:  id2 \r\n\r\n", "z9hG4bK2", "id2", true},
-		{"two Vias on one line", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=top, SIP/2.0/UDP b;branch=low\r\nCall-ID: c\r\n\r\n", "top", "c", true},
-		{"second Via header ignored", "REGISTER sip:x SIP/2.0\nVia: SIP/2.0/UDP a;branch=top\nVia: SIP/2.0/UDP b;branch=low\ni: c\n\n", "top", "c", true},
-		{"no branch (RFC 2543)", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a\r\nCall-ID: c\r\n\r\n", "", "c", true},
-		{"Call-ID in the body only", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=b\r\n\r\nCall-ID: c\r\n", "", "", false},
-		{"no Via", "REGISTER sip:x SIP/2.0\r\nCall-ID: c\r\n\r\n", "", "", false},
-		{"garbage", "REGISTER \x00\xff;branch=;", "", "", false},
+		{"plain", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:a@x>\r\nCall-ID: abc@h\r\nCSeq: 1 REGISTER\r\n\r\n", "z9hG4bK1", "abc@h", 1, true},
+		{"compact, case and spaces", "REGISTER sip:x SIP/2.0\r\nv : SIP/2.0/UDP h ; BRANCH = z9hG4bK2 ;rport\r\nf: <sip:a@x>\r\nt: <sip:a@x>\r\ni:  id2 \r\ncseq: 2 REGISTER\r\n\r\n", "z9hG4bK2", "id2", 1, true},
+		{"two Vias on one line", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=top, SIP/2.0/UDP b;branch=low\r\nFrom: <sip:a@x>\r\nTo: <sip:a@x>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n", "top", "c", 1, true},
+		{"Via lines apart", "REGISTER sip:x SIP/2.0\nVia: SIP/2.0/UDP a;branch=top\nFrom: <sip:a@x>\nVia: SIP/2.0/UDP b;branch=low\nTo: <sip:a@x>\ni: c\nCSeq: 1 REGISTER\n\n", "top", "c", 2, true},
+		{"no branch (RFC 2543)", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a\r\nFrom: <sip:a@x>\r\nTo: <sip:a@x>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n", "", "c", 1, true},
+		{"Call-ID in the body only", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=b\r\nFrom: <sip:a@x>\r\nTo: <sip:a@x>\r\nCSeq: 1 REGISTER\r\n\r\nCall-ID: c\r\n", "b", "", 1, false},
+		{"no To", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=b\r\nFrom: <sip:a@x>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n", "b", "c", 1, false},
+		{"garbage", "REGISTER \x00\xff;branch=;", "", "", 0, false},
 	} {
-		branch, callID, ok := txKey([]byte(tc.msg))
-		if ok != tc.ok || string(branch) != tc.branch || string(callID) != tc.callID {
-			t.Errorf("%s: %q, %q, %v; want %q, %q, %v", tc.name, branch, callID, ok, tc.branch, tc.callID, tc.ok)
+		var m rawRegister
+		ok := m.scan([]byte(tc.msg))
+		if ok != tc.ok || string(m.branch()) != tc.branch || string(m.callID) != tc.callID || len(m.vias) != tc.vias {
+			t.Errorf("%s: %q, %q, %d Vias, %v; want %q, %q, %d, %v", tc.name, m.branch(), m.callID, len(m.vias), ok, tc.branch, tc.callID, tc.vias, tc.ok)
+		}
+	}
+}
+
+// An answer copies the request's Vias, From, To, Call-ID and CSeq as sent,
+// fills in rport and received when asked (RFC 3581), and tags the To.
+func TestRawReplyCopiesTheRequestHeaders(t *testing.T) {
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	src := sink.LocalAddr().(*net.UDPAddr)
+	for _, tc := range []struct{ name, req, want string }{
+		{"rport asked", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5099;rport;branch=z9hG4bK1, SIP/2.0/UDP p;branch=z2\r\nv: SIP/2.0/UDP q;branch=z3\r\nf: <sip:a@x>;tag=1\r\nTo: \"A\" <sip:a@x;tag=uri>\r\nCall-ID: c1\r\nCSeq: 7 REGISTER\r\n\r\n",
+			"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 10.0.0.9:5099;rport=" + strconv.Itoa(src.Port) + ";branch=z9hG4bK1;received=127.0.0.1, SIP/2.0/UDP p;branch=z2\r\nv: SIP/2.0/UDP q;branch=z3\r\nf: <sip:a@x>;tag=1\r\nTo: \"A\" <sip:a@x;tag=uri>;tag=*\r\nCall-ID: c1\r\nCSeq: 7 REGISTER\r\nContent-Length: 0\r\n\r\n"},
+		{"no rport, tagged To", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:" + strconv.Itoa(src.Port) + ";branch=z9hG4bK2\r\nFrom: <sip:a@x>;tag=1\r\nTo: sip:a@x;tag=9\r\nCall-ID: c2\r\nCSeq: 8 REGISTER\r\n\r\n",
+			"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:" + strconv.Itoa(src.Port) + ";branch=z9hG4bK2\r\nFrom: <sip:a@x>;tag=1\r\nTo: sip:a@x;tag=9\r\nCall-ID: c2\r\nCSeq: 8 REGISTER\r\nContent-Length: 0\r\n\r\n"},
+	} {
+		var m rawRegister
+		if !m.scan([]byte(tc.req)) {
+			t.Fatalf("%s: not read", tc.name)
+		}
+		from := &net.UDPAddr{IP: src.IP, Port: src.Port}
+		u := &udpReply{conn: &udpConn{UDPConn: conn}, src: from, dst: m.replyAddr(from), raw: &m}
+		if err := u.reply(401, "Unauthorized", nil); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		sink.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := sink.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("%s: no answer at the reply address: %v", tc.name, err)
+		}
+		got := string(buf[:n])
+		if i := strings.Index(tc.want, ";tag=*"); i >= 0 { // our tag is random
+			j := strings.Index(got[i+5:], "\r\n")
+			if j < 0 || !strings.HasPrefix(got, tc.want[:i+5]) {
+				t.Fatalf("%s:\n%s\nwant\n%s", tc.name, got, tc.want)
+			}
+			got = got[:i+5] + "*" + got[i+5+j:]
+		}
+		if got != tc.want {
+			t.Errorf("%s:\n%q\nwant\n%q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -109,10 +109,24 @@ type Switch struct {
 // video or two Record-Routes); send them as Kamailio does, fragmented by IP
 // if need be, and read datagrams up to the UDP maximum. Package variables of
 // sipgo, set before any transport runs.
+//
+// A completed transaction waits before it is forgotten only long enough
+// to absorb late copies, as Kamailio's wt_timer (5 s), not RFC 3261's 64·T1
+// (32 s): at thousands of calls a second, the INVITE transactions kept for
+// 2xx retransmissions (Timers L and M, RFC 6026) and the BYE transactions
+// kept for their retransmissions (Timer J) were hundreds of thousands of
+// live objects, gigabytes of heap and a garbage collector that fell behind.
+// What comes later still finds its way: a 2xx retransmission without its
+// transaction is forwarded statelessly (forwardStrayResponse), an INVITE
+// stops being retransmitted at the first 100 Trying, and a late BYE copy
+// is answered by the dialog's end.
 func init() {
 	sip.UDPMTUSize = 65535 + 200
 	sip.TransportBufferReadSize = 65535
+	sip.Timer_D, sip.Timer_J, sip.Timer_L, sip.Timer_M = transactionLinger, transactionLinger, transactionLinger, transactionLinger
 }
+
+const transactionLinger = 5 * time.Second
 
 // Deps are what the switch works with. Events, Relay and Metrics may be nil.
 type Deps struct {

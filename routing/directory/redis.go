@@ -149,11 +149,20 @@ if last > 0 then
 end
 return kv`)
 
+// defaultCacheTTL bounds how long a cached User or Agency is trusted. Every
+// write through a Store flushes the caches of all nodes (invalidate), and a
+// node flushes on every resubscription and on Redis coming back, so the TTL
+// only bounds how long an edit made behind the directory's back (redis-cli)
+// goes unseen. It is long so that phones re-registering every minute or two
+// (behind NAT, the usual case) authenticate from the cache: with 5 s nearly
+// every authentication was a miss, a second round trip per REGISTER.
+const defaultCacheTTL = 5 * time.Minute
+
 // RedisOptions tunes NewRedis. The zero value is usable.
 type RedisOptions struct {
 	Registerer   prometheus.Registerer // where to export metrics; nil: nowhere
 	Logger       *slog.Logger          // nil: slog.Default()
-	CacheTTL     time.Duration         // freshness of cached User/Agency lookups; 0: 5s
+	CacheTTL     time.Duration         // freshness of cached User/Agency lookups; 0: defaultCacheTTL
 	PingInterval time.Duration         // health check period; 0: 3s
 }
 
@@ -190,7 +199,7 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 		opts.Logger = slog.Default()
 	}
 	if opts.CacheTTL <= 0 {
-		opts.CacheTTL = 5 * time.Second
+		opts.CacheTTL = defaultCacheTTL
 	}
 	if opts.PingInterval <= 0 {
 		opts.PingInterval = 3 * time.Second

@@ -3,10 +3,18 @@ package directory
 import (
 	"fmt"
 	"net/url"
+	"runtime"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// poolPerCPU connections per CPU: as many as the UDP registrar has workers
+// (sip.regWorkersPerCPU), each blocked on one round trip at a time. With
+// go-redis's default (10 per CPU) two workers in three waited for a
+// connection, and under overload that wait outlasted the REGISTER's time in
+// the queue, so the switch answered late and the phones retransmitted.
+const poolPerCPU = 32
 
 // NewRedisClient opens a client for a Redis URL, as every part of a node
 // that keeps state in Redis writes it:
@@ -24,6 +32,7 @@ import (
 // a password. The client speaks RESP2 unless the URL asks for protocol=3:
 // nothing here uses RESP3, and under it go-redis looks for push
 // notifications on the socket before every reply, a syscall per command.
+// Unless the URL sets pool_size, the pool holds poolPerCPU connections per CPU.
 func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string, err error) {
 	if !IsSentinelURL(rawURL) {
 		o, err := redis.ParseURL(rawURL)
@@ -34,6 +43,9 @@ func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string
 		if o.Protocol == 0 {
 			o.Protocol = 2
 		}
+		if o.PoolSize == 0 {
+			o.PoolSize = poolPerCPU * runtime.GOMAXPROCS(0)
+		}
 		return redis.NewClient(o), o.Addr, nil
 	}
 	o, err := redis.ParseFailoverURL(rawURL)
@@ -43,6 +55,9 @@ func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string
 	o.ContextTimeoutEnabled = deadlines
 	if o.Protocol == 0 {
 		o.Protocol = 2
+	}
+	if o.PoolSize == 0 {
+		o.PoolSize = poolPerCPU * runtime.GOMAXPROCS(0)
 	}
 	return redis.NewFailoverClient(o), "sentinel " + strings.Join(o.SentinelAddrs, ",") + " master " + o.MasterName, nil
 }

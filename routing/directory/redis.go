@@ -181,7 +181,7 @@ type Redis struct {
 	down     atomic.Bool // last health check failed
 	agencies *cache[Agency]
 	users    *cache[User]
-	bindings *cache[[]Binding] // never fresh: read only when Redis fails
+	bindings *cache[[]storedBinding] // never fresh: read only when Redis fails, and by Register to skip decoding
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -210,7 +210,7 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 		log:      opts.Logger.With("redis", addr),
 		agencies: newCache(opts.CacheTTL, cloneAgency),
 		users:    newCache(opts.CacheTTL, func(u User) User { return u }),
-		bindings: newCache(0, slices.Clone[[]Binding]),
+		bindings: newCache(0, slices.Clone[[]storedBinding]),
 	}
 	if err := r.connect(ctx, opts.Registerer); err != nil {
 		r.rdb.Close()
@@ -540,14 +540,32 @@ func (r *Redis) DeleteUser(ctx context.Context, username string) error {
 	return wrap(err)
 }
 
+// storedBinding is a binding with its value in the AOR's hash.
+type storedBinding struct {
+	Binding
+	raw string
+}
+
 func (r *Redis) Bindings(ctx context.Context, aor string) ([]Binding, error) {
-	bs, err := r.bindings.lookup(aor, r.down.Load(), func() ([]Binding, error) {
+	sbs, err := r.bindings.lookup(aor, r.down.Load(), func() ([]storedBinding, error) {
 		kv, err := r.rdb.HGetAll(ctx, bindingsKey(aor)).Result()
 		if err != nil {
 			return nil, wrap(err)
 		}
-		return decodeBindings(nil, kv)
+		sbs := make([]storedBinding, 0, len(kv))
+		for _, v := range kv {
+			b, err := decodeBinding(v)
+			if err != nil {
+				return nil, err
+			}
+			sbs = append(sbs, storedBinding{b, v})
+		}
+		return sbs, nil
 	})
+	bs := make([]Binding, len(sbs))
+	for i := range sbs {
+		bs[i] = sbs[i].Binding
+	}
 	return live(bs, time.Now()), err
 }
 
@@ -595,6 +613,8 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 		}
 		args = append(args, b.Contact, strconv.FormatInt(b.Expires.UnixMilli(), 10)+"|"+string(data))
 	}
+	gen := r.bindings.generation()
+	known, _, _ := r.bindings.get(reg.AOR)
 	for _, c := range reg.Remove {
 		args = append(args, c, "")
 	}
@@ -628,8 +648,17 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	if err != nil || len(kv)%2 != 0 {
 		return nil, nil, fmt.Errorf("directory: redis: register answered %v: %v", cmd.Val(), err)
 	}
-	for i := 1; i < len(kv); i += 2 {
-		b, err := decodeBinding(kv[i])
+	// The hash mostly holds what this node wrote last: reuse those bindings
+	// rather than decode their JSON again.
+	raw := make(map[string]string, len(kv)/2+len(reg.Put))
+	for i := 0; i < len(kv); i += 2 {
+		raw[kv[i]] = kv[i+1]
+		j := slices.IndexFunc(known, func(sb storedBinding) bool { return sb.Contact == kv[i] && sb.raw == kv[i+1] })
+		if j >= 0 {
+			before = append(before, known[j].Binding)
+			continue
+		}
+		b, err := decodeBinding(kv[i+1])
 		if err != nil {
 			return nil, nil, err
 		}
@@ -639,7 +668,14 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	if after, err = applyRegistration(before, reg, now); err != nil {
 		return nil, nil, err // the script has checked already: not reached
 	}
-	r.bindings.put(reg.AOR, after, r.bindings.generation())
+	for i := 5; i < len(args); i += 2 {
+		raw[args[i].(string)] = args[i+1].(string)
+	}
+	stored := make([]storedBinding, len(after))
+	for i, b := range after {
+		stored[i] = storedBinding{b, raw[b.Contact]}
+	}
+	r.bindings.put(reg.AOR, stored, gen)
 	return before, after, nil
 }
 

@@ -192,7 +192,9 @@ func TestValidateErrors(t *testing.T) {
 		{"media advertise_ipv6", func(c *Config) { c.Media.AdvertiseIPv6 = "192.0.2.1" }, `media.advertise_ipv6: "192.0.2.1" is not an IPv6 address`},
 		{"wildcard beside an address", func(c *Config) { c.Listen = append(c.Listen, Listener{Transport: "udp", Addr: "[::]:5060"}) },
 			`listen[3].addr: "[::]:5060" collides with listen[0] "127.0.0.1:5060"`},
-		{"wildcard beside ws", func(c *Config) { c.Listen = append(c.Listen, Listener{Transport: "tls", Addr: ":5066", CertFile: cert, KeyFile: cert}) },
+		{"wildcard beside ws", func(c *Config) {
+			c.Listen = append(c.Listen, Listener{Transport: "tls", Addr: ":5066", CertFile: cert, KeyFile: cert})
+		},
 			`listen[3].addr: ":5066" collides with listen[2] "127.0.0.1:5066"`},
 		{"IPv6 wildcard without media address", func(c *Config) { c.Listen[0].Addr = "[::]:5060" },
 			`media.advertise_ipv6: required when SIP listens on [::]`},

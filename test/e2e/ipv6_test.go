@@ -123,6 +123,21 @@ func TestIPv6AndIPv4Calls(t *testing.T) {
 				}
 			}
 
+			if tc.calleeHangsUp { // the caller's CSeq is free for a re-INVITE
+				// Hold: a re-INVITE across the families, answered in the caller's.
+				ans := caller.ReInvite(inv, res, inv.CSeq().SeqNo+1, "sendonly")
+				if ans.StatusCode != 200 {
+					t.Fatalf("re-INVITE: %d %s", ans.StatusCode, ans.Reason)
+				}
+				select {
+				case re := <-callee.Invites:
+					checkRelay(t, "callee (re-INVITE)", re.Body(), toCaller, tc.callee6, caller)
+				case <-time.After(2 * time.Second):
+					t.Fatal("the re-INVITE did not reach the callee")
+				}
+				checkRelay(t, "caller (re-INVITE)", ans.Body(), toCallee, tc.caller6, callee)
+			}
+
 			var bye *sip.Response
 			var byes chan *sip.Request
 			if tc.calleeHangsUp {

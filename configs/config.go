@@ -32,19 +32,24 @@ import (
 
 // Config is the whole configuration of one node.
 type Config struct {
-	NodeID    string     `yaml:"node_id"` // default: the host name
-	Realm     string     `yaml:"realm"`   // SIP domain and digest realm
-	Log       Log        `yaml:"log"`
-	Listen    []Listener `yaml:"listen"`
-	Advertise string     `yaml:"advertise,omitempty"` // host put in Via/Record-Route; needed when listening on 0.0.0.0
-	HTTP      HTTP       `yaml:"http"`
-	Directory Directory  `yaml:"directory"`
-	Registrar Registrar  `yaml:"registrar"`
-	Auth      Auth       `yaml:"auth"`
-	Proxy     Proxy      `yaml:"proxy"`
-	Media     Media      `yaml:"media"`
-	Cluster   Cluster    `yaml:"cluster"`
-	Network   Network    `yaml:"network"`
+	NodeID string     `yaml:"node_id"` // default: the host name
+	Realm  string     `yaml:"realm"`   // SIP domain and digest realm
+	Log    Log        `yaml:"log"`
+	Listen []Listener `yaml:"listen"` // IPv6 addresses in brackets: "[::1]:5060"
+	// Advertise is the host put in Via/Record-Route for IPv4 peers (a host
+	// name: for both families); needed when listening on 0.0.0.0.
+	// AdvertiseIPv6 is the same for IPv6 peers; needed when listening on [::]
+	// for IPv6 phones. Default: each listener's own address.
+	Advertise     string    `yaml:"advertise,omitempty"`
+	AdvertiseIPv6 string    `yaml:"advertise_ipv6,omitempty"`
+	HTTP          HTTP      `yaml:"http"`
+	Directory     Directory `yaml:"directory"`
+	Registrar     Registrar `yaml:"registrar"`
+	Auth          Auth      `yaml:"auth"`
+	Proxy         Proxy     `yaml:"proxy"`
+	Media         Media     `yaml:"media"`
+	Cluster       Cluster   `yaml:"cluster"`
+	Network       Network   `yaml:"network"`
 	// Trunks are links to central bodies' switches and PSTN gateways (docs/trunks.md).
 	Trunks []routing.Trunk `yaml:"trunks,omitempty"`
 	// Modules are the in-process modules to start, in order, with their
@@ -122,11 +127,15 @@ type Media struct {
 	Anchor  string `yaml:"anchor"`
 	PortMin int    `yaml:"port_min"` // RTP ports: even for RTP, the odd one above for RTCP
 	PortMax int    `yaml:"port_max"`
-	// Advertise is the IP written in SDP; default: the SIP advertise host,
-	// else the first listener's IP (which must then not be 0.0.0.0).
-	Advertise   string   `yaml:"advertise,omitempty"`
-	Timeout     Duration `yaml:"timeout"`      // no packet either way: the call is ended
-	HoldTimeout Duration `yaml:"hold_timeout"` // the same while a side is on hold
+	// Advertise is the IPv4 address the relay binds and writes in SDP for
+	// IPv4 phones; AdvertiseIPv6 the same for IPv6 phones. Default: the SIP
+	// advertise address of the family, else the first listener's address of
+	// the family. The relay serves a family only with an address for it, and
+	// bridges the two: each phone sees the relay in its own family.
+	Advertise     string   `yaml:"advertise,omitempty"`
+	AdvertiseIPv6 string   `yaml:"advertise_ipv6,omitempty"`
+	Timeout       Duration `yaml:"timeout"`      // no packet either way: the call is ended
+	HoldTimeout   Duration `yaml:"hold_timeout"` // the same while a side is on hold
 }
 
 // Cluster is what a node of several sharing one Redis directory needs to
@@ -403,6 +412,14 @@ func (c *Config) validateNode() error {
 	if c.Advertise != "" && !isHost(c.Advertise) {
 		return fieldError("advertise", "%q is not a host name or IP address (no port)", c.Advertise)
 	}
+	if c.AdvertiseIPv6 != "" {
+		if ip, err := netip.ParseAddr(c.AdvertiseIPv6); !isHost(c.AdvertiseIPv6) || err == nil && !ip.Is6() {
+			return fieldError("advertise_ipv6", "%q is not an IPv6 address (no brackets, no port) or host name", c.AdvertiseIPv6)
+		}
+		if ip, err := netip.ParseAddr(c.Advertise); err == nil && ip.Is6() {
+			return fieldError("advertise", "%q is IPv6 while advertise_ipv6 is set: give the IPv4 address or a host name", c.Advertise)
+		}
+	}
 	return nil
 }
 
@@ -424,6 +441,11 @@ func (c *Config) validateListen() error {
 			return fieldError(path, "%s duplicates listen[%d]", key, j)
 		}
 		seen[key] = i
+		for j, o := range c.Listen[:i] {
+			if socketKind(o.Transport) == socketKind(l.Transport) && o.Addr != l.Addr && sharesPort(o.Addr, l.Addr) {
+				return fieldError(path+".addr", "%q collides with listen[%d] %q: 0.0.0.0, [::] and an empty host listen on every address of both families", l.Addr, j, o.Addr)
+			}
+		}
 		secure := l.Transport == "tls" || l.Transport == "wss"
 		for _, f := range []struct{ name, file string }{{"cert_file", l.CertFile}, {"key_file", l.KeyFile}} {
 			switch {
@@ -439,6 +461,28 @@ func (c *Config) validateListen() error {
 		}
 	}
 	return nil
+}
+
+// socketKind is the kind of socket a transport listens on: tcp, tls, ws and
+// wss all take a TCP port.
+func socketKind(transport string) string {
+	if transport == "udp" {
+		return "udp"
+	}
+	return "tcp"
+}
+
+// sharesPort reports whether two different listening addresses take the same
+// port where one is a wildcard, which Go opens dual-stack on every address.
+func sharesPort(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	return pa == pb && (isWildcard(ha) || isWildcard(hb))
+}
+
+func isWildcard(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return host == "" || err == nil && ip.IsUnspecified()
 }
 
 func (c *Config) validateServices() error {
@@ -496,6 +540,14 @@ func (c *Config) validateMedia() error {
 			return fieldError("media.advertise", "%q is not an IP address", m.Advertise)
 		}
 	}
+	if m.AdvertiseIPv6 != "" {
+		if ip, err := netip.ParseAddr(m.AdvertiseIPv6); err != nil || !ip.Is6() || ip.Is4In6() {
+			return fieldError("media.advertise_ipv6", "%q is not an IPv6 address (no brackets)", m.AdvertiseIPv6)
+		}
+		if ip, _ := netip.ParseAddr(m.Advertise); ip.Is6() {
+			return fieldError("media.advertise", "%q is IPv6 while advertise_ipv6 is set: give the IPv4 address", m.Advertise)
+		}
+	}
 	if m.Timeout <= 0 {
 		return fieldError("media.timeout", "must be positive, got %s", m.Timeout)
 	}
@@ -507,7 +559,64 @@ func (c *Config) validateMedia() error {
 			return fieldError(fmt.Sprintf("network.agencies[%d].media", i), "%q is not one of %s", a.Media, strings.Join(anchorPolicies, ", "))
 		}
 	}
+	if c.RelayUsed() {
+		_, _, err := c.MediaAddresses()
+		return err
+	}
 	return nil
+}
+
+// RelayUsed reports whether any call may be anchored: the switch's policy
+// or an agency's is not never.
+func (c *Config) RelayUsed() bool {
+	used := c.Media.Anchor != "never"
+	for _, a := range c.Network.Agencies {
+		used = used || a.Media == "always" || a.Media == "nat"
+	}
+	return used
+}
+
+// MediaAddresses are the IPv4 and IPv6 addresses the relay binds and
+// writes in SDP (invalid: the family is not relayed). For each family:
+// media's advertise, else the SIP advertise address, else the first
+// listener's specific address of the family. An IPv6 listener (even [::])
+// makes the relay serve IPv6 too.
+func (c *Config) MediaAddresses() (v4, v6 netip.Addr, err error) {
+	wantV6 := false
+	for _, host := range []string{c.Media.Advertise, c.Media.AdvertiseIPv6, c.Advertise, c.AdvertiseIPv6} {
+		if ip, err := netip.ParseAddr(host); err == nil {
+			v4, v6 = firstOfFamily(v4, v6, ip)
+		}
+	}
+	for _, l := range c.Listen {
+		host, _, _ := net.SplitHostPort(l.Addr)
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			continue
+		}
+		wantV6 = wantV6 || ip.Is6()
+		if !ip.IsUnspecified() {
+			v4, v6 = firstOfFamily(v4, v6, ip)
+		}
+	}
+	switch {
+	case !v4.IsValid() && !v6.IsValid():
+		return v4, v6, fieldError("media.advertise", "required when SIP listens on 0.0.0.0, [::] or a host name")
+	case wantV6 && !v6.IsValid():
+		return v4, v6, fieldError("media.advertise_ipv6", "required when SIP listens on [::]")
+	}
+	return v4, v6, nil
+}
+
+func firstOfFamily(v4, v6, ip netip.Addr) (netip.Addr, netip.Addr) {
+	ip = ip.Unmap()
+	switch {
+	case ip.Is4() && !v4.IsValid():
+		v4 = ip
+	case ip.Is6() && !v6.IsValid():
+		v6 = ip
+	}
+	return v4, v6
 }
 
 func (c *Config) validateAuth() error {

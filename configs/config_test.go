@@ -65,6 +65,54 @@ func TestNodeAddress(t *testing.T) {
 	}
 }
 
+// IPv6 listeners beside IPv4 ones: the relay serves the families the
+// switch listens on, at the addresses advertised or listened on.
+func TestIPv6Listeners(t *testing.T) {
+	for _, tt := range []struct {
+		name, yaml string
+		v4, v6     string
+	}{
+		{"loopback of both families", `
+listen:
+  - {transport: udp, addr: "127.0.0.1:5060"}
+  - {transport: udp, addr: "[::1]:5060"}
+  - {transport: tcp, addr: "[::1]:5060"}
+`, "127.0.0.1", "::1"},
+		{"IPv6 wildcard with advertise_ipv6", `
+listen: [{transport: udp, addr: "[::]:5060"}, {transport: tcp, addr: "[::]:5060"}]
+advertise: sip.example.it
+advertise_ipv6: 2001:db8::7
+`, "", "2001:db8::7"},
+		{"media addresses of both families", `
+listen: [{transport: udp, addr: "0.0.0.0:5060"}]
+advertise: 198.51.100.7
+media: {advertise: 198.51.100.8, advertise_ipv6: "2001:db8::8"}
+`, "198.51.100.8", "2001:db8::8"},
+		{"an IPv6 media advertise alone, as before", `
+listen: [{transport: udp, addr: "[2001:db8::1]:5060"}]
+media: {advertise: "2001:db8::9"}
+`, "", "2001:db8::9"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v4, v6, err := c.MediaAddresses()
+			if err != nil || addrText(v4) != tt.v4 || addrText(v6) != tt.v6 {
+				t.Errorf("MediaAddresses = %v, %v, %v; want %q, %q", v4, v6, err, tt.v4, tt.v6)
+			}
+		})
+	}
+}
+
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
 func TestValidateErrors(t *testing.T) {
 	dir := t.TempDir()
 	cert := filepath.Join(dir, "cert.pem")
@@ -137,6 +185,22 @@ func TestValidateErrors(t *testing.T) {
 		{"media anchor", func(c *Config) { c.Media.Anchor = "sometimes" }, `media.anchor: "sometimes" is not one of always, nat, never`},
 		{"odd media port", func(c *Config) { c.Media.PortMin = 30001 }, `media.port_min: must be an even port`},
 		{"media advertise", func(c *Config) { c.Media.Advertise = "relay.example" }, `media.advertise: "relay.example" is not an IP address`},
+		{"advertise_ipv6 of IPv4", func(c *Config) { c.AdvertiseIPv6 = "192.0.2.1" }, `advertise_ipv6: "192.0.2.1" is not an IPv6 address`},
+		{"advertise_ipv6 in brackets", func(c *Config) { c.AdvertiseIPv6 = "[2001:db8::1]" }, `advertise_ipv6: "[2001:db8::1]" is not an IPv6 address`},
+		{"two IPv6 advertise", func(c *Config) { c.Advertise, c.AdvertiseIPv6 = "2001:db8::1", "2001:db8::2" },
+			`advertise: "2001:db8::1" is IPv6 while advertise_ipv6 is set`},
+		{"media advertise_ipv6", func(c *Config) { c.Media.AdvertiseIPv6 = "192.0.2.1" }, `media.advertise_ipv6: "192.0.2.1" is not an IPv6 address`},
+		{"wildcard beside an address", func(c *Config) { c.Listen = append(c.Listen, Listener{Transport: "udp", Addr: "[::]:5060"}) },
+			`listen[3].addr: "[::]:5060" collides with listen[0] "127.0.0.1:5060"`},
+		{"wildcard beside ws", func(c *Config) {
+			c.Listen = append(c.Listen, Listener{Transport: "tls", Addr: ":5066", CertFile: cert, KeyFile: cert})
+		},
+			`listen[3].addr: ":5066" collides with listen[2] "127.0.0.1:5066"`},
+		{"IPv6 wildcard without media address", func(c *Config) { c.Listen[0].Addr = "[::]:5060" },
+			`media.advertise_ipv6: required when SIP listens on [::]`},
+		{"no media address", func(c *Config) {
+			c.Listen = []Listener{{Transport: "udp", Addr: "0.0.0.0:5060"}}
+		}, `media.advertise: required when SIP listens on 0.0.0.0, [::] or a host name`},
 		{"agency media", func(c *Config) { c.Network.Agencies[0].Media = "maybe" }, `network.agencies[0].media: "maybe" is not one of`},
 		{"user media", func(c *Config) { c.Network.Users[0].Media = "zrtp" }, `network.users[0].media: "zrtp" is not one of rtp, srtp`},
 		{"module twice", func(c *Config) { c.Modules = []modules.Config{{Name: "sla"}, {Name: "sla"}} }, `modules[1].name: "sla" is enabled twice`},

@@ -317,6 +317,13 @@ func (s *sdp) write(rw rewrite) []byte {
 // relay's RTCP port for the section (0: drop a=rtcp).
 func writeLine(b *bytes.Buffer, l, conn string, rtcpPort int) {
 	switch l[0] {
+	case 'o':
+		// A phone may take the family of the whole session from the origin
+		// (baresip 1.0 does): when the relay bridges families, the origin's
+		// address moves to the relay's family too (RFC 4566 §5.2).
+		if f := strings.Fields(l[2:]); len(f) == 6 && f[4] != conn[5:8] {
+			l = "o=" + strings.Join(f[:4], " ") + " " + conn[5:]
+		}
 	case 'c':
 		if a, err := parseConnAddr(l[2:]); err == nil && a.IsUnspecified() {
 			break // RFC 2543 hold stays a hold

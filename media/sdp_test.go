@@ -46,6 +46,17 @@ func TestRewriteGolden(t *testing.T) {
 		wantAnswer: crlf("v=0", "o=- 1 1 IN IP6 2001:db8::2", "s=-", "c=IN IP6 ::1", "t=0 0",
 			"m=audio {A} RTP/AVP 8", "a=rtcp-mux"),
 	}, {
+		name: "ipv6 phone to ipv4 phone: each side sees the relay, and the origin, in its family",
+		opts: LegOptions{PeerFamily: FamilyIPv4},
+		offer: crlf("v=0", "o=- 1 1 IN IP6 2001:db8::1", "s=-", "c=IN IP6 2001:db8::1", "t=0 0",
+			"m=audio 4000 RTP/AVP 0"),
+		wantOffer: crlf("v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+			"m=audio {B} RTP/AVP 0"),
+		answer: crlf("v=0", "o=bob 2 2 IN IP4 10.0.0.2", "s=-", "c=IN IP4 10.0.0.2", "t=0 0",
+			"m=audio 5000 RTP/AVP 0"),
+		wantAnswer: crlf("v=0", "o=bob 2 2 IN IP6 ::1", "s=-", "c=IN IP6 ::1", "t=0 0",
+			"m=audio {A} RTP/AVP 0"),
+	}, {
 		name: "two m-lines, video refused, port 0 stays 0, hold passes",
 		offer: crlf("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0",
 			"m=audio 4000 RTP/AVP 0", "a=sendonly",

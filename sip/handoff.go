@@ -170,7 +170,6 @@ func (s *Switch) handoffInvite(ctx context.Context, h *handoff) (*sip.Request, r
 	inv.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
 	mf := sip.MaxForwardsHeader(70)
 	inv.AppendHeader(&mf)
-	inv.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: s.host, Port: s.ports[tp]}})
 	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	for k, v := range h.headers {
 		inv.AppendHeader(sip.NewHeader(k, v))
@@ -182,6 +181,8 @@ func (s *Switch) handoffInvite(ctx context.Context, h *handoff) (*sip.Request, r
 	} else {
 		nextHop(inv)
 	}
+	l := s.local(tp, inv.Destination())
+	inv.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: l.host, Port: l.port}})
 	s.addVia(inv, nil, tp)
 	return inv, dec, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -60,9 +62,34 @@ func (s *Switch) sideAnchors(ctx context.Context, agency string, nat bool) bool 
 }
 
 // offerSDP puts the relay in the SDP offer of req (written by the side with
-// tag) and returns the body to forward, with the transport peer takes.
-func (s *Switch) offerSDP(cid, tag string, req *sip.Request, peer media.Transport) ([]byte, error) {
-	return s.relay.Offer(cid, tag, req.Body(), media.LegOptions{Source: sourceIP(req), PeerTransport: peer})
+// tag) and returns the body to forward, with the transport and address
+// family the peer takes.
+func (s *Switch) offerSDP(cid, tag string, req *sip.Request, peer media.Transport, fam media.Family) ([]byte, error) {
+	return s.relay.Offer(cid, tag, req.Body(), media.LegOptions{Source: sourceIP(req), PeerTransport: peer, PeerFamily: fam})
+}
+
+// peerFamily is the address family of the relay as the side receiving an
+// offer sees it: the family of that side's addresses ("host:port": the
+// contacts or flows rung, the caller's source), when they all agree and are
+// addresses; else the offerer's.
+func peerFamily(addrs ...string) media.Family {
+	fam := media.FamilyAsOffered
+	for i, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		ip, perr := netip.ParseAddr(host)
+		if err != nil || perr != nil {
+			return media.FamilyAsOffered // a host name: its family is the resolver's
+		}
+		f := media.FamilyIPv4
+		if ip.Unmap().Is6() {
+			f = media.FamilyIPv6
+		}
+		if i > 0 && f != fam {
+			return media.FamilyAsOffered
+		}
+		fam = f
+	}
+	return fam
 }
 
 // peerTransport is what the users rung take: RTP or SRTP when they all agree
@@ -95,6 +122,7 @@ func (s *Switch) responseSDP(c *call, req *sip.Request) func(*sip.Response) ([]b
 		tag, _ := res.To().Params.Get("tag")
 		opts := media.LegOptions{Source: sourceIPOf(res.Source())}
 		if late {
+			opts.PeerFamily = peerFamily(req.Source())
 			return s.relay.Offer(c.info.CallID, tag, res.Body(), opts)
 		}
 		return s.relay.Answer(c.info.CallID, tag, res.Body(), opts)

@@ -104,7 +104,7 @@ func (s *Switch) looped(req *sip.Request) bool {
 	prefix := branchMagic + "-" + loopKey(req, req.Recipient.String()) + "-"
 	for _, h := range vias {
 		v, ok := h.(*sip.ViaHeader)
-		if !ok || v.Host != s.host || !s.isUs(sip.Uri{Host: v.Host, Port: v.Port}) {
+		if !ok || !s.isOurHost(v.Host) || !s.isUs(sip.Uri{Host: v.Host, Port: v.Port}) {
 			continue // another's, maybe another node on this host
 		}
 		if b, _ := v.Params.Get("branch"); strings.HasPrefix(b, prefix) {
@@ -114,8 +114,10 @@ func (s *Switch) looped(req *sip.Request) bool {
 	return false
 }
 
-// addVia puts our Via on a request about to leave on transport tp, and marks
-// the previous hop's Via with received/rport (RFC 3261 §18.2.1, RFC 3581).
+// addVia puts our Via on a request about to leave on transport tp to its
+// destination (set before), naming the switch in the destination's address
+// family, and marks the previous hop's Via with received/rport (RFC 3261
+// §18.2.1, RFC 3581; received holds a bare IPv6 address, RFC 5118 §4.5).
 func (s *Switch) addVia(fwd *sip.Request, src *sip.Request, tp string) {
 	if v := fwd.Via(); v != nil && src != nil {
 		host, port, _ := sip.ParseAddr(src.Source())
@@ -126,36 +128,42 @@ func (s *Switch) addVia(fwd *sip.Request, src *sip.Request, tp string) {
 			v.Params.Add("received", host)
 		}
 	}
+	l := s.local(tp, fwd.Destination())
 	via := &sip.ViaHeader{
 		ProtocolName:    "SIP",
 		ProtocolVersion: "2.0",
 		Transport:       strings.ToUpper(tp),
-		Host:            s.host,
-		Port:            s.ports[strings.ToLower(tp)],
+		Host:            l.host,
+		Port:            l.port,
 		Params:          sip.NewParams(),
 	}
 	via.Params.Add("branch", branchMagic+"-"+loopKey(fwd, fwd.Recipient.String())+"-"+sip.GenerateBranchN(10)[len(branchMagic):])
 	fwd.PrependHeader(via)
 }
 
-// addRecordRoute keeps the switch on the path of in-dialog requests. When the
-// two sides use different transports, two entries are written (RFC 5658), one
-// for each side.
-func (s *Switch) addRecordRoute(fwd *sip.Request, inTp, outTp string) {
-	in, out := strings.ToLower(inTp), strings.ToLower(outTp)
-	fwd.PrependHeader(s.recordRoute(in))
-	if in != out {
-		fwd.PrependHeader(s.recordRoute(out))
+// addRecordRoute keeps the switch on the path of in-dialog requests. src is
+// the request being forwarded, fwd its copy leaving over transport outTp to
+// its destination (set before). When the two sides reach the switch at
+// different addresses (another transport or address family), two entries
+// are written (RFC 5658, Kamailio's enable_double_rr): the top one for the
+// side fwd goes to, the other for src's side, so that each side's in-dialog
+// requests come to the switch where that side can reach it.
+func (s *Switch) addRecordRoute(fwd, src *sip.Request, outTp string) {
+	in, out := strings.ToLower(src.Transport()), strings.ToLower(outTp)
+	inRR := s.recordRoute(in, s.local(in, src.Source()))
+	fwd.PrependHeader(inRR)
+	if outRR := s.recordRoute(out, s.local(out, fwd.Destination())); outRR.Address.String() != inRR.Address.String() {
+		fwd.PrependHeader(outRR)
 	}
 }
 
-func (s *Switch) recordRoute(tp string) *sip.RecordRouteHeader {
+func (s *Switch) recordRoute(tp string, l local) *sip.RecordRouteHeader {
 	params := sip.NewParams()
 	if tp != "udp" {
 		params.Add("transport", tp)
 	}
 	params.Add("lr", "")
-	return &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: s.host, Port: s.ports[tp], UriParams: params}}
+	return &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: l.host, Port: l.port, UriParams: params}}
 }
 
 // fixContact points the Contact of a message that came straight from a phone
@@ -266,11 +274,13 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
+	direct := fwd.Route() == nil
+	tp := nextHop(fwd)
 	var hooks forkHooks
 	if c != nil && c.anchored && (req.IsInvite() || req.Method == sip.UPDATE) {
 		if len(req.Body()) > 0 {
 			tag, _ := req.From().Params.Get("tag")
-			body, err := s.offerSDP(c.info.CallID, tag, req, media.TransportAsOffered)
+			body, err := s.offerSDP(c.info.CallID, tag, req, media.TransportAsOffered, peerFamily(fwd.Destination()))
 			if err != nil {
 				s.mediaError(req, tx, err)
 				return
@@ -279,11 +289,9 @@ func (s *Switch) handleInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		hooks.sdp = s.responseSDP(c, req)
 	}
-	direct := fwd.Route() == nil
-	tp := nextHop(fwd)
 	s.addVia(fwd, req, tp)
 	if fwd.IsInvite() {
-		s.addRecordRoute(fwd, req.Transport(), tp)
+		s.addRecordRoute(fwd, req, tp)
 	}
 	f := newForker(s, req, tx, hooks)
 	f.run([][]branchTarget{{{req: fwd, direct: direct}}}, s.cfg.RingTimeout)
@@ -418,7 +426,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		c.lateOffer = late
 		if !c.lateOffer {
-			body, err := s.offerSDP(c.info.CallID, c.callerTag, req, s.peerTransport(ctx, users))
+			body, err := s.offerSDP(c.info.CallID, c.callerTag, req, s.peerTransport(ctx, users), peerFamily(destinations(groups)...))
 			if err != nil {
 				s.mediaError(req, tx, err)
 				final(488, false)
@@ -459,6 +467,16 @@ func branchCount(groups [][]branchTarget) int {
 		n += len(g)
 	}
 	return n
+}
+
+func destinations(groups [][]branchTarget) []string {
+	var dests []string
+	for _, g := range groups {
+		for _, b := range g {
+			dests = append(dests, b.req.Destination())
+		}
+	}
+	return dests
 }
 
 func setBodies(groups [][]branchTarget, body []byte) {
@@ -531,7 +549,7 @@ func (s *Switch) branchFor(req, fwd *sip.Request, b directory.Binding) *sip.Requ
 	}
 	s.addVia(br, req, b.Transport)
 	if req.IsInvite() || req.Method == sip.SUBSCRIBE || req.Method == sip.REFER {
-		s.addRecordRoute(br, req.Transport(), b.Transport)
+		s.addRecordRoute(br, req, b.Transport)
 	}
 	return br
 }
@@ -568,7 +586,7 @@ func (s *Switch) forwardStrayResponse(res *sip.Response) {
 	// Only a 2xx to INVITE outlives its transaction legitimately; anything
 	// else comes from a branch already given up.
 	v := res.Via()
-	if v == nil || v.Host != s.host || !res.IsSuccess() || res.CSeq() == nil || res.CSeq().MethodName != sip.INVITE {
+	if v == nil || !s.isOurHost(v.Host) || !res.IsSuccess() || res.CSeq() == nil || res.CSeq().MethodName != sip.INVITE {
 		return
 	}
 	fwd := res.Clone()

@@ -5,6 +5,7 @@
 package sip
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,10 +38,14 @@ type Listener struct {
 // Config is what the switch needs to know; cmd/centralino fills it from the
 // config file.
 type Config struct {
-	NodeID    string
-	Realm     string
-	Advertise string // host written in Via and Record-Route; default: the first listener's host
-	Listeners []Listener
+	NodeID string
+	Realm  string
+	// Advertise is the host written in Via and Record-Route for IPv4 (a
+	// host name: for both families); default: each listener's own host.
+	// AdvertiseIPv6 is the same for IPv6 (an IPv6 address Advertise
+	// gives it too).
+	Advertise, AdvertiseIPv6 string
+	Listeners                []Listener
 
 	MinExpires, MaxExpires, DefaultExpires time.Duration
 
@@ -89,8 +95,10 @@ type Switch struct {
 	// handlers by method, as given to sipgo's server (kept for the fuzz target)
 	handlers map[sip.RequestMethod]sipgo.RequestHandler
 
-	host  string         // advertised host
-	ports map[string]int // listening port per transport (lower case)
+	host   string              // the first listener's advertised host (Call-IDs, Warning)
+	locals map[string][2]local // per transport (lower case): where IPv4 and IPv6 peers reach us
+	hosts  []string            // every advertised host, without brackets
+	ports  []int               // every listening port
 
 	nonces   *nonceAuthority
 	legacy   *legacyClients
@@ -159,7 +167,6 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		headers:  d.Headers,
 		handoff:  d.Handoff,
 		log:      log,
-		ports:    make(map[string]int),
 		nonces:   newNonceAuthority(cfg.NonceTTL),
 		legacy:   newLegacyClients(),
 		throttle: newFailureThrottle(cfg.MaxFailures, cfg.FailureWindow, cfg.BlockFor),
@@ -177,22 +184,8 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		s.relay.OnTimeout(s.mediaTimeout)
 		s.relay.OnDTMF(s.dtmf)
 	}
-	for _, l := range cfg.Listeners {
-		host, port, err := net.SplitHostPort(l.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("sip: listener %s: %w", l.Addr, err)
-		}
-		p, _ := strconv.Atoi(port)
-		tp := strings.ToLower(l.Transport)
-		if _, dup := s.ports[tp]; !dup {
-			s.ports[tp] = p
-		}
-		if s.host == "" {
-			s.host = host
-		}
-	}
-	if cfg.Advertise != "" {
-		s.host = cfg.Advertise
+	if err := s.setLocals(cfg); err != nil {
+		return nil, err
 	}
 
 	// sipgo logs each unparsable message at error level with its full text;
@@ -237,6 +230,90 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		s.server.OnRequest(m, h)
 	}
 	return s, nil
+}
+
+// local is where peers of one transport and address family reach the
+// switch: the host written in Via and Record-Route, and the port.
+type local struct {
+	host string
+	port int
+}
+
+// setLocals works out, from the listeners and the advertised hosts, where
+// peers of each transport and family reach the switch. A listener on a
+// specific address serves its family; one on 0.0.0.0, [::] or a host name
+// serves both (Go opens wildcard sockets dual-stack). The first listener
+// of a transport and family wins.
+func (s *Switch) setLocals(cfg Config) error {
+	adv := [2]string{cfg.Advertise, cfg.AdvertiseIPv6}
+	if ip, err := netip.ParseAddr(cfg.Advertise); err == nil && ip.Is6() {
+		adv = [2]string{"", cmp.Or(cfg.AdvertiseIPv6, cfg.Advertise)}
+	} else if err != nil && adv[1] == "" {
+		adv[1] = cfg.Advertise // a host name serves both families
+	}
+	s.locals = map[string][2]local{}
+	for _, l := range cfg.Listeners {
+		host, port, err := net.SplitHostPort(l.Addr)
+		if err != nil {
+			return fmt.Errorf("sip: listener %s: %w", l.Addr, err)
+		}
+		p, _ := strconv.Atoi(port)
+		tp := strings.ToLower(l.Transport)
+		ip, err := netip.ParseAddr(cmp.Or(host, "::")) // no host: all interfaces
+		specific := err == nil && !ip.IsUnspecified()
+		ls := s.locals[tp]
+		for fam := range ls {
+			h := cmp.Or(adv[fam], host)
+			switch {
+			case ls[fam].host != "":
+				continue
+			case specific && ip.Unmap().Is6() != (fam == 1):
+				continue // a specific address serves its own family
+			case err == nil && !specific && adv[fam] == "" && (fam == 1 || adv[1] != ""):
+				continue // a wildcard needs a host to advertise; the IPv4 slot keeps it as before
+			}
+			ls[fam] = local{host: strings.Trim(h, "[]"), port: p}
+			if s.host == "" {
+				s.host = ls[fam].host
+			}
+			if !slices.Contains(s.hosts, ls[fam].host) {
+				s.hosts = append(s.hosts, ls[fam].host)
+			}
+		}
+		s.locals[tp] = ls
+		if !slices.Contains(s.ports, p) {
+			s.ports = append(s.ports, p)
+		}
+	}
+	return nil
+}
+
+// local is where a peer at dest ("host:port") reaches the switch over
+// transport tp: the listener of the peer's family, else of the other one.
+func (s *Switch) local(tp, dest string) local {
+	fam := 0
+	if isIPv6(dest) {
+		fam = 1
+	}
+	ls := s.locals[strings.ToLower(tp)]
+	switch {
+	case ls[fam].host != "":
+		return ls[fam]
+	case ls[1-fam].host != "":
+		return ls[1-fam]
+	}
+	return local{host: s.host}
+}
+
+// isIPv6 reports whether a "host:port" (or a bare host) is an IPv6
+// address; a host name counts as IPv4, which sipgo's resolver prefers.
+func isIPv6(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && ip.Unmap().Is6()
 }
 
 // Serve starts every listener and returns once they all listen, or the first
@@ -399,20 +476,15 @@ func (s *Switch) handleStrayCancel(req *sip.Request, tx sip.ServerTransaction) {
 
 // isUs reports whether a URI points at this switch.
 func (s *Switch) isUs(u sip.Uri) bool {
-	if u.Host != s.host && u.Host != s.cfg.Realm {
-		if !s.isOurIP(u.Host) {
-			return false
-		}
+	if !s.isOurHost(u.Host) && u.Host != s.cfg.Realm && !s.isOurIP(u.Host) {
+		return false
 	}
-	if u.Port == 0 {
-		return true
-	}
-	for _, p := range s.ports {
-		if p == u.Port {
-			return true
-		}
-	}
-	return false
+	return u.Port == 0 || slices.Contains(s.ports, u.Port)
+}
+
+// isOurHost reports whether host (bracketed or not) is one the switch advertises.
+func (s *Switch) isOurHost(host string) bool {
+	return slices.Contains(s.hosts, strings.Trim(host, "[]"))
 }
 
 func (s *Switch) isOurIP(host string) bool {

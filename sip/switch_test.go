@@ -596,3 +596,45 @@ func TestRegisterRetransmissionGetsTheSameAnswer(t *testing.T) {
 		t.Fatalf("the retransmission counted as %v nonce failures", v)
 	}
 }
+
+// Where each peer reaches the switch, by transport and by the family of the
+// peer's address: a specific listener serves its family, a wildcard both
+// (with the host advertised for the family), a host name both.
+func TestLocalAddressPerFamily(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		cfg       Config
+		tp, dest  string
+		wantHost  string
+		wantPort  int
+		wantHosts int
+	}{
+		{"IPv4 peer, two listeners", Config{Listeners: []Listener{{"udp", "127.0.0.1:5060", nil}, {"udp", "[::1]:5062", nil}}}, "udp", "127.0.0.1:7000", "127.0.0.1", 5060, 2},
+		{"IPv6 peer, two listeners", Config{Listeners: []Listener{{"udp", "127.0.0.1:5060", nil}, {"udp", "[::1]:5062", nil}}}, "UDP", "[::1]:7000", "::1", 5062, 2},
+		{"IPv6 peer, IPv4 listener only", Config{Listeners: []Listener{{"tcp", "127.0.0.1:5060", nil}}}, "tcp", "[::1]:7000", "127.0.0.1", 5060, 1},
+		{"wildcard, IPv6 advertised", Config{Advertise: "198.51.100.7", AdvertiseIPv6: "2001:db8::7", Listeners: []Listener{{"udp", "0.0.0.0:5060", nil}}}, "udp", "[2001:db8::1]:5060", "2001:db8::7", 5060, 2},
+		{"wildcard, IPv4 peer", Config{Advertise: "198.51.100.7", AdvertiseIPv6: "2001:db8::7", Listeners: []Listener{{"udp", "[::]:5060", nil}}}, "udp", "192.0.2.1:5060", "198.51.100.7", 5060, 2},
+		{"a host name for both", Config{Advertise: "sip.example.it", Listeners: []Listener{{"udp", "[::]:5060", nil}}}, "udp", "[2001:db8::1]:5060", "sip.example.it", 5060, 1},
+		{"an IPv6 advertise alone", Config{Advertise: "2001:db8::7", Listeners: []Listener{{"udp", "[::]:5060", nil}}}, "udp", "[2001:db8::1]:5060", "2001:db8::7", 5060, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Switch{}
+			if err := s.setLocals(tt.cfg); err != nil {
+				t.Fatal(err)
+			}
+			if l := s.local(tt.tp, tt.dest); l.host != tt.wantHost || l.port != tt.wantPort {
+				t.Errorf("local(%s, %s) = %+v, want %s port %d", tt.tp, tt.dest, l, tt.wantHost, tt.wantPort)
+			}
+			if len(s.hosts) != tt.wantHosts {
+				t.Errorf("hosts = %v, want %d", s.hosts, tt.wantHosts)
+			}
+			host := tt.wantHost
+			if strings.Contains(host, ":") {
+				host = "[" + host + "]" // as sipgo keeps a URI's host
+			}
+			if !s.isUs(sip.Uri{Host: host, Port: tt.wantPort}) {
+				t.Errorf("%s is not recognised as the switch", host)
+			}
+		})
+	}
+}

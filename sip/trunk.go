@@ -206,7 +206,7 @@ func (ts *trunkSet) branches(req, fwd *sip.Request, dec routing.Decision) [][]br
 		tp := nextHop(br)
 		ts.s.addVia(br, req, tp)
 		if req.IsInvite() || req.Method == sip.SUBSCRIBE || req.Method == sip.REFER {
-			ts.s.addRecordRoute(br, req.Transport(), tp)
+			ts.s.addRecordRoute(br, req, tp)
 		}
 		tb := &trunkBranch{trunk: t.Trunk, peer: t.Peer.Name, replyTimeout: ts.byName[t.Trunk].ReplyTimeout}
 		groups = append(groups, []branchTarget{{req: br, trunk: tb}})
@@ -468,7 +468,8 @@ func (ts *trunkSet) register(ctx context.Context, tr routing.Trunk, p routing.Pe
 	*cseq++
 	req := ts.s.newRequest(sip.REGISTER, peerURI("", p), aor, aor, callID, *cseq)
 	tp := strings.ToLower(p.Transport)
-	contact := sip.Uri{Scheme: "sip", User: tr.Outbound.Username, Host: ts.s.host, Port: ts.s.ports[tp], UriParams: sip.NewParams()}
+	l := ts.s.local(tp, req.Destination())
+	contact := sip.Uri{Scheme: "sip", User: tr.Outbound.Username, Host: l.host, Port: l.port, UriParams: sip.NewParams()}
 	if tp != "udp" {
 		contact.UriParams.Add("transport", tp)
 	}

@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -358,44 +357,19 @@ func drain(sw *sip.Switch, period time.Duration, sigs <-chan os.Signal, log *slo
 
 // newRelay starts the media relay unless no call can ever be anchored.
 func newRelay(cfg *configs.Config, reg prometheus.Registerer, log *slog.Logger) (*media.Relay, error) {
-	used := cfg.Media.Anchor != "never"
-	for _, a := range cfg.Network.Agencies {
-		used = used || a.Media == "always" || a.Media == "nat"
-	}
-	if !used {
+	if !cfg.RelayUsed() {
 		return nil, nil
 	}
-	ip, err := mediaAddress(cfg)
+	v4, v6, err := cfg.MediaAddresses()
 	if err != nil {
 		return nil, err
 	}
-	mc := media.Config{
+	return media.NewRelay(media.Config{
 		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
+		BindIPv4: v4, AdvertiseIPv4: v4, BindIPv6: v6, AdvertiseIPv6: v6,
 		Timeout: time.Duration(cfg.Media.Timeout), HoldTimeout: time.Duration(cfg.Media.HoldTimeout),
 		Registerer: reg, Logger: log.With("component", "media"),
-	}
-	if ip.Is4() {
-		mc.BindIPv4, mc.AdvertiseIPv4 = ip, ip
-	} else {
-		mc.BindIPv6, mc.AdvertiseIPv6 = ip, ip
-	}
-	return media.NewRelay(mc)
-}
-
-// mediaAddress is the IP the relay binds and writes in SDP.
-func mediaAddress(cfg *configs.Config) (netip.Addr, error) {
-	for _, host := range []string{cfg.Media.Advertise, cfg.Advertise} {
-		if ip, err := netip.ParseAddr(host); err == nil {
-			return ip, nil
-		}
-	}
-	if len(cfg.Listen) > 0 {
-		host, _, _ := net.SplitHostPort(cfg.Listen[0].Addr)
-		if ip, err := netip.ParseAddr(host); err == nil && !ip.IsUnspecified() {
-			return ip, nil
-		}
-	}
-	return netip.Addr{}, errors.New("config: media.advertise: required when SIP listens on 0.0.0.0 or a host name")
+	})
 }
 
 func switchConfig(cfg *configs.Config) (sip.Config, error) {
@@ -403,6 +377,7 @@ func switchConfig(cfg *configs.Config) (sip.Config, error) {
 		NodeID:         cfg.NodeID,
 		Realm:          cfg.Realm,
 		Advertise:      cfg.Advertise,
+		AdvertiseIPv6:  cfg.AdvertiseIPv6,
 		MinExpires:     time.Duration(cfg.Registrar.MinExpires) * time.Second,
 		MaxExpires:     time.Duration(cfg.Registrar.MaxExpires) * time.Second,
 		DefaultExpires: time.Duration(cfg.Registrar.DefaultExpires) * time.Second,

@@ -6,6 +6,7 @@ package sipua
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +23,8 @@ import (
 	"github.com/pion/rtp"
 )
 
-// FreePort returns a port free for both UDP and TCP on 127.0.0.1.
+// FreePort returns a port free for both UDP and TCP on 127.0.0.1 and, where
+// the host has it, on [::1].
 func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 50 {
@@ -30,10 +33,21 @@ func FreePort(t testing.TB) int {
 			t.Fatal(err)
 		}
 		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		free := true
+		for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", p), fmt.Sprintf("[::1]:%d", p)} {
+			if u, err := net.ListenPacket("udp", addr); err == nil {
+				u.Close()
+			} else if addr[0] != '[' || !errors.Is(err, syscall.EADDRNOTAVAIL) {
+				free = false
+			}
+		}
+		if l6, err := net.Listen("tcp", fmt.Sprintf("[::1]:%d", p)); err == nil {
+			l6.Close()
+		} else if !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			free = false
+		}
 		l.Close()
-		if err == nil {
-			u.Close()
+		if free {
 			return p
 		}
 	}
@@ -49,6 +63,7 @@ type Phone struct {
 	Realm          string
 	Transport      string // udp, tcp, tls or ws
 	Switch         string // host:port of the switch
+	IP             string // the phone's own address: loopback of the switch address's family
 	Client         *sipgo.Client
 	// Invites receives each INVITE the phone answers (it rings, then answers 200).
 	Invites chan *sip.Request
@@ -85,8 +100,11 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 	}
 	p := &Phone{User: user, Password: password, Realm: realm, Transport: transport, Switch: switchAddr,
 		Invites: make(chan *sip.Request, 8), Byes: make(chan *sip.Request, 8), Acks: make(chan *sip.Request, 8),
-		Transferred: make(chan *sip.Response, 8), TransferCalls: make(chan Call, 8), t: t}
-	if p.RTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		Transferred: make(chan *sip.Response, 8), TransferCalls: make(chan Call, 8), t: t, IP: "127.0.0.1"}
+	if host, _, _ := net.SplitHostPort(switchAddr); strings.Contains(host, ":") {
+		p.IP = "::1"
+	}
+	if p.RTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(p.IP)}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.RTP.Close() })
@@ -109,10 +127,10 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 		}
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
-	opts := []sipgo.ClientOption{sipgo.WithClientHostname("127.0.0.1")}
+	opts := []sipgo.ClientOption{sipgo.WithClientHostname(p.IP)}
 	if transport == "udp" {
 		port := FreePort(t)
-		p.listen = fmt.Sprintf("127.0.0.1:%d", port)
+		p.listen = net.JoinHostPort(p.IP, strconv.Itoa(port))
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan struct{})
 		go srv.ListenAndServe(context.WithValue(ctx, sipgo.ListenReadyCtxKey, sipgo.ListenReadyCtxValue(ready)), "udp", p.listen)
@@ -163,8 +181,16 @@ func (p *Phone) answer(req *sip.Request, tx sip.ServerTransaction) {
 // on its RTP socket.
 func (p *Phone) SDP() []byte {
 	port := p.RTP.LocalAddr().(*net.UDPAddr).Port
-	return []byte(fmt.Sprintf("v=0\r\no=%s 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
-		"m=audio %d RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n", p.User, port))
+	return []byte(fmt.Sprintf("v=0\r\no=%s 1 1 %s\r\ns=-\r\nc=%s\r\nt=0 0\r\n"+
+		"m=audio %d RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n", p.User, p.sdpAddr(), p.sdpAddr(), port))
+}
+
+// sdpAddr is the phone's address as SDP writes it (RFC 4566 §5.7).
+func (p *Phone) sdpAddr() string {
+	if strings.Contains(p.IP, ":") {
+		return "IN IP6 " + p.IP
+	}
+	return "IN IP4 " + p.IP
 }
 
 func (p *Phone) port() int {
@@ -176,12 +202,15 @@ func (p *Phone) port() int {
 }
 
 func (p *Phone) contact() *sip.ContactHeader {
-	return &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.User, Host: "127.0.0.1", Port: p.port()}}
+	return &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.User, Host: p.IP, Port: p.port()}}
 }
 
 // Request builds a request from the phone to user "to" (empty: the switch).
 func (p *Phone) Request(method sip.RequestMethod, to string) *sip.Request {
 	host, port, _ := sip.ParseAddr(p.Switch)
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // sipgo keeps URI hosts as written
+	}
 	ruri := sip.Uri{Scheme: "sip", User: to, Host: host, Port: port}
 	if p.Transport != "udp" {
 		ruri.UriParams = sip.NewParams()
@@ -292,8 +321,22 @@ func (p *Phone) inDialog(method sip.RequestMethod, inv *sip.Request, res *sip.Re
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
 	req.SetTransport(inv.Transport())
-	req.SetDestination(p.Switch)
+	req.SetDestination(p.nextHop(req))
 	return req
+}
+
+// nextHop is where an in-dialog request goes (RFC 3261 §12.2.1.1, loose
+// routing): its first Route, the switch's Record-Route for this side.
+func (p *Phone) nextHop(req *sip.Request) string {
+	r := req.Route()
+	if r == nil {
+		return p.Switch
+	}
+	port := r.Address.Port
+	if port == 0 {
+		port = 5060
+	}
+	return net.JoinHostPort(strings.Trim(r.Address.Host, "[]"), strconv.Itoa(port))
 }
 
 // SDPAddr reads the connection address and audio port of an SDP body.
@@ -302,6 +345,9 @@ func SDPAddr(body []byte) (*net.UDPAddr, error) {
 	var port int
 	for _, line := range strings.Split(string(body), "\r\n") {
 		if v, ok := strings.CutPrefix(line, "c=IN IP4 "); ok {
+			ip = v
+		}
+		if v, ok := strings.CutPrefix(line, "c=IN IP6 "); ok {
 			ip = v
 		}
 		if v, ok := strings.CutPrefix(line, "m=audio "); ok {
@@ -448,7 +494,7 @@ func (p *Phone) answeredRequest(method sip.RequestMethod, callID string, cseq ui
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
 	req.SetTransport(inv.Transport())
-	req.SetDestination(p.Switch)
+	req.SetDestination(p.nextHop(req))
 	return req
 }
 

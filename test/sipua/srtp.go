@@ -25,9 +25,9 @@ func SRTPKey() string {
 // SRTP (RFC 4568) with the inline key.
 func (p *Phone) SRTPSDP(inline string) []byte {
 	port := p.RTP.LocalAddr().(*net.UDPAddr).Port
-	return []byte(fmt.Sprintf("v=0\r\no=%s 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
+	return []byte(fmt.Sprintf("v=0\r\no=%s 1 1 %s\r\ns=-\r\nc=%s\r\nt=0 0\r\n"+
 		"m=audio %d RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"+
-		"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\na=sendrecv\r\n", p.User, port, inline))
+		"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\na=sendrecv\r\n", p.User, p.sdpAddr(), p.sdpAddr(), port, inline))
 }
 
 // SRTPContext makes a pion SRTP context from an SDES inline key (key‖salt).

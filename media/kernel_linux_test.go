@@ -29,10 +29,27 @@ func userspacePackets(r *Relay, id string) (n uint64) {
 	return n
 }
 
+// waitOffloaded waits for the loop to offload n streams (it does so just
+// after relaying the packet that made them eligible).
+func waitOffloaded(t *testing.T, r *Relay, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); r.kern.offloaded.Load() != n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams offloaded, want %d", r.kern.offloaded.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // latchBoth sends one packet each way so both sides latch.
 func latchBoth(t *testing.T, a, b *phone, ra, rb netip.AddrPort) {
 	t.Helper()
-	a.send(ra, rtpPacket(1, 160, 0xa, 0, []byte("a1")))
+	latchFrom(t, a, b, ra, rb, 1)
+}
+
+func latchFrom(t *testing.T, a, b *phone, ra, rb netip.AddrPort, seq uint16) {
+	t.Helper()
+	a.send(ra, rtpPacket(seq, 160, 0xa, 0, []byte("a1")))
 	b.mustRecv()
 	b.send(rb, rtpPacket(1, 160, 0xb, 0, []byte("b1")))
 	a.mustRecv()
@@ -45,10 +62,8 @@ func TestKernelForwards(t *testing.T) {
 	latchBoth(t, a, b, ra, rb)
 	a.send(ra, rtpPacket(2, 320, 0xa, 0, []byte("a2"))) // offloads a→b now that b latched
 	b.mustRecv()
+	waitOffloaded(t, r, 2)
 	user := userspacePackets(r, "k1")
-	if r.kern.offloaded.Load() != 2 {
-		t.Fatalf("%d streams offloaded, want 2", r.kern.offloaded.Load())
-	}
 	for i := range 20 {
 		pkt := rtpPacket(uint16(3+i), uint32(480+160*i), 0xa, 0, []byte("kernel"))
 		a.send(ra, pkt)
@@ -69,5 +84,165 @@ func TestKernelForwards(t *testing.T) {
 	}
 	if r.kern.offloaded.Load() != 0 || r.kern.packets() != 20 {
 		t.Errorf("after release: %d offloaded, %d packets", r.kern.offloaded.Load(), r.kern.packets())
+	}
+}
+
+// offloadedCall connects a and b with rtcp-mux and gets both directions
+// into the kernel; a's stream carries SSRC 0xa from sequence 1.
+func offloadedCall(t *testing.T, r *Relay, id string, a, b *phone) (ra, rb netip.AddrPort) {
+	t.Helper()
+	return offloadedFrom(t, r, id, a, b, 1)
+}
+
+// offloadedFrom is offloadedCall with a's sequence numbers from seq.
+func offloadedFrom(t *testing.T, r *Relay, id string, a, b *phone, seq uint16) (ra, rb netip.AddrPort) {
+	t.Helper()
+	ra, rb = plainCall(t, r, id, a, b, "a=rtcp-mux")
+	latchFrom(t, a, b, ra, rb, seq)
+	a.send(ra, rtpPacket(seq+1, 320, 0xa, 0, []byte("a2")))
+	b.mustRecv()
+	waitOffloaded(t, r, 2)
+	return ra, rb
+}
+
+func TestKernelLossAndJitter(t *testing.T) {
+	r := kernelRelay(t)
+	a, b := newPhone(t, lo4), newPhone(t, lo4)
+	ra, _ := offloadedFrom(t, r, "q", a, b, 65500)
+	// Sequence numbers wrapping, every 20 ms; the timestamp alternately
+	// stands still and jumps 40 ms, so each transit differs by 20 ms from
+	// the last: the jitter tends to 20 ms.
+	sent, ts := 2, uint32(320)
+	for i := range 60 {
+		seq := uint16(65502 + i) // wraps at i=34
+		if i%2 == 1 {
+			ts += 320
+		}
+		if i == 10 || i == 40 || i == 41 {
+			continue // 3 lost
+		}
+		a.send(ra, rtpPacket(seq, ts, 0xa, 0, make([]byte, 160)))
+		b.mustRecv()
+		sent++
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r.kern.packets() < 50 {
+		t.Errorf("kernel forwarded %d packets", r.kern.packets())
+	}
+	q, _ := r.Release("q")
+	if q.A.Packets != uint64(sent) || q.A.Lost != 3 {
+		t.Errorf("packets %d lost %d, want %d and 3", q.A.Packets, q.A.Lost, sent)
+	}
+	if q.A.Jitter < 12*time.Millisecond || q.A.Jitter > 30*time.Millisecond {
+		t.Errorf("jitter %v, want about 18 ms", q.A.Jitter)
+	}
+}
+
+func TestKernelPassesDTMFUp(t *testing.T) {
+	r := kernelRelay(t)
+	got := make(chan rune, 10)
+	r.OnDTMF(func(id, leg string, d rune, dur time.Duration) { got <- d })
+	a, b := newPhone(t, lo4), newPhone(t, lo4)
+	ra, _ := offloadedCall(t, r, "dtmf", a, b)
+	user := userspacePackets(r, "dtmf")
+	for i := range 4 { // '5', the last three with the end bit
+		flags := byte(10)
+		if i > 0 {
+			flags |= 0x80
+		}
+		pkt := rtpPacket(uint16(3+i), 480, 0xa, 101, []byte{5, flags, 0, 160})
+		a.send(ra, pkt)
+		if got := b.mustRecv(); !bytes.Equal(got, pkt) {
+			t.Fatalf("b got %x", got)
+		}
+	}
+	a.send(ra, rtpPacket(7, 640, 0xa, 0, nil))
+	b.mustRecv()
+	select {
+	case d := <-got:
+		if d != '5' {
+			t.Fatalf("digit %q", d)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no digit")
+	}
+	if n := userspacePackets(r, "dtmf") - user; n != 4 {
+		t.Errorf("userspace relayed %d packets, want the 4 events", n)
+	}
+	q, _ := r.Release("dtmf")
+	if q.A.Packets != 7 || q.A.Lost != 0 {
+		t.Errorf("leg a: packets %d lost %d, want 7 and 0", q.A.Packets, q.A.Lost)
+	}
+}
+
+func TestKernelTimeout(t *testing.T) {
+	cfg := testConfig()
+	cfg.PortMin, cfg.PortMax = 42000, 42999
+	cfg.Kernel = KernelOn
+	cfg.Timeout = 300 * time.Millisecond
+	r := newTestRelay(t, cfg)
+	fired := make(chan string, 1)
+	r.OnTimeout(func(id string, q Quality) { fired <- id })
+	a, b := newPhone(t, lo4), newPhone(t, lo4)
+	ra, _ := offloadedCall(t, r, "idle", a, b)
+	// Media forwarded in the kernel keeps the call alive.
+	for i := range 12 {
+		a.send(ra, rtpPacket(uint16(3+i), uint32(480+160*i), 0xa, 0, nil))
+		b.mustRecv()
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case id := <-fired:
+		t.Fatalf("%s timed out with media flowing in the kernel", id)
+	default:
+	}
+	select {
+	case <-fired:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no timeout")
+	}
+	if n := r.kern.offloaded.Load(); n != 0 {
+		t.Errorf("%d streams still offloaded", n)
+	}
+	if it := r.kern.streams.Iterate(); it.Next(new([8]byte), new(kvalue)) {
+		t.Error("map entry left after timeout")
+	}
+}
+
+func TestKernelReinviteTakesStreamBack(t *testing.T) {
+	r := kernelRelay(t)
+	a, b, b2 := newPhone(t, lo4), newPhone(t, lo4), newPhone(t, lo4)
+	ra, _ := offloadedCall(t, r, "re", a, b)
+	// b moves: its re-INVITE gives a new address.
+	if _, err := r.Offer("re", "tag-b", audioSDP(lo4, int(b2.addr().Port()), "RTP/AVP", "a=rtcp-mux"), LegOptions{Source: lo4}); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.kern.offloaded.Load(); n != 0 {
+		t.Fatalf("%d streams offloaded after re-INVITE", n)
+	}
+	pkt := rtpPacket(3, 480, 0xa, 0, []byte("to the new address"))
+	a.send(ra, pkt)
+	if got := b2.mustRecv(); !bytes.Equal(got, pkt) {
+		t.Fatalf("b2 got %x", got)
+	}
+	b.expectNothing(100 * time.Millisecond)
+}
+
+func TestKernelOff(t *testing.T) {
+	cfg := testConfig()
+	cfg.Kernel = KernelOff
+	r := newTestRelay(t, cfg)
+	a, b := newPhone(t, lo4), newPhone(t, lo4)
+	ra, rb := plainCall(t, r, "u", a, b, "a=rtcp-mux")
+	latchBoth(t, a, b, ra, rb)
+	for i := range 5 {
+		a.send(ra, rtpPacket(uint16(2+i), uint32(320+160*i), 0xa, 0, nil))
+		b.mustRecv()
+	}
+	if r.kern != nil {
+		t.Fatal("kernel forwarding on")
+	}
+	if n := userspacePackets(r, "u"); n != 7 {
+		t.Errorf("userspace relayed %d packets, want 7", n)
 	}
 }

@@ -127,6 +127,9 @@ type Media struct {
 	Advertise   string   `yaml:"advertise,omitempty"`
 	Timeout     Duration `yaml:"timeout"`      // no packet either way: the call is ended
 	HoldTimeout Duration `yaml:"hold_timeout"` // the same while a side is on hold
+	// Kernel forwards latched plain-RTP IPv4 streams in the kernel (eBPF):
+	// auto (when it loads), on (startup fails without it) or off.
+	Kernel string `yaml:"kernel"`
 }
 
 // Cluster is what a node of several sharing one Redis directory needs to
@@ -216,7 +219,7 @@ func Default() *Config {
 			FloodRate:     200,
 		},
 		Proxy: Proxy{RingTimeout: Duration(60 * time.Second), DrainPeriod: Duration(10 * time.Second)},
-		Media: Media{Anchor: "always", PortMin: 30000, PortMax: 39999,
+		Media: Media{Kernel: "auto", Anchor: "always", PortMin: 30000, PortMax: 39999,
 			Timeout: Duration(60 * time.Second), HoldTimeout: Duration(time.Hour)},
 		Cluster: Cluster{Transport: "udp", Heartbeat: Duration(5 * time.Second)},
 	}
@@ -478,7 +481,10 @@ func (c *Config) validateServices() error {
 	return c.validateMedia()
 }
 
-var anchorPolicies = []string{"always", "nat", "never"}
+var (
+	anchorPolicies = []string{"always", "nat", "never"}
+	kernelModes    = []string{"auto", "on", "off"}
+)
 
 func (c *Config) validateMedia() error {
 	m := c.Media
@@ -495,6 +501,9 @@ func (c *Config) validateMedia() error {
 		if _, err := netip.ParseAddr(m.Advertise); err != nil {
 			return fieldError("media.advertise", "%q is not an IP address", m.Advertise)
 		}
+	}
+	if !slices.Contains(kernelModes, m.Kernel) {
+		return fieldError("media.kernel", "%q is not one of %s", m.Kernel, strings.Join(kernelModes, ", "))
 	}
 	if m.Timeout <= 0 {
 		return fieldError("media.timeout", "must be positive, got %s", m.Timeout)

@@ -135,6 +135,7 @@ func TestValidateErrors(t *testing.T) {
 		{"nonce ttl", func(c *Config) { c.Auth.NonceTTL = 0 }, `auth.nonce_ttl: must be positive`},
 		{"no algorithm", func(c *Config) { c.Auth.Algorithms = nil }, `auth.algorithms: must list at least one`},
 		{"media anchor", func(c *Config) { c.Media.Anchor = "sometimes" }, `media.anchor: "sometimes" is not one of always, nat, never`},
+		{"media kernel", func(c *Config) { c.Media.Kernel = "yes" }, `media.kernel: "yes" is not one of auto, on, off`},
 		{"odd media port", func(c *Config) { c.Media.PortMin = 30001 }, `media.port_min: must be an even port`},
 		{"media advertise", func(c *Config) { c.Media.Advertise = "relay.example" }, `media.advertise: "relay.example" is not an IP address`},
 		{"agency media", func(c *Config) { c.Network.Agencies[0].Media = "maybe" }, `network.agencies[0].media: "maybe" is not one of`},

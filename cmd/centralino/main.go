@@ -369,8 +369,9 @@ func newRelay(cfg *configs.Config, reg prometheus.Registerer, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	kernel, _ := media.ParseKernelMode(cfg.Media.Kernel) // validated with the config
 	mc := media.Config{
-		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
+		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax, Kernel: kernel,
 		Timeout: time.Duration(cfg.Media.Timeout), HoldTimeout: time.Duration(cfg.Media.HoldTimeout),
 		Registerer: reg, Logger: log.With("component", "media"),
 	}

@@ -27,24 +27,27 @@ import (
 // RTCP, and payload types outside the offloaded set (telephone-event, which
 // the kernel counts but userspace decodes and relays).
 //
-// Only loopback or local destinations are offloaded: the rewritten packet
-// continues to local delivery. A remote destination would need
-// bpf_fib_lookup and bpf_redirect_neigh; it stays in userspace for now, as
-// do IPv6 and SRTP legs.
+// A local destination (loopback) continues to local delivery; a remote
+// one leaves by bpf_redirect_neigh on the device userspace found the route
+// takes (the kernel resolves the next hop), its TTL one lower. IPv6 and SRTP legs stay in userspace.
+//
+// The program is attached to every Ethernet or loopback interface that is
+// up, since media for the relay's address may arrive on any of them; it
+// leaves other packets after a few loads (UDP to the relay's port range).
 
 // kvalue mirrors the map value the program reads and updates; addresses,
 // ports and the SSRC are in network byte order, the rest host order.
 type kvalue struct {
 	SrcIP      [4]byte   // 0: latched peer
 	SrcPort    [2]byte   // 4
-	Pad0       [2]byte   // 6
+	Pad0       uint16    // 6
 	NewSrcIP   [4]byte   // 8: the other leg's relay socket, 0 = the packet's destination
 	NewSrcPort [2]byte   // 12
 	NewDstPort [2]byte   // 14
 	NewDstIP   [4]byte   // 16: the other leg's latched peer
 	SSRC       [4]byte   // 20
 	Clock      uint32    // 24: RTP clock of the offloaded payload types
-	Pad1       uint32    // 28
+	OutIf      uint32    // 28: device toward a remote destination, 0 local
 	PTs        [2]uint64 // 32: bitmap of offloaded payload types
 	Packets    uint64    // 48: forwarded by the kernel
 	Bytes      uint64    // 56: their UDP payload
@@ -113,16 +116,14 @@ func newKernel(r *Relay) (*kernel, error) {
 	}
 	for _, ifc := range ifaces {
 		addrs, _ := ifc.Addrs()
-		mine := cfg.BindIPv4.IsUnspecified()
 		for _, a := range addrs {
 			if p, ok := a.(*net.IPNet); ok {
 				ip, _ := netip.AddrFromSlice(p.IP)
-				ip = ip.Unmap()
-				k.local[ip] = true
-				mine = mine || ip == cfg.BindIPv4
+				k.local[ip.Unmap()] = true
 			}
 		}
-		if !mine || ifc.Flags&net.FlagUp == 0 {
+		// The program reads an Ethernet header: no L3 devices (tun, wireguard).
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback == 0 && len(ifc.HardwareAddr) != 6 {
 			continue
 		}
 		l, err := link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: k.prog, Attach: ebpf.AttachTCXIngress})
@@ -132,7 +133,7 @@ func newKernel(r *Relay) (*kernel, error) {
 		}
 		k.links = append(k.links, l)
 	}
-	if len(k.links) == 0 {
+	if !cfg.BindIPv4.IsUnspecified() && !k.local[cfg.BindIPv4] {
 		k.close()
 		return nil, fmt.Errorf("no interface holds %s", cfg.BindIPv4)
 	}
@@ -258,8 +259,6 @@ func program(mapFD, portMin, portMax int, wildcard bool) asm.Instructions {
 		asm.LoadMem(R2, pkt, offRTP+8, asm.Word),
 		asm.LoadMem(R3, val, 20, asm.Word),
 		asm.JNE.Reg(R2, R3, "next"),
-		// RFC 3550 A.1 update_seq; a jump goes to userspace, which has the
-		// probation logic and takes the stream back.
 		asm.LoadMem(seq, pkt, offRTP+2, asm.Byte),
 		asm.LSh.Imm(seq, 8),
 		asm.LoadMem(R2, pkt, offRTP+3, asm.Byte),
@@ -338,7 +337,15 @@ func program(mapFD, portMin, portMax int, wildcard bool) asm.Instructions {
 		asm.StoreMem(pkt, offDstPort, R2, asm.Half),
 		asm.StoreImm(pkt, offUDPCsum, 0, asm.Half), // none: allowed on IPv4
 		asm.StoreImm(pkt, offIPCsum, 0, asm.Half),
-		asm.Mov.Imm(R2, 0),
+		asm.Mov.Imm(R2, dscpEF), // as the relay's sockets mark
+		asm.StoreMem(pkt, offIP+1, R2, asm.Byte),
+		// Forwarded off the machine: one hop more (the TTL is above 1).
+		asm.LoadMem(R2, val, 28, asm.Word),
+		asm.JEq.Imm(R2, 0, "csum"),
+		asm.LoadMem(R2, pkt, offTTL, asm.Byte),
+		asm.Sub.Imm(R2, 1),
+		asm.StoreMem(pkt, offTTL, R2, asm.Byte),
+		asm.Mov.Imm(R2, 0).WithSymbol("csum"),
 	)
 	// The IPv4 header checksum afresh: one's complement sums do not care
 	// about byte order.
@@ -359,6 +366,14 @@ func program(mapFD, portMin, portMax int, wildcard bool) asm.Instructions {
 		asm.Or.Reg(R2, R3),
 		asm.Sub.Imm(R2, 8),
 		xadd(56, R2),
+		asm.LoadMem(R2, val, 28, asm.Word),
+		asm.JEq.Imm(R2, 0, "pass"),
+		asm.Mov.Reg(R1, R2), // the device userspace found; the kernel resolves the neighbour
+		asm.Mov.Imm(R2, 0),
+		asm.Mov.Imm(R3, 0),
+		asm.Mov.Imm(R4, 0),
+		asm.FnRedirectNeigh.Call(),
+		asm.Return(),
 		asm.Mov.Imm(R0, 0).WithSymbol("pass"),
 		asm.Return(),
 		asm.Mov.Imm(R0, -1).WithSymbol("next"),
@@ -368,7 +383,7 @@ func program(mapFD, portMin, portMax int, wildcard bool) asm.Instructions {
 
 // kernelOffer moves s's direction into the kernel once userspace relayed a
 // packet of it that the kernel could have: plain RTP both ways, IPv4, both
-// sides latched, a local destination. Called by the loop under its mutex.
+// sides latched. Called by the loop under its mutex.
 func (s *sock) kernelOffer(h rtpHeader, p *params) {
 	k := s.e.c.r.kern
 	if k == nil || s.kern.Load() != nil || s.noKern || s.isRTCP || s.v6 || p.opaque || p.dtmf[h.pt] || p.clock[h.pt] == 0 {
@@ -380,7 +395,7 @@ func (s *sock) kernelOffer(h rtpHeader, p *params) {
 	st := &e.stats
 	if rx == nil || tx == nil || rx.rtp != nil || tx.rtp != nil || dst.v6 || l == nil || dl == nil ||
 		!l.latched || !dl.latched || l.ssrc != h.ssrc || !l.peer.Addr().Is4() || !dl.peer.Addr().Is4() ||
-		!k.local[dl.peer.Addr()] || !st.started || st.ssrc != h.ssrc {
+		!st.started || st.ssrc != h.ssrc {
 		return
 	}
 	ks := &kstream{src: l.peer, ssrc: h.ssrc}
@@ -399,6 +414,12 @@ func (s *sock) kernelOffer(h rtpHeader, p *params) {
 	v.NewSrcPort, v.NewDstIP, v.NewDstPort = portBytes(uint16(to.port)), dl.peer.Addr().As4(), portBytes(dl.peer.Port())
 	binary.BigEndian.PutUint32(v.SSRC[:], h.ssrc)
 	v.Clock, v.PTs = clock, ks.pts
+	if !k.local[dl.peer.Addr()] {
+		if v.OutIf = k.outIf(dl.peer); v.OutIf == 0 {
+			s.noKern = true // no route now: userspace will say so
+			return
+		}
+	}
 	v.MaxSeq, v.Cycles, v.Received = uint32(st.maxSeq), st.cycles, st.received
 	v.LastNs = uint64(s.lastRx.Load() + k.mono)
 	if st.haveTransit {
@@ -481,6 +502,36 @@ func (s *sock) kernelLive() (packets, bytes uint64, lastRx int64) {
 		return 0, 0, 0
 	}
 	return v.Packets, v.Bytes, int64(v.LastNs) - k.mono
+}
+
+// outIf returns the index of the device the kernel routes to dst by, 0 if
+// unknown: the one holding the source address a connected socket gets.
+func (k *kernel) outIf(dst netip.AddrPort) uint32 {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer syscall.Close(fd)
+	if syscall.Connect(fd, &syscall.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}) != nil {
+		return 0
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return 0
+	}
+	src := netip.AddrFrom4(sa.(*syscall.SockaddrInet4).Addr)
+	ifaces, _ := net.Interfaces()
+	for _, ifc := range ifaces {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if p, ok := a.(*net.IPNet); ok {
+				if ip, _ := netip.AddrFromSlice(p.IP); ip.Unmap() == src {
+					return uint32(ifc.Index)
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func kkey(ip netip.Addr, port int) (key [8]byte) {

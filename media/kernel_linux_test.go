@@ -2,7 +2,13 @@ package media
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -244,5 +250,92 @@ func TestKernelOff(t *testing.T) {
 	}
 	if n := userspacePackets(r, "u"); n != 7 {
 		t.Errorf("userspace relayed %d packets, want 7", n)
+	}
+}
+
+// netnsPhone is a phone in its own network namespace, reached from the
+// host through a veth pair: host side hostIP/24, phone side phoneIP/24.
+func netnsPhone(t *testing.T, name string, hostIP, phoneIP netip.Addr) *phone {
+	t.Helper()
+	ns := fmt.Sprintf("kf%d%s", os.Getpid()%100000, name)
+	host, peer := ns+"h", ns+"p"
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Skipf("ip %s: %v: %s", strings.Join(args, " "), err, out) // no root, no ip(8)
+		}
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() }) // deletes the veth pair too
+	run("link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns)
+	run("addr", "add", hostIP.String()+"/24", "dev", host)
+	run("link", "set", host, "up")
+	run("-n", ns, "addr", "add", phoneIP.String()+"/24", "dev", peer)
+	run("-n", ns, "link", "set", peer, "up")
+	run("-n", ns, "link", "set", "lo", "up")
+	run("-n", ns, "route", "add", "default", "via", hostIP.String())
+
+	// A socket keeps the namespace it was made in: make it on a thread
+	// moved there for the purpose.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", syscall.Gettid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	target, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	const setns = 308 // SYS_SETNS on amd64
+	if _, _, e := syscall.RawSyscall(setns, target.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
+		t.Fatal(e)
+	}
+	p := newPhone(t, phoneIP)
+	if _, _, e := syscall.RawSyscall(setns, self.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
+		panic(e) // this thread cannot be returned to the runtime
+	}
+	return p
+}
+
+// Media between two remote phones, each behind its own interface: the
+// kernel routes it out of the other interface (bpf_fib_lookup,
+// bpf_redirect_neigh) with the TTL one lower.
+func TestKernelForwardsToRemotePeers(t *testing.T) {
+	a := netnsPhone(t, "a", netip.MustParseAddr("10.199.1.1"), netip.MustParseAddr("10.199.1.2"))
+	b := netnsPhone(t, "b", netip.MustParseAddr("10.199.2.1"), netip.MustParseAddr("10.199.2.2"))
+	cfg := testConfig()
+	cfg.PortMin, cfg.PortMax = 43000, 43999
+	cfg.BindIPv4 = netip.MustParseAddr("10.199.1.1")
+	cfg.Kernel = KernelOn
+	r := newTestRelay(t, cfg)
+	id := "remote"
+	toA, toB := connect(t, r, id, audioSDP(a.addr().Addr(), int(a.addr().Port()), "RTP/AVP", "a=rtcp-mux"), LegOptions{Source: a.addr().Addr()},
+		func([]byte) []byte { return audioSDP(b.addr().Addr(), int(b.addr().Port()), "RTP/AVP", "a=rtcp-mux") })
+	ra, rb := relayAddr(t, toA, 0), relayAddr(t, toB, 0)
+	latchBoth(t, a, b, ra, rb)
+	a.send(ra, rtpPacket(2, 320, 0xa, 0, []byte("a2")))
+	b.mustRecv()
+	waitOffloaded(t, r, 2)
+	user := userspacePackets(r, id)
+	for i := range 10 {
+		pkt := rtpPacket(uint16(3+i), uint32(480+160*i), 0xa, 0, []byte("routed"))
+		a.send(ra, pkt)
+		if got, from := b.recv(2 * time.Second); !bytes.Equal(got, pkt) || from != rb {
+			t.Fatalf("b got %x from %s, want %x from %s", got, from, pkt, rb)
+		}
+		back := rtpPacket(uint16(2+i), uint32(320+160*i), 0xb, 0, []byte("back"))
+		b.send(rb, back)
+		if got, from := a.recv(2 * time.Second); !bytes.Equal(got, back) || from != ra {
+			t.Fatalf("a got %x from %s, want %x from %s", got, from, back, ra)
+		}
+	}
+	if n := userspacePackets(r, id) - user; n != 0 {
+		t.Errorf("userspace relayed %d packets", n)
+	}
+	if n := r.kern.packets(); n != 20 {
+		t.Errorf("kernel forwarded %d packets, want 20", n)
 	}
 }

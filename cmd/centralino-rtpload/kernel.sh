@@ -25,10 +25,11 @@ RP=
 cleanup() { [ -n "$RP" ] && kill -TERM "$RP" 2>/dev/null; }
 trap cleanup EXIT
 
-# Our relay takes 4 ports a call: 41000- up to 1,000 calls, 48000- above;
+# Our relay takes 4 ports a call: 41000- up to 1,000 calls, 48000-57999
+# above (a few may be taken by others);
 # rtpengine up to 8 (it wants consecutive pairs): 48000-63999.
 range() { # CALLS -> "min max"
-	if [ "$1" -le 1000 ]; then echo "41000 44999"; else echo "48000 $((48000 + 4 * $1 - 1))"; fi
+	if [ "$1" -le 1000 ]; then echo "41000 44999"; else echo "48000 57999"; fi
 }
 gen() { # LABEL ARGS...
 	local label=$1; shift

@@ -31,6 +31,11 @@ import (
 // one leaves by bpf_redirect_neigh on the device userspace found the route
 // takes (the kernel resolves the next hop), its TTL one lower. IPv6 and SRTP legs stay in userspace.
 //
+// Packet and byte counters are atomic adds; the sequence and jitter state
+// is not locked: a stream's packets reach the program one at a time as
+// long as they arrive on one CPU (RSS hashes a flow to one queue; on
+// loopback, the sender's CPU), and a rare interleaving costs one sample.
+//
 // The program is attached to every Ethernet or loopback interface that is
 // up, since media for the relay's address may arrive on any of them; it
 // leaves other packets after a few loads (UDP to the relay's port range).

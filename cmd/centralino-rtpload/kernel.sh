@@ -25,12 +25,9 @@ RP=
 cleanup() { [ -n "$RP" ] && kill -TERM "$RP" 2>/dev/null; }
 trap cleanup EXIT
 
-# Our relay takes 4 ports a call: 41000- up to 1,000 calls, 48000-57999
-# above (a few may be taken by others);
-# rtpengine up to 8 (it wants consecutive pairs): 48000-63999.
-range() { # CALLS -> "min max"
-	if [ "$1" -le 1000 ]; then echo "41000 44999"; else echo "48000 57999"; fi
-}
+# Ports: our relay takes 4 a call, rtpengine up to 8 (consecutive pairs);
+# the kernel's ephemeral range overlaps, so leave slack.
+PORTS=${PORTS:-48000 63999}
 gen() { # LABEL ARGS...
 	local label=$1; shift
 	echo "# $(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg) $label" >>"$OUT/$label.out"
@@ -48,17 +45,20 @@ stop() { kill -TERM "$RP"; wait "$RP" 2>/dev/null; RP=; sleep 1; }
 
 for round in $(seq "$ROUNDS"); do
 	for n in $CALLS; do
-		read -r pmin pmax < <(range "$n")
+		read -r pmin pmax <<<"$PORTS"
 		gen "direct-$n" -direct -calls "$n"
 		for r in $RELAYS; do
 			if [ "$r" = rtpengine ]; then
 				start "$OUT/rtpengine.log" rtpengine --config-file=none --foreground --log-stderr --log-level=4 \
-					--table=-1 --interface=127.0.0.1 --listen-ng="$RTPE_NG" --port-min=48000 --port-max=63999 \
+					--table=-1 --interface=127.0.0.1 --listen-ng="$RTPE_NG" --port-min="$pmin" --port-max="$pmax" \
 					--num-threads=2 --timeout=60 --delete-delay=0
 				gen "rtpengine-$n" -ng "$RTPE_NG" -relay-pid "$RP" -calls "$n"
 			else
 				start "$OUT/relay-$r.log" "$BIN" -mode relay -kernel "$r" -ng "$NG" -port-min "$pmin" -port-max "$pmax" -max-life 10m
 				gen "kernel-$r-$n" -ng "$NG" -relay-pid "$RP" -calls "$n"
+				# With kernel.bpf_stats_enabled=1: the program's own time per run.
+				cat /proc/"$RP"/fdinfo/* 2>/dev/null | awk -v l="kernel-$r-$n" \
+					'/^run_time_ns/{t+=$2} /^run_cnt/{c+=$2} END{if (c) printf "%s bpf_runs=%d bpf_ns_per_run=%.0f\n", l, c, t/c}'
 			fi
 			stop
 		done

@@ -419,6 +419,14 @@ func (s *sock) kernelOffer(h rtpHeader, p *params) {
 	v.NewSrcPort, v.NewDstIP, v.NewDstPort = portBytes(uint16(to.port)), dl.peer.Addr().As4(), portBytes(dl.peer.Port())
 	binary.BigEndian.PutUint32(v.SSRC[:], h.ssrc)
 	v.Clock, v.PTs = clock, ks.pts
+	// Local to local (over loopback) or remote to remote only: a packet
+	// from a local socket may carry a partial checksum a NIC would finish
+	// wrongly after the rewrite, and one arriving from outside with a local
+	// source would be dropped as a martian.
+	if k.local[l.peer.Addr()] != k.local[dl.peer.Addr()] {
+		s.noKern = true
+		return
+	}
 	if !k.local[dl.peer.Addr()] {
 		if v.OutIf = k.outIf(dl.peer); v.OutIf == 0 {
 			s.noKern = true // no route now: userspace will say so

@@ -323,8 +323,9 @@ func TestKernelForwardsToRemotePeers(t *testing.T) {
 	for i := range 10 {
 		pkt := rtpPacket(uint16(3+i), uint32(480+160*i), 0xa, 0, []byte("routed"))
 		a.send(ra, pkt)
-		if got, from := b.recv(2 * time.Second); !bytes.Equal(got, pkt) || from != rb {
-			t.Fatalf("b got %x from %s, want %x from %s", got, from, pkt, rb)
+		got, ttl, tos := recvTTLTOS(t, b)
+		if !bytes.Equal(got, pkt) || ttl != 63 || tos != dscpEF {
+			t.Fatalf("b got %x with TTL %d, TOS %#x; want %x with TTL 63 (one hop), TOS %#x", got, ttl, tos, pkt, dscpEF)
 		}
 		back := rtpPacket(uint16(2+i), uint32(320+160*i), 0xb, 0, []byte("back"))
 		b.send(rb, back)
@@ -338,4 +339,36 @@ func TestKernelForwardsToRemotePeers(t *testing.T) {
 	if n := r.kern.packets(); n != 20 {
 		t.Errorf("kernel forwarded %d packets, want 20", n)
 	}
+}
+
+// recvTTLTOS reads one datagram on p with the TTL and TOS it arrived with.
+func recvTTLTOS(t *testing.T, p *phone) (b []byte, ttl, tos int) {
+	t.Helper()
+	raw, err := p.conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVTTL, 1)
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVTOS, 1)
+	})
+	buf, oob := make([]byte, 2048), make([]byte, 128)
+	p.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, oobn, _, _, err := p.conn.ReadMsgUDPAddrPort(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == syscall.IPPROTO_IP && m.Header.Type == syscall.IP_TTL && len(m.Data) >= 4:
+			ttl = int(m.Data[0]) // an int in host order: little-endian here
+		case m.Header.Level == syscall.IPPROTO_IP && m.Header.Type == syscall.IP_TOS && len(m.Data) >= 1:
+			tos = int(m.Data[0])
+		}
+	}
+	return buf[:n], ttl, tos
 }

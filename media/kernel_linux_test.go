@@ -372,3 +372,38 @@ func recvTTLTOS(t *testing.T, p *phone) (b []byte, ttl, tos int) {
 	}
 	return buf[:n], ttl, tos
 }
+
+// The same stream, with a wrap, losses, a late packet, a duplicate,
+// telephone-events and a restart (sequence jump), gives the same counts
+// through the kernel as through the loops.
+func TestKernelCountsLikeUserspace(t *testing.T) {
+	seqs := []uint16{3, 4, 6, 5, 5, 7, 9, 20000, 20001, 20002, 20004, 20005}
+	run := func(mode KernelMode) Quality {
+		cfg := testConfig()
+		cfg.PortMin, cfg.PortMax, cfg.Kernel = 42000, 42999, mode
+		r := newTestRelay(t, cfg)
+		a, b := newPhone(t, lo4), newPhone(t, lo4)
+		ra, rb := plainCall(t, r, "same", a, b, "a=rtcp-mux")
+		latchBoth(t, a, b, ra, rb)
+		a.send(ra, rtpPacket(2, 320, 0xa, 0, nil))
+		b.mustRecv()
+		for i, seq := range seqs {
+			pt := uint8(0)
+			if i == 6 {
+				pt = 101 // an event in the middle
+			}
+			a.send(ra, rtpPacket(seq, uint32(seq)*160, 0xa, pt, []byte{1, 0x80, 0, 160}))
+			b.mustRecv()
+		}
+		if mode == KernelOn && r.kern.packets() == 0 {
+			t.Error("nothing went through the kernel")
+		}
+		q, _ := r.Release("same")
+		return q
+	}
+	k, u := run(KernelOn), run(KernelOff)
+	if k.A.Packets != u.A.Packets || k.A.Lost != u.A.Lost || k.A.LossRatio != u.A.LossRatio {
+		t.Errorf("kernel: packets %d lost %d (%v); userspace: packets %d lost %d (%v)",
+			k.A.Packets, k.A.Lost, k.A.LossRatio, u.A.Packets, u.A.Lost, u.A.LossRatio)
+	}
+}

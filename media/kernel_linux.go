@@ -2,6 +2,7 @@ package media
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -132,6 +133,9 @@ func newKernel(r *Relay) (*kernel, error) {
 			continue
 		}
 		l, err := link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: k.prog, Attach: ebpf.AttachTCXIngress})
+		if errors.Is(err, syscall.ENODEV) {
+			continue // gone since listed
+		}
 		if err != nil {
 			k.close()
 			return nil, fmt.Errorf("attach to %s: %w", ifc.Name, err)

@@ -407,3 +407,24 @@ func TestKernelCountsLikeUserspace(t *testing.T) {
 			k.A.Packets, k.A.Lost, k.A.LossRatio, u.A.Packets, u.A.Lost, u.A.LossRatio)
 	}
 }
+
+// A foreign source is not forwarded by the kernel: it goes up to the loop,
+// whose latching rule drops it, and the stream stays in the kernel.
+func TestKernelLeavesForeignSourcesToTheLoop(t *testing.T) {
+	r := kernelRelay(t)
+	a, b, x := newPhone(t, lo4), newPhone(t, lo4), newPhone(t, lo4)
+	ra, _ := offloadedCall(t, r, "hijack", a, b)
+	x.send(ra, rtpPacket(3, 480, 0xa, 0, []byte("same SSRC, other port"))) // same IP, same SSRC: not a re-latch
+	b.expectNothing(200 * time.Millisecond)
+	if n := r.kern.offloaded.Load(); n != 2 {
+		t.Errorf("%d streams offloaded after a foreign packet, want 2", n)
+	}
+	pkt := rtpPacket(4, 640, 0xa, 0, []byte("still a"))
+	a.send(ra, pkt)
+	if got := b.mustRecv(); !bytes.Equal(got, pkt) {
+		t.Fatalf("b got %x", got)
+	}
+	if n := r.kern.packets(); n != 1 {
+		t.Errorf("kernel forwarded %d packets, want 1", n)
+	}
+}

@@ -69,7 +69,7 @@ type kvalue struct {
 const kvalueSize = 104
 
 // kernel is the relay's in-kernel forwarding: one program and map per
-// relay, attached to the interfaces of its bind address.
+// relay, attached to every Ethernet and loopback interface up at start.
 type kernel struct {
 	streams *ebpf.Map
 	prog    *ebpf.Program
@@ -93,7 +93,7 @@ type kstream struct {
 // touched only under its loop's mutex.
 type sockOS struct {
 	kern   atomic.Pointer[kstream] // written by the loop, read by scrapes and the sweeper
-	noKern bool                    // the offload failed: stay in userspace until renegotiated
+	noKern bool                    // the offload failed or cannot work: stay in userspace until renegotiated
 }
 
 func newKernel(r *Relay) (*kernel, error) {

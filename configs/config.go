@@ -136,6 +136,9 @@ type Media struct {
 	AdvertiseIPv6 string   `yaml:"advertise_ipv6,omitempty"`
 	Timeout       Duration `yaml:"timeout"`      // no packet either way: the call is ended
 	HoldTimeout   Duration `yaml:"hold_timeout"` // the same while a side is on hold
+	// Kernel forwards latched plain-RTP IPv4 streams in the kernel (eBPF):
+	// auto (when it loads), on (startup fails without it) or off.
+	Kernel string `yaml:"kernel"`
 }
 
 // Cluster is what a node of several sharing one Redis directory needs to
@@ -225,7 +228,7 @@ func Default() *Config {
 			FloodRate:     200,
 		},
 		Proxy: Proxy{RingTimeout: Duration(60 * time.Second), DrainPeriod: Duration(10 * time.Second)},
-		Media: Media{Anchor: "always", PortMin: 30000, PortMax: 39999,
+		Media: Media{Kernel: "auto", Anchor: "always", PortMin: 30000, PortMax: 39999,
 			Timeout: Duration(60 * time.Second), HoldTimeout: Duration(time.Hour)},
 		Cluster: Cluster{Transport: "udp", Heartbeat: Duration(5 * time.Second)},
 	}
@@ -522,7 +525,10 @@ func (c *Config) validateServices() error {
 	return c.validateMedia()
 }
 
-var anchorPolicies = []string{"always", "nat", "never"}
+var (
+	anchorPolicies = []string{"always", "nat", "never"}
+	kernelModes    = []string{"auto", "on", "off"}
+)
 
 func (c *Config) validateMedia() error {
 	m := c.Media
@@ -547,6 +553,9 @@ func (c *Config) validateMedia() error {
 		if ip, _ := netip.ParseAddr(m.Advertise); ip.Is6() {
 			return fieldError("media.advertise", "%q is IPv6 while advertise_ipv6 is set: give the IPv4 address", m.Advertise)
 		}
+	}
+	if !slices.Contains(kernelModes, m.Kernel) {
+		return fieldError("media.kernel", "%q is not one of %s", m.Kernel, strings.Join(kernelModes, ", "))
 	}
 	if m.Timeout <= 0 {
 		return fieldError("media.timeout", "must be positive, got %s", m.Timeout)

@@ -183,6 +183,7 @@ func TestValidateErrors(t *testing.T) {
 		{"nonce ttl", func(c *Config) { c.Auth.NonceTTL = 0 }, `auth.nonce_ttl: must be positive`},
 		{"no algorithm", func(c *Config) { c.Auth.Algorithms = nil }, `auth.algorithms: must list at least one`},
 		{"media anchor", func(c *Config) { c.Media.Anchor = "sometimes" }, `media.anchor: "sometimes" is not one of always, nat, never`},
+		{"media kernel", func(c *Config) { c.Media.Kernel = "yes" }, `media.kernel: "yes" is not one of auto, on, off`},
 		{"odd media port", func(c *Config) { c.Media.PortMin = 30001 }, `media.port_min: must be an even port`},
 		{"media advertise", func(c *Config) { c.Media.Advertise = "relay.example" }, `media.advertise: "relay.example" is not an IP address`},
 		{"advertise_ipv6 of IPv4", func(c *Config) { c.AdvertiseIPv6 = "192.0.2.1" }, `advertise_ipv6: "192.0.2.1" is not an IPv6 address`},

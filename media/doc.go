@@ -115,4 +115,26 @@
 // context's RTP state is used by one loop only; RTCP contexts, which
 // rtcp-mux changes can reach from two sockets, are guarded by a mutex.
 // Sockets carry DSCP EF. docs/benchmarks-media.md has the measurements.
+//
+// # In-kernel forwarding
+//
+// With Config.Kernel auto (the default, when the eBPF program loads and
+// attaches) or on, a plain-RTP IPv4 direction moves into the kernel once
+// userspace has relayed a packet of it with both sides latched: a TCX
+// ingress program on every Ethernet and loopback interface looks the
+// packet's destination (relay IP, port) up in a hash map, checks that it
+// comes from the latched source with the latched SSRC, accounts it (RFC
+// 3550 A.1 sequence, A.8 jitter, last arrival) in the map value, rewrites
+// it to go from the other side's relay port to the other side's latched
+// peer (IPv4 checksum afresh, UDP checksum 0, DSCP EF, TTL one lower when
+// it leaves the machine by bpf_redirect_neigh) and never wakes the relay.
+// Everything else goes up to the loops unchanged: other sources (latching
+// and the hijack guard stay here), another SSRC, a sequence jump, RTCP, and
+// payload types the kernel does not forward (telephone-event, which it
+// counts and the loop decodes and relays). A negotiation, a re-latch, a
+// jump or Release takes the direction back, merging the kernel's counters
+// and receiver state into the socket's, so quality, metrics and the media
+// timeout do not depend on which path carried the packets. SRTP legs and
+// IPv6 stay in userspace. centralino_media_kernel_streams and
+// _kernel_packets_total show the kernel's share.
 package media

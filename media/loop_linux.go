@@ -43,9 +43,6 @@ type loop struct {
 
 const wakeToken = -1
 
-// sockOS is what a socket needs beyond its fd on Linux: nothing.
-type sockOS struct{}
-
 func newLoop(r *Relay) (*loop, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
@@ -167,6 +164,7 @@ func (lp *loop) remove(s *sock) {
 	if s.fd < 0 {
 		return
 	}
+	s.kernelDrop()
 	_ = syscall.EpollCtl(lp.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
 	syscall.Close(s.fd)
 	s.fd = -1

@@ -81,13 +81,17 @@ var (
 		"Calls with relay state.", nil, nil)
 	portsDesc = prometheus.NewDesc("centralino_media_ports_allocated",
 		"Relay UDP ports bound.", nil, nil)
+	kernelStreamsDesc = prometheus.NewDesc("centralino_media_kernel_streams",
+		"RTP directions forwarded in the kernel (eBPF).", nil, nil)
+	kernelPacketsDesc = prometheus.NewDesc("centralino_media_kernel_packets_total",
+		"RTP packets forwarded in the kernel (eBPF), included in centralino_media_packets_total.", nil, nil)
 )
 
 // collector reads the relay's live counters at scrape time.
 type collector struct{ r *Relay }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, droppedDesc, sessionsDesc, portsDesc} {
+	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, droppedDesc, sessionsDesc, portsDesc, kernelStreamsDesc, kernelPacketsDesc} {
 		ch <- d
 	}
 }
@@ -111,4 +115,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(t.dropped))
 	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(sessions))
 	ch <- prometheus.MustNewConstMetric(portsDesc, prometheus.GaugeValue, float64(r.sockets.Load()))
+	if k := r.kern; k != nil {
+		ch <- prometheus.MustNewConstMetric(kernelStreamsDesc, prometheus.GaugeValue, float64(k.offloaded.Load()))
+		ch <- prometheus.MustNewConstMetric(kernelPacketsDesc, prometheus.CounterValue, float64(k.packets()))
+	}
 }

@@ -45,8 +45,38 @@ type Config struct {
 	HoldTimeout time.Duration // the same while on hold or before the answer: default 1 h
 	LatchWindow time.Duration // latching allowed after each answer: default 10 s
 
+	// Kernel is whether latched plain-RTP IPv4 streams are forwarded in the
+	// kernel (eBPF) rather than by the relay's loops.
+	Kernel KernelMode
+
 	Registerer prometheus.Registerer // nil: no metrics
 	Logger     *slog.Logger          // nil: discard
+}
+
+// KernelMode selects in-kernel forwarding.
+type KernelMode int
+
+const (
+	// KernelAuto forwards in the kernel when the eBPF program loads and
+	// attaches, in userspace otherwise.
+	KernelAuto KernelMode = iota
+	// KernelOn fails NewRelay when the program cannot load or attach.
+	KernelOn
+	// KernelOff always forwards in userspace.
+	KernelOff
+)
+
+// ParseKernelMode reads "auto", "on" or "off".
+func ParseKernelMode(s string) (KernelMode, bool) {
+	switch s {
+	case "auto":
+		return KernelAuto, true
+	case "on":
+		return KernelOn, true
+	case "off":
+		return KernelOff, true
+	}
+	return 0, false
 }
 
 // Transport is how the relay presents media to the side receiving an offer.
@@ -121,6 +151,7 @@ type Relay struct {
 
 	sockets   atomic.Int64
 	loops     []*loop // serve the sockets; a call's all on one
+	kern      *kernel // nil: userspace forwarding only
 	nextLoop  atomic.Uint32
 	releasing sync.WaitGroup // releases in flight, for Close
 	onTimeout atomic.Pointer[func(string, Quality)]
@@ -197,6 +228,20 @@ func NewRelay(cfg Config) (*Relay, error) {
 			return nil, fmt.Errorf("media: event loop: %w", err)
 		}
 		r.loops = append(r.loops, lp)
+	}
+	if cfg.Kernel != KernelOff {
+		k, err := newKernel(r)
+		switch {
+		case err == nil:
+			r.kern = k
+			r.log.Info("media: forwarding latched plain RTP in the kernel (eBPF)")
+		case cfg.Kernel == KernelOn:
+			r.stopLoops()
+			r.m.unregister()
+			return nil, fmt.Errorf("media: kernel forwarding: %w", err)
+		default:
+			r.log.Info("media: kernel forwarding unavailable, forwarding in userspace", "err", err)
+		}
 	}
 	tick := min(time.Second, cfg.Timeout/4, cfg.HoldTimeout/4)
 	go r.sweep(tick)
@@ -299,6 +344,7 @@ func (r *Relay) Offer(callID, tag string, body []byte, opts LegOptions) ([]byte,
 		}
 	}
 	c.offer = &pendingOffer{side: x, sdp: s, secure: secure}
+	c.kernelRelease()
 	return s.write(rw), nil
 }
 
@@ -370,6 +416,7 @@ func (r *Relay) Answer(callID, tag string, body []byte, opts LegOptions) ([]byte
 	}
 	c.hold = o.sdp.onHold() || s.onHold()
 	c.answered, c.activeSince = true, now
+	c.kernelRelease()
 	return s.write(rw), nil
 }
 
@@ -439,7 +486,10 @@ func (r *Relay) Close() error {
 	}
 	r.releasing.Wait() // releases the proxy started meanwhile
 	r.stopLoops()      // every socket is removed
-	close(r.dtmf)      // no socket is left to send on it
+	if r.kern != nil {
+		r.kern.close()
+	}
+	close(r.dtmf) // no socket is left to send on it
 	<-r.dispatcherDone
 	r.m.unregister()
 	return nil
@@ -713,7 +763,8 @@ func (c *call) expired(now int64) bool {
 	defer c.mu.Unlock()
 	last := c.activeSince
 	for _, s := range c.socks {
-		last = max(last, s.lastRx.Load())
+		_, _, klast := s.kernelLive()
+		last = max(last, s.lastRx.Load(), klast)
 	}
 	limit := c.r.cfg.Timeout
 	if c.hold || !c.answered {
@@ -734,12 +785,27 @@ func (c *call) close() {
 	c.r.sockets.Add(-int64(len(c.socks)))
 }
 
+// kernelRelease takes the call's streams back from the kernel after a
+// negotiation: addresses, codecs or keys may have changed, and the loop
+// offloads again from the new state. Under c.mu.
+func (c *call) kernelRelease() {
+	if c.r.kern == nil {
+		return
+	}
+	c.lp.mu.Lock()
+	defer c.lp.mu.Unlock()
+	for _, s := range c.socks {
+		s.kernelDrop()
+	}
+}
+
 func (c *call) counts() (t counts) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, s := range c.socks {
-		t.packets += s.packets.Load()
-		t.bytes += s.bytes.Load()
+		kp, kb, _ := s.kernelLive()
+		t.packets += s.packets.Load() + kp
+		t.bytes += s.bytes.Load() + kb
 		t.dropped += s.dropped.Load()
 	}
 	return t

@@ -242,16 +242,28 @@ func (s *sock) relayRTP(pkt []byte, src netip.AddrPort, now int64, p *params) bo
 			return false
 		}
 	}
+	if relatch {
+		s.kernelRelatch()
+	}
+	counted := s.kernelCounted(src, h)
 	s.accepted(l, src, h.ssrc, relatch, now)
 	if !p.dtmf[h.pt] {
-		e.stats.update(h.seq, h.ts, h.ssrc, now, p.clock[h.pt])
+		if !counted {
+			e.stats.update(h.seq, h.ts, h.ssrc, now, p.clock[h.pt])
+		}
 	} else {
-		e.stats.update(h.seq, h.ts, h.ssrc, now, 0)
+		if !counted {
+			e.stats.update(h.seq, h.ts, h.ssrc, now, 0)
+		}
 		if d, dur, ok := e.dtmf.decode(h.payload(pkt), h.ts, p.clock[h.pt]); ok {
 			e.c.r.emitDTMF(e.c.id, e.side, d, dur)
 		}
 	}
-	return s.send(pkt, false)
+	if !s.send(pkt, false) {
+		return false
+	}
+	s.kernelOffer(h, p)
+	return true
 }
 
 func (s *sock) relayRTCP(pkt []byte, src netip.AddrPort, now int64, p *params) bool {

@@ -364,8 +364,9 @@ func newRelay(cfg *configs.Config, reg prometheus.Registerer, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	kernel, _ := media.ParseKernelMode(cfg.Media.Kernel) // validated with the config
 	return media.NewRelay(media.Config{
-		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
+		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax, Kernel: kernel,
 		BindIPv4: v4, AdvertiseIPv4: v4, BindIPv6: v6, AdvertiseIPv6: v6,
 		Timeout: time.Duration(cfg.Media.Timeout), HoldTimeout: time.Duration(cfg.Media.HoldTimeout),
 		Registerer: reg, Logger: log.With("component", "media"),

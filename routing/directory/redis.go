@@ -174,6 +174,7 @@ type RedisOptions struct {
 type Redis struct {
 	id       string // tells this store's own invalidations apart
 	rdb      *redis.Client
+	batch    *batcher // registrations and user reads, sent together
 	pubsub   *redis.PubSub
 	hexpire  bool // server has per-field hash TTLs (HPEXPIRE)
 	log      *slog.Logger
@@ -218,6 +219,7 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 	}
 	bg, stop := context.WithCancel(context.Background())
 	r.stop = stop
+	r.batch = newBatcher(r.rdb)
 	r.wg.Go(r.listen)
 	r.wg.Go(func() { r.watch(bg, opts.PingInterval) })
 	return r, nil
@@ -322,6 +324,7 @@ func (r *Redis) Ping(ctx context.Context) error {
 // connections.
 func (r *Redis) Close() error {
 	r.stop()
+	r.batch.close()
 	err := r.pubsub.Close() // ends listen
 	r.wg.Wait()
 	r.metrics.unregister()
@@ -365,7 +368,7 @@ func (r *Redis) agencyVia(ctx context.Context, index, kind, key string, matches 
 }
 
 func (r *Redis) loadAgency(ctx context.Context, code string) (Agency, error) {
-	return getJSON[Agency](ctx, r.rdb, agencyKey(code), "agency", code)
+	return getJSON[Agency](ctx, r.batch, agencyKey(code), "agency", code)
 }
 
 func (r *Redis) Agencies(ctx context.Context) ([]Agency, error) {
@@ -466,7 +469,7 @@ func (r *Redis) UserByExtension(ctx context.Context, agency, extension string) (
 }
 
 func (r *Redis) loadUser(ctx context.Context, username string) (User, error) {
-	return getJSON[User](ctx, r.rdb, userKey(username), "user", username)
+	return getJSON[User](ctx, r.batch, userKey(username), "user", username)
 }
 
 func (r *Redis) Users(ctx context.Context, agency string) ([]User, error) {
@@ -621,7 +624,7 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	keys := []string{bindingsKey(reg.AOR)}
 	run := func(eval bool) (*redis.Cmd, error) {
 		var cmd *redis.Cmd
-		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		err := r.batch.pipelined(ctx, func(p redis.Pipeliner) {
 			if eval {
 				cmd = register.Eval(ctx, p, keys, args...)
 			} else {
@@ -630,7 +633,6 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 			if len(reg.Put) > 0 {
 				p.SAdd(ctx, aorsKey, reg.AOR)
 			}
-			return nil
 		})
 		return cmd, err
 	}
@@ -798,16 +800,17 @@ func getMembers(ctx context.Context, rdb redis.Cmdable, set string, keyOf func(s
 	return members, cmds, nil
 }
 
-func getJSON[T any](ctx context.Context, rdb *redis.Client, key, kind, name string) (T, error) {
+func getJSON[T any](ctx context.Context, b *batcher, key, kind, name string) (T, error) {
 	var v T
-	data, err := rdb.Get(ctx, key).Bytes()
+	var get *redis.StringCmd
+	err := b.pipelined(ctx, func(p redis.Pipeliner) { get = p.Get(ctx, key) })
 	if errors.Is(err, redis.Nil) {
 		return v, notFound(kind, name)
 	}
 	if err != nil {
 		return v, wrap(err)
 	}
-	if err := json.Unmarshal(data, &v); err != nil {
+	if err := json.Unmarshal([]byte(get.Val()), &v); err != nil {
 		return v, fmt.Errorf("directory: redis: %s %q: %w", kind, name, err)
 	}
 	return v, nil

@@ -3,9 +3,10 @@ package directory
 import (
 	"encoding/json"
 	"errors"
-	"github.com/lineamica/centralino/test/syncbuf"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lineamica/centralino/test/redisserver"
+	"github.com/lineamica/centralino/test/syncbuf"
 )
 
 func TestRedis(t *testing.T) {
@@ -261,3 +263,47 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 }
 
 type syncBuffer = syncbuf.Buffer
+
+// Concurrent registrations travel to Redis in shared pipelines, and each
+// caller still gets its own answer: its bindings, or its own error.
+func TestRedisBatchesConcurrentCallers(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	reg := prometheus.NewRegistry()
+	r := newRedis(t, srv.URL(), RedisOptions{Registerer: reg})
+	ctx := t.Context()
+	const callers = 200
+	start := make(chan struct{})
+	errs := make(chan error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			aor := fmt.Sprintf("u%03d", i)
+			<-start
+			if i%10 == 0 { // a lookup that misses, among the registrations
+				if _, err := r.User(ctx, aor); !errors.Is(err, ErrNotFound) {
+					errs <- fmt.Errorf("User(%s) = %v, want not found", aor, err)
+				}
+				return
+			}
+			b := binding(aor, "sip:"+aor+"@192.0.2.1", time.Hour)
+			_, after, err := r.Register(ctx, Registration{AOR: aor, CallID: aor, CSeq: 1, Put: []Binding{b}})
+			if err != nil || len(after) != 1 || after[0].Contact != b.Contact {
+				errs <- fmt.Errorf("Register(%s) = %v, %v; want its own binding", aor, after, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	all, err := r.AllBindings(ctx)
+	if err != nil || len(all) != callers*9/10 {
+		t.Fatalf("AllBindings = %d, %v; want %d", len(all), err, callers*9/10)
+	}
+	if n := metricValue(t, reg, "centralino_redis_operation_duration_seconds"); n > callers/2 {
+		t.Errorf("%v Redis round trips for %d concurrent callers: not batched", n, callers)
+	}
+}

@@ -32,6 +32,8 @@ const poolPerCPU = 32
 // a password. The client speaks RESP2 unless the URL asks for protocol=3:
 // nothing here uses RESP3, and under it go-redis looks for push
 // notifications on the socket before every reply, a syscall per command.
+// CLIENT SETINFO is not sent on connect: a round trip per new connection,
+// answered with an error by servers before 7.2 (Debian 12's is 7.0).
 // Unless the URL sets pool_size, the pool holds poolPerCPU connections per CPU.
 func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string, err error) {
 	if !IsSentinelURL(rawURL) {
@@ -40,6 +42,7 @@ func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string
 			return nil, "", fmt.Errorf("directory: redis url: %w", err)
 		}
 		o.ContextTimeoutEnabled = deadlines
+		o.DisableIdentity = true
 		if o.Protocol == 0 {
 			o.Protocol = 2
 		}
@@ -53,6 +56,7 @@ func NewRedisClient(rawURL string, deadlines bool) (c *redis.Client, addr string
 		return nil, "", fmt.Errorf("directory: redis sentinel url: %w", err)
 	}
 	o.ContextTimeoutEnabled = deadlines
+	o.DisableIdentity = true
 	if o.Protocol == 0 {
 		o.Protocol = 2
 	}

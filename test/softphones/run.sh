@@ -632,6 +632,15 @@ case "$ONLY" in "" | linphone) lp_register_fresh ;; esac
 case "$ONLY" in "" | baresip) run_baresip ;; esac
 case "$ONLY" in "" | linphone) run_linphone ;; esac
 
+# Run as root, latched plain RTP is forwarded in the kernel (media.kernel: auto): the calls above
+# must have gone through that path, their audio checked like the rest.
+if grep -q "forwarding latched plain RTP in the kernel" "$WORK/centralino.log"; then
+	n=$(metric centralino_media_kernel_packets_total)
+	if [ "$n" -gt 0 ]; then pass "kernel path: $n packets of these calls forwarded in the kernel"; else
+		fail "kernel path: loaded, but no packet forwarded in the kernel"
+	fi
+fi
+
 echo
 echo "SUMMARY: $PASSES passed, $FAILS failed"
 for f in "${FAILED[@]}"; do echo "  failed: $f"; done

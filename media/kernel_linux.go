@@ -25,12 +25,14 @@ import (
 //
 // Anything else passes up unchanged to the userspace loop: other sources
 // (latching and hijack rules stay there), another SSRC, a sequence jump,
-// RTCP, and payload types outside the offloaded set (telephone-event, which
-// the kernel counts but userspace decodes and relays).
+// RTCP, and payload types outside the offloaded set (telephone-event,
+// which userspace decodes). Such a packet of the offloaded source takes the
+// stream back to userspace (kernelTakeBack) until audio flows again.
 //
 // A local destination (loopback) continues to local delivery; a remote
 // one leaves by bpf_redirect_neigh on the device userspace found the route
-// takes (the kernel resolves the next hop), its TTL one lower. IPv6 and SRTP legs stay in userspace.
+// takes (the kernel resolves the next hop), its TTL one lower. IPv6 and
+// SRTP legs stay in userspace.
 //
 // Packet and byte counters are atomic adds; the sequence and jitter state
 // is not locked: a stream's packets reach the program one at a time as
@@ -268,6 +270,18 @@ func program(mapFD, portMin, portMax int, wildcard bool) asm.Instructions {
 		asm.LoadMem(R2, pkt, offRTP+8, asm.Word),
 		asm.LoadMem(R3, val, 20, asm.Word),
 		asm.JNE.Reg(R2, R3, "next"),
+		// An offloaded payload type only: the rest goes up uncounted.
+		asm.Mov.Reg(R2, pt),
+		asm.RSh.Imm(R2, 6),
+		asm.LSh.Imm(R2, 3),
+		asm.Mov.Reg(R3, val),
+		asm.Add.Reg(R3, R2),
+		asm.LoadMem(R3, R3, 32, asm.DWord),
+		asm.Mov.Reg(R2, pt),
+		asm.And.Imm(R2, 63),
+		asm.RSh.Reg(R3, R2),
+		asm.And.Imm(R3, 1),
+		asm.JEq.Imm(R3, 0, "next"),
 		asm.LoadMem(seq, pkt, offRTP+2, asm.Byte),
 		asm.LSh.Imm(seq, 8),
 		asm.LoadMem(R2, pkt, offRTP+3, asm.Byte),
@@ -288,18 +302,6 @@ func program(mapFD, portMin, portMax int, wildcard bool) asm.Instructions {
 		xadd(80, R2),
 		asm.FnKtimeGetNs.Call(),
 		asm.StoreMem(val, 64, R0, asm.DWord),
-		// Counted; forwarded only if its payload type is offloaded.
-		asm.Mov.Reg(R2, pt),
-		asm.RSh.Imm(R2, 6),
-		asm.LSh.Imm(R2, 3),
-		asm.Mov.Reg(R3, val),
-		asm.Add.Reg(R3, R2),
-		asm.LoadMem(R3, R3, 32, asm.DWord),
-		asm.Mov.Reg(R2, pt),
-		asm.And.Imm(R2, 63),
-		asm.RSh.Reg(R3, R2),
-		asm.And.Imm(R3, 1),
-		asm.JEq.Imm(R3, 0, "pass"),
 		// RFC 3550 A.8 jitter, in 1/16 timestamp units.
 		asm.Mov.Reg(now, R0),
 		asm.LoadMem(R2, val, 24, asm.Word),
@@ -390,7 +392,7 @@ func program(mapFD, portMin, portMax int, wildcard bool) asm.Instructions {
 	)
 }
 
-// kernelOffer moves s's direction into the kernel once userspace relayed a
+// kernelOffer moves s's direction into the kernel once userspace relays a
 // packet of it that the kernel could have: plain RTP both ways, IPv4, both
 // sides latched. Called by the loop under its mutex.
 func (s *sock) kernelOffer(h rtpHeader, p *params) {
@@ -452,20 +454,15 @@ func (s *sock) kernelOffer(h rtpHeader, p *params) {
 	k.offloaded.Add(1)
 }
 
-// kernelCounted tells whether the kernel already accounted this packet from
-// src: the offloaded source and SSRC with a payload type the kernel passes
-// up. The same source and SSRC with an offloaded type means the kernel saw
-// a sequence jump: userspace takes the stream back.
-func (s *sock) kernelCounted(src netip.AddrPort, h rtpHeader) bool {
-	ks := s.kern.Load()
-	if ks == nil || src != ks.src || h.ssrc != ks.ssrc {
-		return false
+// kernelTakeBack takes s's direction back from the kernel when a packet
+// of the offloaded source reaches userspace: one the kernel passed up
+// uncounted (a sequence jump, telephone-event) or one that arrived before
+// the entry did. Either way userspace counts it, so every packet is
+// counted once, by one side; the next relayed audio packet offers again.
+func (s *sock) kernelTakeBack(src netip.AddrPort) {
+	if ks := s.kern.Load(); ks != nil && src == ks.src {
+		s.kernelDrop()
 	}
-	if ks.pts[h.pt>>6]&(1<<(h.pt&63)) == 0 {
-		return true
-	}
-	s.kernelDrop()
-	return false
 }
 
 // kernelRelatch drops the entries that depend on s's latch: its own and

@@ -35,8 +35,8 @@ func userspacePackets(r *Relay, id string) (n uint64) {
 	return n
 }
 
-// waitOffloaded waits for the loop to offload n streams (it does so just
-// after relaying the packet that made them eligible).
+// waitOffloaded waits for the loop to offload n streams (it does so as it
+// relays the packet that made them eligible).
 func waitOffloaded(t *testing.T, r *Relay, n int64) {
 	t.Helper()
 	for deadline := time.Now().Add(2 * time.Second); r.kern.offloaded.Load() != n; {
@@ -162,7 +162,11 @@ func TestKernelPassesDTMFUp(t *testing.T) {
 			t.Fatalf("b got %x", got)
 		}
 	}
+	// Audio again: userspace relays the first packet and hands the stream
+	// back to the kernel, which forwards the next.
 	a.send(ra, rtpPacket(7, 640, 0xa, 0, nil))
+	b.mustRecv()
+	a.send(ra, rtpPacket(8, 800, 0xa, 0, nil))
 	b.mustRecv()
 	select {
 	case d := <-got:
@@ -172,12 +176,15 @@ func TestKernelPassesDTMFUp(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("no digit")
 	}
-	if n := userspacePackets(r, "dtmf") - user; n != 4 {
-		t.Errorf("userspace relayed %d packets, want the 4 events", n)
+	if n := userspacePackets(r, "dtmf") - user; n != 5 {
+		t.Errorf("userspace relayed %d packets, want the 4 events and the first audio after them", n)
+	}
+	if n := r.kern.offloaded.Load(); n != 2 {
+		t.Errorf("%d streams offloaded after the events, want 2", n)
 	}
 	q, _ := r.Release("dtmf")
-	if q.A.Packets != 7 || q.A.Lost != 0 {
-		t.Errorf("leg a: packets %d lost %d, want 7 and 0", q.A.Packets, q.A.Lost)
+	if q.A.Packets != 8 || q.A.Lost != 0 {
+		t.Errorf("leg a: packets %d lost %d, want 8 and 0", q.A.Packets, q.A.Lost)
 	}
 }
 
@@ -405,6 +412,40 @@ func TestKernelCountsLikeUserspace(t *testing.T) {
 	if k.A.Packets != u.A.Packets || k.A.Lost != u.A.Lost || k.A.LossRatio != u.A.LossRatio {
 		t.Errorf("kernel: packets %d lost %d (%v); userspace: packets %d lost %d (%v)",
 			k.A.Packets, k.A.Lost, k.A.LossRatio, u.A.Packets, u.A.Lost, u.A.LossRatio)
+	}
+}
+
+// Packets that entered the socket before the kernel's entry and reach the
+// loop after it, an event among them, are each counted once.
+func TestKernelCountsPacketsQueuedBeforeTheOffload(t *testing.T) {
+	r := kernelRelay(t)
+	a, b := newPhone(t, lo4), newPhone(t, lo4)
+	ra, rb := plainCall(t, r, "queued", a, b, "a=rtcp-mux")
+	latchBoth(t, a, b, ra, rb)
+	for _, lp := range r.loops { // the loops wait: the packets queue
+		lp.mu.Lock()
+	}
+	a.send(ra, rtpPacket(2, 320, 0xa, 0, nil)) // relayed, then offloaded
+	a.send(ra, rtpPacket(3, 480, 0xa, 101, []byte{5, 10, 0, 160}))
+	a.send(ra, rtpPacket(4, 480, 0xa, 101, []byte{5, 0x80 | 10, 0, 160}))
+	a.send(ra, rtpPacket(5, 800, 0xa, 0, nil))
+	time.Sleep(50 * time.Millisecond)
+	for _, lp := range r.loops {
+		lp.mu.Unlock()
+	}
+	for range 4 {
+		b.mustRecv()
+	}
+	waitOffloaded(t, r, 2) // b's latched direction too
+	kernel := r.kern.packets()
+	a.send(ra, rtpPacket(7, 1120, 0xa, 0, nil)) // 6 lost
+	b.mustRecv()
+	if r.kern.packets() != kernel+1 {
+		t.Error("the audio after the queued packets did not go through the kernel")
+	}
+	q, _ := r.Release("queued")
+	if q.A.Packets != 6 || q.A.Lost != 1 {
+		t.Errorf("leg a: packets %d lost %d, want 6 and 1", q.A.Packets, q.A.Lost)
 	}
 }
 

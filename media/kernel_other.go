@@ -22,7 +22,7 @@ func (*kernel) close()          {}
 func (*kernel) packets() uint64 { return 0 }
 
 func (*sock) kernelOffer(rtpHeader, *params)                    {}
-func (*sock) kernelCounted(netip.AddrPort, rtpHeader) bool      { return false }
+func (*sock) kernelTakeBack(netip.AddrPort)                     {}
 func (*sock) kernelRelatch()                                    {}
 func (*sock) kernelDrop()                                       {}
 func (*sock) kernelLive() (packets, bytes uint64, lastRx int64) { return 0, 0, 0 }

@@ -245,25 +245,20 @@ func (s *sock) relayRTP(pkt []byte, src netip.AddrPort, now int64, p *params) bo
 	if relatch {
 		s.kernelRelatch()
 	}
-	counted := s.kernelCounted(src, h)
+	s.kernelTakeBack(src)
 	s.accepted(l, src, h.ssrc, relatch, now)
 	if !p.dtmf[h.pt] {
-		if !counted {
-			e.stats.update(h.seq, h.ts, h.ssrc, now, p.clock[h.pt])
-		}
+		e.stats.update(h.seq, h.ts, h.ssrc, now, p.clock[h.pt])
 	} else {
-		if !counted {
-			e.stats.update(h.seq, h.ts, h.ssrc, now, 0)
-		}
+		e.stats.update(h.seq, h.ts, h.ssrc, now, 0)
 		if d, dur, ok := e.dtmf.decode(h.payload(pkt), h.ts, p.clock[h.pt]); ok {
 			e.c.r.emitDTMF(e.c.id, e.side, d, dur)
 		}
 	}
-	if !s.send(pkt, false) {
-		return false
-	}
+	// Offered before the send, so that the next packet, which the far end
+	// may answer this one with, already finds the kernel's entry.
 	s.kernelOffer(h, p)
-	return true
+	return s.send(pkt, false)
 }
 
 func (s *sock) relayRTCP(pkt []byte, src netip.AddrPort, now int64, p *params) bool {

@@ -105,7 +105,8 @@ fi
 # as the Kamailio harness does (no rtpengine there); MEDIA_ANCHOR=always adds
 # the relay's port allocation and release to every call.
 "$WORK/genconfig" -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" \
-	-media-ports "${MEDIA_PORTS:-50000-64999}" -media-anchor "${MEDIA_ANCHOR:-never}" -o "$WORK/bench.yaml"
+	-media-ports "${MEDIA_PORTS:-50000-64999}" -media-anchor "${MEDIA_ANCHOR:-never}" ${MEDIA_KERNEL:+-media-kernel "$MEDIA_KERNEL"} \
+	-o "$WORK/bench.yaml"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # The switch asks for 4 MB SIP UDP socket buffers, which Linux caps at
 # net.core.rmem_max/wmem_max unless the switch runs with CAP_NET_ADMIN; sipp

@@ -25,6 +25,7 @@ func main() {
 	out := flag.String("o", "bench.yaml", "output file")
 	anchor := flag.String("media-anchor", "", "media anchoring: always, nat or never (default: the config default)")
 	ports := flag.String("media-ports", "", "relay port range MIN-MAX (default: the config default); keep it clear of other programs' ranges")
+	kernel := flag.String("media-kernel", "", "in-kernel RTP forwarding: auto, on or off (default: the config default)")
 	flag.Parse()
 
 	cfg := configs.Default()
@@ -39,6 +40,9 @@ func main() {
 	cfg.Proxy.RingTimeout = configs.Duration(30 * time.Second)
 	if *anchor != "" {
 		cfg.Media.Anchor = *anchor
+	}
+	if *kernel != "" {
+		cfg.Media.Kernel = *kernel
 	}
 	if *ports != "" {
 		if _, err := fmt.Sscanf(*ports, "%d-%d", &cfg.Media.PortMin, &cfg.Media.PortMax); err != nil {

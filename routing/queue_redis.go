@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -115,6 +116,14 @@ const queueRetries = 8
 type RedisQueues struct {
 	Client redis.UniversalClient
 	Now    func() time.Time // the clock; nil means time.Now
+
+	// seen is the agency each operator was last seen logged in to from this
+	// node. Updates run their script on that guess at once: the script
+	// checks it against the index, so a wrong guess (a login elsewhere)
+	// only costs a read and a retry, and a call between users who are not
+	// operators, the common case, costs one round trip instead of two.
+	mu   sync.Mutex
+	seen map[string]string // username → agency; absent: not logged in
 }
 
 var _ QueueState = (*RedisQueues)(nil)
@@ -131,9 +140,32 @@ func (q *RedisQueues) nowMS() string {
 func (q *RedisQueues) agencyOf(ctx context.Context, username string) (string, error) {
 	a, err := q.Client.HGet(ctx, queueOpsKey, username).Result()
 	if errors.Is(err, redis.Nil) {
-		return "", nil
+		a, err = "", nil
+	}
+	if err == nil {
+		q.saw(username, a)
 	}
 	return a, err
+}
+
+// guess is the agency username was last seen logged in to, "" if none.
+func (q *RedisQueues) guess(username string) string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.seen[username]
+}
+
+func (q *RedisQueues) saw(username, agency string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case agency == "":
+		delete(q.seen, username)
+	case q.seen == nil:
+		q.seen = map[string]string{username: agency}
+	default:
+		q.seen[username] = agency
+	}
 }
 
 func (q *RedisQueues) Login(ctx context.Context, agency, username string) error {
@@ -148,6 +180,7 @@ func (q *RedisQueues) Login(ctx context.Context, agency, username string) error 
 			return queueErr(err)
 		}
 		if n >= 0 {
+			q.saw(username, agency)
 			return nil
 		}
 	}
@@ -157,18 +190,22 @@ func (q *RedisQueues) Login(ctx context.Context, agency, username string) error 
 // update runs op on username's record; it reports false when username is
 // not logged in.
 func (q *RedisQueues) update(ctx context.Context, username, op string) (bool, error) {
+	cur := q.guess(username)
 	for range queueRetries {
-		cur, err := q.agencyOf(ctx, username)
-		if err != nil || cur == "" {
-			return false, queueErr(err)
-		}
 		keys := []string{queueOpsKey, queueAgencyKey(cur)}
 		n, err := queueUpdate.Run(ctx, q.Client, keys, username, cur, op, q.nowMS()).Int()
 		if err != nil {
 			return false, queueErr(err)
 		}
 		if n >= 0 {
+			if n == 0 || op == "logout" {
+				q.saw(username, "")
+			}
 			return n == 1, nil
+		}
+		// The index says otherwise: read it and try again on what it says.
+		if cur, err = q.agencyOf(ctx, username); err != nil || cur == "" {
+			return false, queueErr(err)
 		}
 	}
 	return false, errQueueContended

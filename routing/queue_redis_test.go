@@ -4,9 +4,11 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/lineamica/centralino/test/redisserver"
+	"github.com/redis/go-redis/v9"
 )
 
 // Two nodes share one queue: what an operator does on one is what the other
@@ -61,5 +63,70 @@ func TestRedisQueuesAcrossNodes(t *testing.T) {
 		if !strings.HasPrefix(k, "cen:{queues}:") {
 			t.Errorf("key %q outside the {queues} hash tag", k)
 		}
+	}
+}
+
+// A node updates an operator on the agency it last saw them in; a login on
+// another node since then is found and followed, and a call between users
+// who are not operators costs one round trip.
+func TestRedisQueuesFollowLoginsElsewhere(t *testing.T) {
+	url := redisserver.Start(t).URL()
+	a, b := &RedisQueues{Client: redisClient(t, url)}, &RedisQueues{Client: redisClient(t, url)}
+	ctx := context.Background()
+	state := func(q *RedisQueues, agency string) (Operator, bool) {
+		ops, err := q.Operators(ctx, agency)
+		must(t, err)
+		for _, o := range ops {
+			if o.Username == "x" {
+				return o, true
+			}
+		}
+		return Operator{}, false
+	}
+
+	must(t, a.CallStarted(ctx, "x")) // not logged in: nothing to do
+	must(t, a.Login(ctx, "urp", "x"))
+	must(t, b.CallStarted(ctx, "x")) // b has not seen x log in
+	if o, _ := state(a, "urp"); o.State != Busy || o.Calls != 1 {
+		t.Fatalf("after a call started on node B, x is %+v, want busy with 1 call", o)
+	}
+	must(t, b.Login(ctx, "asl", "x")) // moves x; node A still thinks urp
+	must(t, a.CallEnded(ctx, "x"))
+	must(t, a.CallStarted(ctx, "x"))
+	if o, ok := state(a, "asl"); !ok || o.State != Busy || o.Calls != 1 {
+		t.Fatalf("x in asl after a call on node A is %+v (%v), want busy with 1 call", o, ok)
+	}
+	if _, ok := state(a, "urp"); ok {
+		t.Error("x still in urp after logging in to asl")
+	}
+	must(t, b.Logout(ctx, "x"))
+	must(t, a.CallEnded(ctx, "x")) // logged out elsewhere: nothing to do
+	if _, ok := state(a, "asl"); ok {
+		t.Error("x still in asl after logging out")
+	}
+
+	var cmds atomic.Int64
+	a.Client.(*redis.Client).AddHook(countHook{&cmds})
+	must(t, a.CallStarted(ctx, "caller"))
+	must(t, a.CallEnded(ctx, "caller"))
+	if n := cmds.Load(); n != 2 {
+		t.Errorf("a call of users who are not operators took %d Redis round trips, want 2 (start and end)", n)
+	}
+}
+
+// countHook counts the commands a client sends.
+type countHook struct{ n *atomic.Int64 }
+
+func (countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
 	}
 }

@@ -34,8 +34,8 @@ type call struct {
 	answered  time.Time
 	queue     string        // agency whose queue the call waits in, "" when not waiting
 	queuedAt  time.Time     // when it started waiting there
-	occupied  chan struct{} // closed once its users are marked busy in their queues
-	busyUsers []string      // the users marked busy, to mark idle again
+	occupied  chan struct{} // closed once its operators are marked busy in their queues
+	busyUsers []string      // the operators marked busy, to mark idle again
 
 	anchored  bool // its media goes through the relay
 	lateOffer bool // the INVITE had no SDP: the 2xx offers, the ACK answers

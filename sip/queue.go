@@ -166,22 +166,27 @@ func (s *Switch) queueLeft(c *call, outcome string) {
 	c.queue = ""
 }
 
-// occupy marks the users of an answered call busy in their queues, and
+// occupy marks the operators of an answered call busy in their queues, and
 // vacate idle again; a busy operator is skipped by the next pick. The
 // queue state may be remote (Redis), so the updates run off the SIP path, in
-// order for each call.
+// order for each call. Only operators log in to queues, so the other users
+// (read from the directory's cache) cost the queue state nothing.
 func (s *Switch) occupy(c *call) {
 	if s.queues == nil {
 		return
 	}
 	users := c.users()
 	done := make(chan struct{})
-	c.occupied, c.busyUsers = done, users
+	c.occupied = done
 	go func() {
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		for _, u := range users {
+			if user, err := s.dir.User(ctx, u); err == nil && user.Role != directory.RoleOperator {
+				continue
+			}
+			c.busyUsers = append(c.busyUsers, u) // read by vacate once done is closed
 			if err := s.queues.CallStarted(ctx, u); err != nil {
 				s.log.Warn("queue state not updated", "call_id", c.info.CallID, "user", u, "error", err)
 			}
@@ -193,12 +198,12 @@ func (s *Switch) vacate(c *call) {
 	if s.queues == nil || c.occupied == nil {
 		return
 	}
-	users, occupied := c.busyUsers, c.occupied
+	occupied := c.occupied
 	go func() {
 		<-occupied
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		for _, u := range users {
+		for _, u := range c.busyUsers {
 			if err := s.queues.CallEnded(ctx, u); err != nil {
 				s.log.Warn("queue state not updated", "call_id", c.info.CallID, "user", u, "error", err)
 			}

@@ -118,10 +118,10 @@ type RedisQueues struct {
 	Now    func() time.Time // the clock; nil means time.Now
 
 	// seen is the agency each operator was last seen logged in to from this
-	// node. Updates run their script on that guess at once: the script
-	// checks it against the index, so a wrong guess (a login elsewhere)
-	// only costs a read and a retry, and a call between users who are not
-	// operators, the common case, costs one round trip instead of two.
+	// node. Updates run their script on that guess at once, one round trip
+	// instead of a read and the script: the script checks the guess against
+	// the index, so a wrong one (a login or logout on another node) only
+	// costs the read and a retry.
 	mu   sync.Mutex
 	seen map[string]string // username → agency; absent: not logged in
 }

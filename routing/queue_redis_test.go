@@ -66,9 +66,9 @@ func TestRedisQueuesAcrossNodes(t *testing.T) {
 	}
 }
 
-// A node updates an operator on the agency it last saw them in; a login on
-// another node since then is found and followed, and a call between users
-// who are not operators costs one round trip.
+// A node updates an operator on the agency it last saw them in, one round
+// trip an update; a login or logout on another node since then is found
+// and followed.
 func TestRedisQueuesFollowLoginsElsewhere(t *testing.T) {
 	url := redisserver.Start(t).URL()
 	a, b := &RedisQueues{Client: redisClient(t, url)}, &RedisQueues{Client: redisClient(t, url)}
@@ -105,12 +105,14 @@ func TestRedisQueuesFollowLoginsElsewhere(t *testing.T) {
 		t.Error("x still in asl after logging out")
 	}
 
+	must(t, a.Login(ctx, "urp", "y"))
 	var cmds atomic.Int64
 	a.Client.(*redis.Client).AddHook(countHook{&cmds})
-	must(t, a.CallStarted(ctx, "caller"))
-	must(t, a.CallEnded(ctx, "caller"))
-	if n := cmds.Load(); n != 2 {
-		t.Errorf("a call of users who are not operators took %d Redis round trips, want 2 (start and end)", n)
+	must(t, a.CallStarted(ctx, "y"))
+	must(t, a.CallEnded(ctx, "y"))
+	must(t, a.CallStarted(ctx, "nobody"))
+	if n := cmds.Load(); n != 3 {
+		t.Errorf("a call of an operator and an update of a user logged in nowhere took %d Redis round trips, want 3", n)
 	}
 }
 

@@ -117,6 +117,10 @@ type Auth struct {
 type Proxy struct {
 	RingTimeout Duration `yaml:"ring_timeout"` // per call, like Timer C
 	DrainPeriod Duration `yaml:"drain_period"` // on shutdown, time given to calls in progress
+	// MaxCallRate caps the new calls (initial INVITEs, a challenged one and
+	// its authenticated retry counting twice) the node takes a second; past
+	// it they are answered 503 with Retry-After. 0: no cap.
+	MaxCallRate float64 `yaml:"max_call_rate,omitempty"`
 }
 
 // Media configures the RTP relay that anchors calls' media.
@@ -521,6 +525,9 @@ func (c *Config) validateServices() error {
 	}
 	if c.Proxy.DrainPeriod < 0 {
 		return fieldError("proxy.drain_period", "must not be negative, got %s", c.Proxy.DrainPeriod)
+	}
+	if c.Proxy.MaxCallRate < 0 {
+		return fieldError("proxy.max_call_rate", "must not be negative (0 disables the cap), got %v", c.Proxy.MaxCallRate)
 	}
 	return c.validateMedia()
 }

@@ -180,6 +180,7 @@ func TestValidateErrors(t *testing.T) {
 		{"max below default", func(c *Config) { c.Registrar.MaxExpires = 300 }, `registrar.max_expires: 300 is below default_expires 600`},
 		{"ring timeout", func(c *Config) { c.Proxy.RingTimeout = 0 }, `proxy.ring_timeout: must be positive`},
 		{"drain period", func(c *Config) { c.Proxy.DrainPeriod = Duration(-time.Second) }, `proxy.drain_period: must not be negative, got -1s`},
+		{"call rate", func(c *Config) { c.Proxy.MaxCallRate = -1 }, `proxy.max_call_rate: must not be negative (0 disables the cap), got -1`},
 		{"nonce ttl", func(c *Config) { c.Auth.NonceTTL = 0 }, `auth.nonce_ttl: must be positive`},
 		{"no algorithm", func(c *Config) { c.Auth.Algorithms = nil }, `auth.algorithms: must list at least one`},
 		{"media anchor", func(c *Config) { c.Media.Anchor = "sometimes" }, `media.anchor: "sometimes" is not one of always, nat, never`},

@@ -68,13 +68,47 @@ func (f *floodLimit) allow(ip netip.Addr) bool {
 		b = &bucket{tokens: 2 * f.rate, last: now}
 		f.buckets[ip] = b
 	}
-	b.tokens = min(2*f.rate, b.tokens+now.Sub(b.last).Seconds()*f.rate)
+	return b.take(now, f.rate, 2*f.rate)
+}
+
+// take refills b at rate tokens a second, up to burst, and takes one if
+// there is one.
+func (b *bucket) take(now time.Time, rate, burst float64) bool {
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
 	b.last = now
 	if b.tokens < 1 {
 		return false
 	}
 	b.tokens--
 	return true
+}
+
+// callRate caps the new calls (initial INVITEs) the node takes a second,
+// with a burst of one second's worth, as FreeSWITCH's sessions-per-second
+// does: past it an INVITE is answered 503 at once, so that a switch offered
+// more than it can carry keeps completing the calls it took instead of
+// falling behind on all of them (retransmissions then multiply the load).
+// A nil *callRate takes every call.
+type callRate struct {
+	rate float64
+	mu   sync.Mutex
+	b    bucket
+}
+
+func newCallRate(rate float64) *callRate {
+	if rate <= 0 {
+		return nil
+	}
+	return &callRate{rate: rate, b: bucket{tokens: rate, last: time.Now()}}
+}
+
+func (c *callRate) allow() bool {
+	if c == nil {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.take(time.Now(), c.rate, c.rate)
 }
 
 func addrIP(a net.Addr) netip.Addr {

@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 		}),
 		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "centralino", Subsystem: "sip", Name: "overload_shed_total",
-			Help: "REGISTERs over UDP shed by an overloaded registrar: answered 503 (queue_full) or dropped unread after waiting longer than T1 (stale).",
+			Help: "Requests shed by an overloaded switch: REGISTERs over UDP answered 503 (queue_full) or dropped unread after waiting longer than T1 (stale), new INVITEs past proxy.max_call_rate answered 503 (call_rate).",
 		}, []string{"reason"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "centralino", Subsystem: "sip", Name: "auth_failures_total",

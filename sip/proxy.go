@@ -32,6 +32,13 @@ func (s *Switch) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
 		return
 	}
+	if !s.callRate.allow() {
+		// Capacity returns within the second: a peer that honours
+		// Retry-After (RFC 3261 §21.5.4) keeps away no longer.
+		s.metrics.overloaded.WithLabelValues("call_rate").Inc()
+		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "1"))
+		return
+	}
 	s.handleInitial(req, tx)
 }
 

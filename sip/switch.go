@@ -62,6 +62,9 @@ type Config struct {
 	// FloodRate caps the reads per second of one untrusted source IP (burst:
 	// twice as many); 0 disables the limit.
 	FloodRate float64
+	// MaxCallRate caps the new calls (initial INVITEs) the node takes a
+	// second; past it they are answered 503. 0 disables the cap.
+	MaxCallRate float64
 	// Anchor is when media goes through the relay: AnchorAlways, AnchorNAT
 	// or AnchorNever; an agency's Media setting overrides it for its side.
 	Anchor string
@@ -104,6 +107,7 @@ type Switch struct {
 	legacy   *legacyClients
 	throttle *failureThrottle
 	flood    *floodLimit   // nil: no limit
+	callRate *callRate     // nil: no cap
 	regs     *udpRegistrar // REGISTERs over UDP
 
 	draining  atomic.Bool
@@ -196,6 +200,7 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		s.flood = newFloodLimit(cfg.FloodRate, s.trusted, s.metrics.flooded)
 		transportOpts = append(transportOpts, sip.WithTransportLayerReadFilter(s.flood.filter))
 	}
+	s.callRate = newCallRate(cfg.MaxCallRate)
 	s.regs = newUDPRegistrar(s)
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("Centralino"),

@@ -491,6 +491,32 @@ func TestFloodingSourceIsCutOff(t *testing.T) {
 	}
 }
 
+// Past proxy.max_call_rate new calls are answered 503 with Retry-After at
+// once, before any other work; capacity comes back as the second goes on.
+func TestCallsPastTheCallRateAreShed(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 5 })
+	caller := newPhone(t, sw, "carla", "udp")
+	codes := map[int]int{}
+	for range 10 {
+		res := caller.Do(caller.Request(sip.INVITE, "8300999"))
+		codes[res.StatusCode]++
+		if res.StatusCode == 503 && res.GetHeader("Retry-After") == nil {
+			t.Error("503 without Retry-After")
+		}
+	}
+	// A burst of one second's worth (5), plus what refilled meanwhile.
+	if codes[407] < 5 || codes[407] > 6 || codes[407]+codes[503] != 10 {
+		t.Fatalf("10 INVITEs at once with a cap of 5/s: %v, want 5 challenged (407) and the rest 503", codes)
+	}
+	if shed := testutil.ToFloat64(sw.metrics.overloaded.WithLabelValues("call_rate")); shed != float64(codes[503]) {
+		t.Errorf("centralino_sip_overload_shed_total{reason=call_rate} = %v, want %d", shed, codes[503])
+	}
+	time.Sleep(400 * time.Millisecond) // two calls' worth
+	if res := caller.Do(caller.Request(sip.INVITE, "8300999")); res.StatusCode != 407 {
+		t.Errorf("after 400 ms at 5/s: %d, want a call taken again (407)", res.StatusCode)
+	}
+}
+
 func TestRingTimeoutWithASilentPhone(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.RingTimeout = 500 * time.Millisecond })
 	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

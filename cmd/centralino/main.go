@@ -391,6 +391,7 @@ func switchConfig(cfg *configs.Config) (sip.Config, error) {
 		RingTimeout:    time.Duration(cfg.Proxy.RingTimeout),
 		Anchor:         cfg.Media.Anchor,
 		FloodRate:      cfg.Auth.FloodRate,
+		MaxCallRate:    cfg.Proxy.MaxCallRate,
 	}
 	for i, l := range cfg.Listen {
 		sl := sip.Listener{Transport: l.Transport, Addr: l.Addr}

@@ -106,6 +106,7 @@ fi
 # the relay's port allocation and release to every call.
 "$WORK/genconfig" -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" \
 	-media-ports "${MEDIA_PORTS:-50000-64999}" -media-anchor "${MEDIA_ANCHOR:-never}" ${MEDIA_KERNEL:+-media-kernel "$MEDIA_KERNEL"} \
+	${MAX_CALL_RATE:+-max-call-rate "$MAX_CALL_RATE"} \
 	-o "$WORK/bench.yaml"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # The switch asks for 4 MB SIP UDP socket buffers, which Linux caps at

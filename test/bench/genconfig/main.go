@@ -26,6 +26,7 @@ func main() {
 	anchor := flag.String("media-anchor", "", "media anchoring: always, nat or never (default: the config default)")
 	ports := flag.String("media-ports", "", "relay port range MIN-MAX (default: the config default); keep it clear of other programs' ranges")
 	kernel := flag.String("media-kernel", "", "in-kernel RTP forwarding: auto, on or off (default: the config default)")
+	callRate := flag.Float64("max-call-rate", 0, "proxy.max_call_rate: new INVITEs a second the switch takes (0: no cap)")
 	flag.Parse()
 
 	cfg := configs.Default()
@@ -41,6 +42,7 @@ func main() {
 	if *anchor != "" {
 		cfg.Media.Anchor = *anchor
 	}
+	cfg.Proxy.MaxCallRate = *callRate
 	if *kernel != "" {
 		cfg.Media.Kernel = *kernel
 	}

@@ -76,6 +76,9 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 		}),
 	}
 	m.queueWaiting, m.queueWait, m.overflows = newQueueMetrics()
+	for _, why := range []string{"queue_full", "stale", "call_rate"} {
+		m.overloaded.WithLabelValues(why) // exported at 0, so that rate() sees the first shed
+	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.overloaded, m.authFailures, m.callAttempts,
 			m.callOutcomes, m.transfers, m.txSeconds, m.setupSeconds, m.queueWaiting, m.queueWait, m.overflows, &stateCollector{s: s})

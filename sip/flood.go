@@ -90,16 +90,17 @@ func (b *bucket) take(now time.Time, rate, burst float64) bool {
 // falling behind on all of them (retransmissions then multiply the load).
 // A nil *callRate takes every call.
 type callRate struct {
-	rate float64
-	mu   sync.Mutex
-	b    bucket
+	rate, burst float64
+	mu          sync.Mutex
+	b           bucket
 }
 
 func newCallRate(rate float64) *callRate {
 	if rate <= 0 {
 		return nil
 	}
-	return &callRate{rate: rate, b: bucket{tokens: rate, last: time.Now()}}
+	burst := max(rate, 1) // a cap under 1/s still takes a call now and then
+	return &callRate{rate: rate, burst: burst, b: bucket{tokens: burst, last: time.Now()}}
 }
 
 func (c *callRate) allow() bool {
@@ -108,7 +109,7 @@ func (c *callRate) allow() bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.b.take(time.Now(), c.rate, c.rate)
+	return c.b.take(time.Now(), c.rate, c.burst)
 }
 
 func addrIP(a net.Addr) netip.Addr {

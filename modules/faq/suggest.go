@@ -212,6 +212,14 @@ func (s *suggester) suggest(ctx context.Context, base *Suggestions) {
 	sg.Entries = hits
 	s.m.metrics.suggestions.Inc()
 
+	// Stored before they are pushed: what an operator's screen shows, any
+	// node serves.
+	if b, err := json.Marshal(&sg); err == nil {
+		if err := s.m.store.kv.Put(ctx, suggestionsKey(sg.CallID), b, suggestionsTTL); err != nil {
+			s.m.log.Warn("suggestions not stored: only this node serves them", "call", sg.CallID, "err", err)
+		}
+	}
+
 	s.mu.Lock()
 	if cur := s.calls[sg.CallID]; cur != nil {
 		*cur = sg
@@ -226,11 +234,6 @@ func (s *suggester) suggest(ctx context.Context, base *Suggestions) {
 	}
 	s.mu.Unlock()
 
-	if b, err := json.Marshal(&sg); err == nil {
-		if err := s.m.store.kv.Put(ctx, suggestionsKey(sg.CallID), b, suggestionsTTL); err != nil {
-			s.m.log.Warn("suggestions not stored: only this node serves them", "call", sg.CallID, "err", err)
-		}
-	}
 	s.m.log.Debug("suggestions", "call", sg.CallID, "agency", sg.Agency, "user", sg.User, "ticket", sg.Ticket,
 		"sector", sg.Sector, "entries", len(hits))
 }

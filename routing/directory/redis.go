@@ -33,9 +33,11 @@ const (
 	aorsKey     = "cen:{idx}:aors"     // set of AORs that may have bindings
 
 	// invalidateChannel carries "something in the directory changed" between
-	// nodes as "<sender id> <what>"; receivers flush, the rest is for people
-	// reading MONITOR.
+	// nodes as "<sender id> <what>"; receivers flush their user and agency
+	// caches, the rest is for people reading MONITOR. "<sender id> binding
+	// <aor>" drops only the AOR's cached bindings.
 	invalidateChannel = "cen:invalidate"
+	bindingChange     = " binding "
 )
 
 func agencyKey(code string) string      { return "cen:{ag:" + code + "}" }       // JSON Agency
@@ -88,11 +90,14 @@ return 1`)
 // register applies one Registration to the AOR's hash KEYS[1] and returns
 // the hash as it was. ARGV: the caller's clock in ms, the Call-ID, the CSeq,
 // "1" to remove every binding (Contact: *), "1" when the server has per-field
-// TTLs (Redis 7.4+), then pairs of contact and "<expires ms>|JSON" to set, or
-// "" to remove it. It keeps the key's TTL at the latest expiry and drops
-// expired fields, as putBinding does, and refuses the whole registration with
-// OUTOFORDER when a live binding it names has the same Call-ID and an equal or
-// higher CSeq (RFC 3261 §10.3 step 7; Registration.outOfOrder).
+// TTLs (Redis 7.4+), a message to publish on invalidateChannel once the
+// registration is applied ("" for none), then pairs of contact and
+// "<expires ms>|JSON" to set, or "" to remove it. It keeps the key's TTL at
+// the latest expiry and drops expired fields, as putBinding does, and refuses
+// the whole registration with OUTOFORDER when a live binding it names has the
+// same Call-ID and an equal or higher CSeq (RFC 3261 §10.3 step 7;
+// Registration.outOfOrder). Publishing from the script means no registration
+// can be applied and go unannounced.
 var register = redis.NewScript(`
 local now, cid, cseq = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local kv = redis.call('HGETALL', KEYS[1])
@@ -105,7 +110,7 @@ local function outOfOrder(v)
   local b = cjson.decode(string.sub(v, string.find(v, '|', 1, true) + 1))
   return b.call_id == cid and cseq <= (b.cseq or 0)
 end
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if cur[ARGV[i]] and outOfOrder(cur[ARGV[i]]) then
     return redis.error_reply('OUTOFORDER')
   end
@@ -118,7 +123,7 @@ if ARGV[4] == '1' then
     end
   end
 end
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if ARGV[i+1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
     cur[ARGV[i]] = nil
@@ -130,6 +135,9 @@ for i = 6, #ARGV, 2 do
     cur[ARGV[i]] = nil
   end
 end
+if ARGV[6] ~= '' then
+  redis.call('PUBLISH', '` + invalidateChannel + `', ARGV[6])
+end
 local last = 0
 for c, v in pairs(cur) do
   local exp = tonumber(string.match(v, '^(%d+)|'))
@@ -138,7 +146,7 @@ end
 if last > 0 then
   redis.call('PEXPIRE', KEYS[1], last - now)
   if ARGV[5] == '1' then
-    for i = 6, #ARGV, 2 do
+    for i = 7, #ARGV, 2 do
       local v = cur[ARGV[i]]
       if v then
         local exp = tonumber(string.match(v, '^(%d+)|'))
@@ -166,11 +174,14 @@ type RedisOptions struct {
 	PingInterval time.Duration         // health check period; 0: 3s
 }
 
-// Redis is a Store in Redis, shared by every node of the network. User and
-// agency lookups go through a local cache that other nodes invalidate on
-// write; bindings always come from Redis, but the last ones read are kept to
-// answer while Redis is unreachable, so calls to phones that were called or
-// registered recently go on through an outage.
+// Redis is a Store in Redis, shared by every node of the network. User,
+// agency and binding lookups go through a local cache that other nodes
+// invalidate on write; cached bindings go stale when the first of them
+// expires, and registrations that only refresh bindings (the same contact,
+// reached the same way) are not announced: the other nodes' copies are still
+// right, bar the expiry. Stale entries answer while Redis is unreachable, so
+// calls to phones that were called or registered recently go on through an
+// outage.
 type Redis struct {
 	id       string // tells this store's own invalidations apart
 	rdb      *redis.Client
@@ -182,7 +193,7 @@ type Redis struct {
 	down     atomic.Bool // last health check failed
 	agencies *cache[Agency]
 	users    *cache[User]
-	bindings *cache[[]storedBinding] // never fresh: read only when Redis fails, and by Register to skip decoding
+	bindings *cache[[]storedBinding]
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -211,8 +222,9 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 		log:      opts.Logger.With("redis", addr),
 		agencies: newCache(opts.CacheTTL, cloneAgency),
 		users:    newCache(opts.CacheTTL, func(u User) User { return u }),
-		bindings: newCache(0, slices.Clone[[]storedBinding]),
+		bindings: newCache(opts.CacheTTL, slices.Clone[[]storedBinding]),
 	}
+	r.bindings.until = firstExpiry
 	if err := r.connect(ctx, opts.Registerer); err != nil {
 		r.rdb.Close()
 		return nil, fmt.Errorf("directory: redis %s: %w", addr, err)
@@ -258,10 +270,21 @@ func (r *Redis) connect(ctx context.Context, reg prometheus.Registerer) error {
 // already, and a late second flush would only cost a reload.
 func (r *Redis) listen() {
 	for msg := range r.pubsub.ChannelWithSubscriptions() {
-		if m, ok := msg.(*redis.Message); ok && strings.HasPrefix(m.Payload, r.id+" ") {
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			r.flush()
+			r.bindings.flush()
 			continue
 		}
-		r.flush()
+		sender, what, _ := strings.Cut(m.Payload, " ")
+		if sender == r.id {
+			continue
+		}
+		if aor, ok := strings.CutPrefix(what, bindingChange); ok {
+			r.bindings.drop(aor)
+		} else {
+			r.flush()
+		}
 	}
 }
 
@@ -292,7 +315,9 @@ func (r *Redis) watch(ctx context.Context, every time.Duration) {
 		} else {
 			r.metrics.up.Set(1)
 			r.log.Info("redis is up again")
-			r.flush() // invalidations sent while down were lost
+			// invalidations sent while down were lost
+			r.flush()
+			r.bindings.flush()
 		}
 	}
 }
@@ -594,9 +619,21 @@ func (r *Redis) PutBinding(ctx context.Context, b Binding) error {
 	}
 	err = putBinding.Run(ctx, r.rdb, []string{bindingsKey(b.AOR)}, b.Contact, val, now.UnixMilli(), hexpire).Err()
 	if err == nil {
-		err = r.rdb.SAdd(ctx, aorsKey, b.AOR).Err()
+		err = r.bindingsChanged(ctx, b.AOR, func(p redis.Pipeliner) { p.SAdd(ctx, aorsKey, b.AOR) })
 	}
 	return wrap(err)
+}
+
+// bindingsChanged runs write, then drops the AOR's cached bindings on every
+// node.
+func (r *Redis) bindingsChanged(ctx context.Context, aor string, write func(redis.Pipeliner)) error {
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		write(p)
+		p.Publish(ctx, invalidateChannel, r.id+" "+bindingChange+aor)
+		return nil
+	})
+	r.bindings.drop(aor)
+	return err
 }
 
 // Register runs the register script and, in the same round trip, keeps the
@@ -607,17 +644,24 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 		return nil, nil, err
 	}
 	now := time.Now()
-	args := make([]any, 0, 5+2*(len(reg.Put)+len(reg.Remove)))
+	args := make([]any, 0, 6+2*(len(reg.Put)+len(reg.Remove)))
 	args = append(args, now.UnixMilli(), reg.CallID, reg.CSeq, flag(reg.RemoveAll), flag(r.hexpire))
+	puts := make([]any, 0, 2*len(reg.Put))
 	for _, b := range reg.Put {
 		data, err := json.Marshal(b)
 		if err != nil {
 			return nil, nil, err
 		}
-		args = append(args, b.Contact, strconv.FormatInt(b.Expires.UnixMilli(), 10)+"|"+string(data))
+		puts = append(puts, b.Contact, strconv.FormatInt(b.Expires.UnixMilli(), 10)+"|"+string(data))
 	}
 	gen := r.bindings.generation()
 	known, _, _ := r.bindings.get(reg.AOR)
+	if refreshOnly(known, reg, now) {
+		args = append(args, "")
+	} else {
+		args = append(args, r.id+" "+bindingChange+reg.AOR)
+	}
+	args = append(args, puts...)
 	for _, c := range reg.Remove {
 		args = append(args, c, "")
 	}
@@ -670,8 +714,8 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	if after, err = applyRegistration(before, reg, now); err != nil {
 		return nil, nil, err // the script has checked already: not reached
 	}
-	for i := 5; i < len(args); i += 2 {
-		raw[args[i].(string)] = args[i+1].(string)
+	for i := 0; i < len(puts); i += 2 {
+		raw[puts[i].(string)] = puts[i+1].(string)
 	}
 	stored := make([]storedBinding, len(after))
 	for i, b := range after {
@@ -679,6 +723,43 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	}
 	r.bindings.put(reg.AOR, stored, gen)
 	return before, after, nil
+}
+
+// refreshOnly reports whether reg only extends bindings that this node
+// holds live in its cache, each to be reached as before. Other nodes' copies
+// then stay right until their first expiry, when they reload: such a
+// registration (nearly all of them) is not announced. A node holds an AOR's
+// bindings only until an announced change drops them, so what it holds is
+// what Redis holds, bar expiries and Call-IDs.
+func refreshOnly(known []storedBinding, reg Registration, now time.Time) bool {
+	if known == nil || reg.RemoveAll || len(reg.Remove) > 0 {
+		return false
+	}
+	for _, b := range reg.Put {
+		i := slices.IndexFunc(known, func(k storedBinding) bool { return k.Contact == b.Contact })
+		if i < 0 || !known[i].Expires.After(now) || !b.Expires.After(now) || !sameRoute(known[i].Binding, b) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameRoute reports whether a and b reach the phone the same way.
+func sameRoute(a, b Binding) bool {
+	a.CallID, a.CSeq, a.Expires = b.CallID, b.CSeq, b.Expires
+	return a == b
+}
+
+// firstExpiry is when the first of bindings expires, after which another
+// node may have refreshed it unannounced; the zero time if there is none.
+func firstExpiry(sbs []storedBinding) time.Time {
+	var first time.Time
+	for _, b := range sbs {
+		if first.IsZero() || b.Expires.Before(first) {
+			first = b.Expires
+		}
+	}
+	return first
 }
 
 func flag(b bool) string {
@@ -690,7 +771,7 @@ func flag(b bool) string {
 
 // DeleteBinding is idempotent: removing a missing binding is not an error.
 func (r *Redis) DeleteBinding(ctx context.Context, aor, contact string) error {
-	return wrap(r.rdb.HDel(ctx, bindingsKey(aor), contact).Err())
+	return wrap(r.bindingsChanged(ctx, aor, func(p redis.Pipeliner) { p.HDel(ctx, bindingsKey(aor), contact) }))
 }
 
 // AllBindings reads the bindings of every AOR in the AOR index, and drops

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -306,4 +307,112 @@ func TestRedisBatchesConcurrentCallers(t *testing.T) {
 	if n := metricValue(t, reg, "centralino_redis_operation_duration_seconds"); n > callers/2 {
 		t.Errorf("%v Redis round trips for %d concurrent callers: not batched", n, callers)
 	}
+}
+
+// Calls look bindings up in the node's cache, yet a phone that registers a
+// new contact, moves to another node or unregisters is reached at once
+// through any node; refreshes are not announced, and a node whose copy has
+// reached its first expiry reads the refreshed binding again.
+func TestRedisBindingsCache(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	reg := prometheus.NewRegistry()
+	a, raw := newRedis(t, srv.URL(), RedisOptions{}), rawClient(t, srv.URL())
+	b := newRedis(t, srv.URL(), RedisOptions{Registerer: reg})
+	ctx := t.Context()
+	announced := raw.Subscribe(ctx, invalidateChannel)
+	if _, err := announced.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	messages := announced.Channel()
+	seq := uint32(0)
+	register := func(s *Redis, r Registration) {
+		t.Helper()
+		seq++
+		r.AOR, r.CallID, r.CSeq = "mario", "c", seq
+		for i := range r.Put {
+			r.Put[i].CallID, r.Put[i].CSeq = "c", seq
+		}
+		if _, _, err := s.Register(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	contacts := func(s *Redis) []string {
+		t.Helper()
+		bs, err := s.Bindings(ctx, "mario")
+		must(t, err)
+		var out []string
+		for _, b := range bs {
+			out = append(out, b.Contact+" via "+b.Source)
+		}
+		return out
+	}
+	expectAnnounced := func(what string, want bool) {
+		t.Helper()
+		select {
+		case m := <-messages:
+			if !want {
+				t.Errorf("%s announced: %q", what, m.Payload)
+			}
+		case <-time.After(200 * time.Millisecond):
+			if want {
+				t.Errorf("%s not announced", what)
+			}
+		}
+	}
+
+	desk := binding("mario", "sip:mario@192.0.2.10", time.Second)
+	register(a, Registration{Put: []Binding{desk}})
+	expectAnnounced("the first registration", true)
+	sees := func(s *Redis, what string, want ...string) {
+		t.Helper()
+		eventually(t, time.Second, what, func() bool { return slices.Equal(contacts(s), want) })
+	}
+	sees(b, "B sees the first registration", "sip:mario@192.0.2.10 via 192.0.2.10:5060")
+	roundTrips := func() float64 { return metricValue(t, reg, "centralino_redis_operation_duration_seconds") }
+	// B loads once more if the announcement reaches it after its first read.
+	eventually(t, time.Second, "B caches the bindings", func() bool {
+		n := roundTrips()
+		contacts(b)
+		return roundTrips() == n
+	})
+	reads := roundTrips()
+	for range 100 {
+		contacts(b)
+	}
+	if n := roundTrips() - reads; n > 0 {
+		t.Errorf("100 lookups of cached bindings cost %v Redis round trips", n)
+	}
+
+	// A refresh from the same place is not announced; B's copy goes stale
+	// when the binding it holds would have expired, and B reads it again.
+	firstExpiry := desk.Expires
+	desk.Expires = time.Now().Add(time.Hour).UTC()
+	register(a, Registration{Put: []Binding{desk}})
+	expectAnnounced("a refresh", false)
+	time.Sleep(time.Until(firstExpiry) + 50*time.Millisecond)
+	if got := contacts(b); len(got) != 1 {
+		t.Fatalf("B after the first expiry of its copy: %v, want the refreshed binding", got)
+	}
+
+	// The phone comes back from another address: B's fresh copy is dropped.
+	moved := desk
+	moved.Source = "203.0.113.5:40000"
+	register(a, Registration{Put: []Binding{moved}})
+	expectAnnounced("a new source", true)
+	sees(b, "B sees the phone moved", "sip:mario@192.0.2.10 via 203.0.113.5:40000")
+	// A second phone registers through B: A sees both.
+	soft := binding("mario", "sip:mario@198.51.100.7", time.Hour)
+	register(b, Registration{Put: []Binding{soft}})
+	expectAnnounced("a second contact", true)
+	sees(a, "A sees a contact added through B", "sip:mario@192.0.2.10 via 203.0.113.5:40000",
+		"sip:mario@198.51.100.7 via 192.0.2.10:5060")
+	// Unregistering through A empties B's answer; so does a binding deleted
+	// by the directory CLI.
+	register(a, Registration{Remove: []string{desk.Contact}})
+	expectAnnounced("a removal", true)
+	sees(b, "B sees a removal through A", "sip:mario@198.51.100.7 via 192.0.2.10:5060")
+	must(t, a.DeleteBinding(ctx, "mario", soft.Contact))
+	expectAnnounced("a deleted binding", true)
+	sees(b, "B sees a binding deleted through A")
 }

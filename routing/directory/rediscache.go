@@ -14,10 +14,13 @@ const cacheMax = 1 << 16
 
 // cache is a node-local read cache of one kind of directory lookup.
 // Entries are fresh for ttl; older ones are kept to be served while Redis is
-// unreachable. flush drops everything.
+// unreachable. flush drops everything, drop one entry.
 type cache[T any] struct {
 	ttl   time.Duration
 	clone func(T) T // so that callers never share the cached value
+	// until, if set, ends an entry's freshness before ttl does (the zero
+	// time: it does not): cached bindings go stale when the first expires.
+	until func(T) time.Time
 
 	mu  sync.Mutex
 	gen uint64 // bumped by flush; a load started before a flush is not stored
@@ -25,8 +28,8 @@ type cache[T any] struct {
 }
 
 type cacheEntry[T any] struct {
-	v  T
-	at time.Time
+	v     T
+	fresh time.Time // until then
 }
 
 func newCache[T any](ttl time.Duration, clone func(T) T) *cache[T] {
@@ -40,7 +43,7 @@ func (c *cache[T]) get(key string) (v T, fresh, ok bool) {
 	if !ok {
 		return v, false, false
 	}
-	return c.clone(e.v), time.Since(e.at) < c.ttl, true
+	return c.clone(e.v), time.Now().Before(e.fresh), true
 }
 
 func (c *cache[T]) generation() uint64 {
@@ -63,7 +66,13 @@ func (c *cache[T]) put(key string, v T, gen uint64) {
 			break
 		}
 	}
-	c.m[key] = cacheEntry[T]{c.clone(v), time.Now()}
+	fresh := time.Now().Add(c.ttl)
+	if c.until != nil {
+		if u := c.until(v); !u.IsZero() && u.Before(fresh) {
+			fresh = u
+		}
+	}
+	c.m[key] = cacheEntry[T]{c.clone(v), fresh}
 }
 
 func (c *cache[T]) flush() {
@@ -71,6 +80,15 @@ func (c *cache[T]) flush() {
 	defer c.mu.Unlock()
 	c.gen++
 	clear(c.m)
+}
+
+// drop forgets key. Loads in flight for other keys are not stored either:
+// one generation serves the whole cache.
+func (c *cache[T]) drop(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.m, key)
 }
 
 // lookup answers from c while the entry is fresh, else calls load. If load

@@ -105,6 +105,42 @@ func testCallAcrossNodes(t *testing.T, campaniaIP, inpsIP string) {
 	}
 }
 
+// A user who registered a phone on INPS's node registers another on
+// Campania's: INPS's node, which cached where the user was for the first
+// call, rings both for the next.
+func TestUserRegistersOnAnotherNode(t *testing.T) {
+	campania, inps := twoNodes(t)
+	soft := phone(t, inps, "campania.deluca", "udp")
+	mustRegister(t, soft)
+	caller := phone(t, inps, "inps.colombo", "udp")
+	mustRegister(t, caller)
+	call := func() int {
+		t.Helper()
+		res, inv := caller.Invite("campania.deluca")
+		if res.StatusCode == 200 {
+			caller.Ack(inv, res)
+			caller.Bye(inv, res)
+		}
+		return res.StatusCode
+	}
+	if code := call(); code != 200 {
+		t.Fatalf("first call: %d", code)
+	}
+	<-soft.Invites
+
+	soft.Reply.Store(486) // busy from now on
+	desk := phone(t, campania, "campania.deluca", "tcp")
+	mustRegister(t, desk)
+	if code := call(); code != 200 {
+		t.Fatalf("second call: %d, want the new phone's answer", code)
+	}
+	select {
+	case <-desk.Invites:
+	default:
+		t.Error("the phone registered on Campania's node did not ring")
+	}
+}
+
 // The same with sipp on both sides: the callee's scenario wants the ACK and
 // the BYE, which cross both nodes.
 func TestSippCallAcrossNodes(t *testing.T) {

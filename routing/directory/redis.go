@@ -37,7 +37,7 @@ const (
 	// caches, the rest is for people reading MONITOR. "<sender id> binding
 	// <aor>" drops only the AOR's cached bindings.
 	invalidateChannel = "cen:invalidate"
-	bindingChange     = " binding "
+	bindingChange     = "binding "
 )
 
 func agencyKey(code string) string      { return "cen:{ag:" + code + "}" }       // JSON Agency

@@ -197,14 +197,18 @@ check_tone() {
 }
 
 # ---------------------------------------------------------------- baresip
+# ensure_baresip installs baresip if missing, then finds its modules (for
+# bs_setup): looked for only once it is installed, or a fresh machine's phones
+# start without codecs.
 ensure_baresip() {
-	command -v baresip >/dev/null && return 0
-	log "baresip missing: apt-get install baresip"
-	DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y --no-install-recommends baresip-core >&2 ||
-		{ timeout 120 apt-get update >&2 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y --no-install-recommends baresip-core >&2; }
-	command -v baresip >/dev/null
+	if ! command -v baresip >/dev/null; then
+		log "baresip missing: apt-get install baresip"
+		DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y --no-install-recommends baresip-core >&2 ||
+			{ timeout 120 apt-get update >&2 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y --no-install-recommends baresip-core >&2; }
+	fi
+	BARESIP_MODULES=$(ls -d /usr/lib/baresip/modules /usr/lib/*/baresip/modules /usr/local/lib/baresip/modules 2>/dev/null | head -1)
+	command -v baresip >/dev/null && [ -n "$BARESIP_MODULES" ]
 }
-BARESIP_MODULES=$(ls -d /usr/lib/baresip/modules /usr/lib/*/baresip/modules /usr/local/lib/baresip/modules 2>/dev/null | head -1)
 
 # bs_setup NAME SIPPORT CONSPORT RTPMIN TONEHZ ACCOUNTLINE: a baresip home in $WORK/NAME
 bs_setup() {

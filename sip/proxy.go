@@ -32,7 +32,8 @@ func (s *Switch) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
 		return
 	}
-	if !s.callRate.allow() {
+	// Over UDP the gate has applied the cap already (udpgate.go).
+	if req.Transport() != "UDP" && !s.callRate.allow() {
 		// Capacity returns within the second: a peer that honours
 		// Retry-After (RFC 3261 §21.5.4) keeps away no longer.
 		s.metrics.overloaded.WithLabelValues("call_rate").Inc()

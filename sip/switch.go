@@ -108,6 +108,7 @@ type Switch struct {
 	throttle *failureThrottle
 	flood    *floodLimit   // nil: no limit
 	callRate *callRate     // nil: no cap
+	gate     *inviteGate   // the cap over UDP; nil: no cap
 	regs     *udpRegistrar // REGISTERs over UDP
 
 	draining  atomic.Bool
@@ -201,6 +202,7 @@ func New(cfg Config, d Deps) (*Switch, error) {
 		transportOpts = append(transportOpts, sip.WithTransportLayerReadFilter(s.flood.filter))
 	}
 	s.callRate = newCallRate(cfg.MaxCallRate)
+	s.gate = newInviteGate(s, s.callRate)
 	s.regs = newUDPRegistrar(s)
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("Centralino"),

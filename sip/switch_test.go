@@ -494,8 +494,14 @@ func TestFloodingSourceIsCutOff(t *testing.T) {
 // Past proxy.max_call_rate new calls are answered 503 with Retry-After at
 // once, before any other work; capacity comes back as the second goes on.
 func TestCallsPastTheCallRateAreShed(t *testing.T) {
+	for _, transport := range []string{"udp", "tcp"} { // at the socket, or in the proxy
+		t.Run(transport, func(t *testing.T) { testCallsPastTheCallRateAreShed(t, transport) })
+	}
+}
+
+func testCallsPastTheCallRateAreShed(t *testing.T, transport string) {
 	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 5 })
-	caller := newPhone(t, sw, "carla", "udp")
+	caller := newPhone(t, sw, "carla", transport)
 	codes := map[int]int{}
 	for range 10 {
 		res := caller.Do(caller.Request(sip.INVITE, "8300999"))

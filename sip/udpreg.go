@@ -64,23 +64,27 @@ const (
 type udpConn struct {
 	*net.UDPConn
 	regs *udpRegistrar
+	gate *inviteGate // nil: calls not capped
 
 	once sync.Once
 	sc   sip.Connection // sipgo's connection for this socket, looked up once
 }
 
 // ReadFrom gives sipgo every datagram but REGISTERs, which go to the
-// registrar's queue.
+// registrar's queue, and the INVITEs the call-rate cap refuses.
 func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.UDPConn.ReadFromUDP(b)
 		if err != nil {
 			return n, nil, err
 		}
-		if !bytes.HasPrefix(b[:n], []byte("REGISTER ")) {
+		switch {
+		case bytes.HasPrefix(b[:n], []byte("REGISTER ")):
+			c.regs.enqueue(c, b[:n], addr)
+		case c.gate.intercept(c, b[:n], addr):
+		default:
 			return n, addr, nil
 		}
-		c.regs.enqueue(c, b[:n], addr)
 	}
 }
 
@@ -174,7 +178,7 @@ func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 // answer stops the client's retransmissions, which would add to the load.
 func (r *udpRegistrar) refuse(j regJob) {
 	defer r.bufs.Put(j.buf)
-	var raw rawRegister
+	var raw rawRequest
 	if !raw.scan(*j.buf) {
 		r.s.metrics.malformed.WithLabelValues("udp").Inc()
 		return
@@ -192,7 +196,7 @@ func (r *udpRegistrar) handle(j regJob) {
 		return
 	}
 	defer r.bufs.Put(j.buf)
-	var raw rawRegister
+	var raw rawRequest
 	if !raw.scan(*j.buf) {
 		r.s.metrics.malformed.WithLabelValues("udp").Inc()
 		r.s.log.Debug("malformed REGISTER dropped", "source", j.src)
@@ -228,10 +232,11 @@ func (r *udpRegistrar) handle(j regJob) {
 	r.s.register(req, reply)
 }
 
-// rawRegister holds what the answers to a REGISTER copy from it (RFC 3261
+// rawRequest holds what the answers to a request copy from it (RFC 3261
 // §8.2.6.2), found in the datagram without parsing it: its Via header lines,
-// From, To, Call-ID and CSeq. It points into the datagram's buffer.
-type rawRegister struct {
+// From, To, Call-ID and CSeq. It points into the datagram's buffer. The
+// registrar and the INVITE gate answer from it.
+type rawRequest struct {
 	vias                [][]byte // whole header lines, in order
 	topVia              []byte   // the value of the top Via
 	from, to, cid, cseq []byte   // whole header lines
@@ -240,7 +245,7 @@ type rawRegister struct {
 }
 
 // scan finds the headers in msg; false when one is missing.
-func (m *rawRegister) scan(msg []byte) bool {
+func (m *rawRequest) scan(msg []byte) bool {
 	m.vias = m.viaLines[:0]
 	first := true
 	for len(msg) > 0 {
@@ -311,7 +316,7 @@ func param(params []byte, name string) (value []byte, ok bool) {
 
 // branch is the branch of the top Via (RFC 3261 §17.2.3); empty from
 // clients that make none, whose transactions the Call-ID tells apart.
-func (m *rawRegister) branch() []byte {
+func (m *rawRequest) branch() []byte {
 	b, _ := param(m.topVia, "branch")
 	return b
 }
@@ -319,7 +324,7 @@ func (m *rawRegister) branch() []byte {
 // replyAddr is where the answers go (RFC 3261 §18.2.2, RFC 3581 §4): the
 // source address, with the source port when the client asked for rport,
 // else the port of its Via's sent-by.
-func (m *rawRegister) replyAddr(src *net.UDPAddr) *net.UDPAddr {
+func (m *rawRequest) replyAddr(src *net.UDPAddr) *net.UDPAddr {
 	if rport, ok := param(m.topVia, "rport"); ok && len(rport) == 0 {
 		return src
 	}
@@ -346,7 +351,7 @@ type udpReply struct {
 	conn  *udpConn
 	src   *net.UDPAddr // where the request came from
 	dst   *net.UDPAddr // where answers go
-	raw   *rawRegister // the request's headers that answers copy
+	raw   *rawRequest  // the request's headers that answers copy
 	cache *replyCache  // nil: not remembered (503 when overloaded)
 	key   replyKey
 }
@@ -363,7 +368,11 @@ func (u *udpReply) Respond(res *sip.Response) error {
 // §8.2.6): its Vias (the top one with received and rport when asked, RFC
 // 3581 §4), From, To with a tag of ours, Call-ID, CSeq, then hdrs.
 func (u *udpReply) reply(code int, reason string, hdrs []sip.Header) error {
-	m := u.raw
+	return u.write(statelessAnswer(u.raw, u.src, code, reason, hdrs))
+}
+
+// statelessAnswer is the answer to the request m came from src with.
+func statelessAnswer(m *rawRequest, src *net.UDPAddr, code int, reason string, hdrs []sip.Header) []byte {
 	var b bytes.Buffer
 	b.Grow(768)
 	b.WriteString("SIP/2.0 ")
@@ -379,7 +388,7 @@ func (u *udpReply) reply(code int, reason string, hdrs []sip.Header) error {
 		// The top Via is the first value of the first line.
 		at := bytes.Index(line, m.topVia)
 		b.Write(line[:at])
-		writeTopVia(&b, m.topVia, u.src)
+		writeTopVia(&b, m.topVia, src)
 		b.Write(line[at+len(m.topVia):])
 	}
 	for _, line := range [][]byte{m.from, m.to} {
@@ -399,7 +408,7 @@ func (u *udpReply) reply(code int, reason string, hdrs []sip.Header) error {
 		h.StringWrite(&b)
 	}
 	b.WriteString("\r\nContent-Length: 0\r\n\r\n")
-	return u.write(b.Bytes())
+	return b.Bytes()
 }
 
 // writeTopVia writes via with the rport the client asked for filled in and
@@ -579,7 +588,7 @@ func (s *Switch) listenUDP(network, addr string) (*udpConn, error) {
 		log = s.log.Warn // the kernel capped it
 	}
 	log("SIP UDP socket buffers", "addr", c.LocalAddr().String(), "receive", sizeText(rcv), "send", sizeText(snd), "asked", sizeText(udpSocketBuffer))
-	return &udpConn{UDPConn: c, regs: s.regs}, nil
+	return &udpConn{UDPConn: c, regs: s.regs, gate: s.gate}, nil
 }
 
 func sizeText(n int) string {

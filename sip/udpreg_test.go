@@ -70,7 +70,7 @@ func TestRawRegisterFindsWhatAnswersCopy(t *testing.T) {
 		{"no To", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=b\r\nFrom: <sip:a@x>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n", "b", "c", 1, false},
 		{"garbage", "REGISTER \x00\xff;branch=;", "", "", 0, false},
 	} {
-		var m rawRegister
+		var m rawRequest
 		ok := m.scan([]byte(tc.msg))
 		if ok != tc.ok || string(m.branch()) != tc.branch || string(m.callID) != tc.callID || len(m.vias) != tc.vias {
 			t.Errorf("%s: %q, %q, %d Vias, %v; want %q, %q, %d, %v", tc.name, m.branch(), m.callID, len(m.vias), ok, tc.branch, tc.callID, tc.vias, tc.ok)
@@ -98,7 +98,7 @@ func TestRawReplyCopiesTheRequestHeaders(t *testing.T) {
 		{"no rport, tagged To", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:" + strconv.Itoa(src.Port) + ";branch=z9hG4bK2\r\nFrom: <sip:a@x>;tag=1\r\nTo: sip:a@x;tag=9\r\nCall-ID: c2\r\nCSeq: 8 REGISTER\r\n\r\n",
 			"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:" + strconv.Itoa(src.Port) + ";branch=z9hG4bK2\r\nFrom: <sip:a@x>;tag=1\r\nTo: sip:a@x;tag=9\r\nCall-ID: c2\r\nCSeq: 8 REGISTER\r\nContent-Length: 0\r\n\r\n"},
 	} {
-		var m rawRegister
+		var m rawRequest
 		if !m.scan([]byte(tc.req)) {
 			t.Fatalf("%s: not read", tc.name)
 		}

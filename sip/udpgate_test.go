@@ -1,0 +1,122 @@
+package sip
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// rawPhone sends hand-made datagrams to the switch, as a phone retransmitting
+// over UDP does, and reads what comes back.
+type rawPhone struct {
+	t    *testing.T
+	conn *net.UDPConn
+	to   *net.UDPAddr
+}
+
+func newRawPhone(t *testing.T, sw *testSwitch) *rawPhone {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	to, err := net.ResolveUDPAddr("udp", sw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rawPhone{t, conn, to}
+}
+
+func (p *rawPhone) request(method, branch, callID, toTag string) []byte {
+	to := "<sip:8300999@centralino.test>"
+	if toTag != "" {
+		to += ";tag=" + toTag
+	}
+	return fmt.Appendf(nil, "%s sip:8300999@centralino.test SIP/2.0\r\nVia: SIP/2.0/UDP %s;rport;branch=%s\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:carla@centralino.test>;tag=f1\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: 1 %s\r\n"+
+		"Contact: <sip:carla@%s>\r\nContent-Length: 0\r\n\r\n",
+		method, p.conn.LocalAddr(), branch, to, callID, method, p.conn.LocalAddr())
+}
+
+func (p *rawPhone) send(msg []byte) {
+	if _, err := p.conn.WriteToUDP(msg, p.to); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// final returns the next final answer, skipping provisional ones; nil if
+// none comes within wait.
+func (p *rawPhone) final(wait time.Duration) []byte {
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(wait)
+	for {
+		p.conn.SetReadDeadline(deadline)
+		n, _, err := p.conn.ReadFromUDP(buf)
+		if err != nil {
+			return nil
+		}
+		if !bytes.HasPrefix(buf[:n], []byte("SIP/2.0 1")) {
+			return bytes.Clone(buf[:n])
+		}
+	}
+}
+
+func statusOf(res []byte) string {
+	if len(res) < 11 {
+		return fmt.Sprintf("%q", res)
+	}
+	return string(res[8:11])
+}
+
+// Past the cap, an INVITE over UDP is refused at the socket: its
+// retransmissions get the same answer, the ACK of the answer goes no
+// further, and retransmissions of a call let in before the cap was reached
+// still reach their transaction. Re-INVITEs are never capped.
+func TestCallRateRefusesStatelessly(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 0.01 }) // a burst of one, then none for 100 s
+	p := newRawPhone(t, sw)
+
+	admitted := p.request("INVITE", "z9hG4bK-in", "in@test", "")
+	p.send(admitted)
+	if res := p.final(2 * time.Second); statusOf(res) != "407" {
+		t.Fatalf("the first INVITE: %s, want challenged (407)", statusOf(res))
+	}
+	refused := p.request("INVITE", "z9hG4bK-out", "out@test", "")
+	p.send(refused)
+	first := p.final(2 * time.Second)
+	if statusOf(first) != "503" || !bytes.Contains(first, []byte("\r\nRetry-After: 1\r\n")) {
+		t.Fatalf("the INVITE past the cap: %q, want 503 with Retry-After", first)
+	}
+	p.send(refused)
+	if again := p.final(2 * time.Second); !bytes.Equal(again, first) {
+		t.Errorf("its retransmission got\n%s\nwant the same answer\n%s", again, first)
+	}
+	// The ACK of the 503 carries its To tag and the INVITE's branch.
+	toTag := bytes.SplitN(bytes.SplitN(first, []byte(";tag="), 3)[2], []byte("\r\n"), 2)[0]
+	p.send(p.request("ACK", "z9hG4bK-out", "out@test", string(toTag)))
+
+	// The admitted INVITE's retransmission is its transaction's, which
+	// answers 407 again (now or at its own retransmission timer): never 503.
+	p.send(admitted)
+	if res := p.final(2 * time.Second); statusOf(res) != "407" {
+		t.Errorf("a retransmission of the admitted INVITE: %s, want its 407", statusOf(res))
+	}
+	// In a dialog, nothing is capped: the re-INVITE reaches the proxy (which
+	// knows no such dialog).
+	p.send(p.request("INVITE", "z9hG4bK-re", "re@test", "x1"))
+	if res := p.final(2 * time.Second); statusOf(res) == "503" || res == nil {
+		t.Errorf("a re-INVITE: %s, want it past the cap", statusOf(res))
+	}
+
+	if n := testutil.ToFloat64(sw.metrics.overloaded.WithLabelValues("call_rate")); n != 1 {
+		t.Errorf("refusals counted: %v, want 1 (a retransmission is no new refusal)", n)
+	}
+	if n := testutil.ToFloat64(sw.metrics.requests.WithLabelValues(string(sip.ACK))); n != 0 {
+		t.Errorf("%v ACKs reached the proxy; the ACK of a refusal must not", n)
+	}
+}

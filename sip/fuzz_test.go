@@ -86,3 +86,29 @@ func FuzzUDPRegister(f *testing.F) {
 		}
 	})
 }
+
+// The INVITE gate reads raw datagrams on the socket's reader: whatever
+// arrives, it neither panics nor blocks, and answers or passes each copy.
+func FuzzInviteGate(f *testing.F) {
+	f.Add([]byte("INVITE sip:8300201@test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa;rport\r\nFrom: <sip:alice@test>;tag=1\r\nTo: <sip:8300201@test>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"))
+	f.Add([]byte("ACK sip:8300201@test SIP/2.0\r\nv: SIP/2.0/UDP h:5070;branch=z9hG4bKa\r\nf: <sip:alice@test>;tag=1\r\nt: <sip:8300201@test>;tag=x\r\ni: c1\r\nCSeq: 1 ACK\r\n\r\n"))
+	f.Add([]byte("INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:5070;branch=b, SIP/2.0/UDP a\r\nFrom: a\r\nTo: <sip:b>;tag=\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"))
+	sw := startSwitch(f, func(c *Config) { c.MaxCallRate = 0.001 })
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { sink.Close() })
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { conn.Close() })
+	c := &udpConn{UDPConn: conn, regs: sw.regs, gate: sw.gate}
+	src := sink.LocalAddr().(*net.UDPAddr)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for range 2 {
+			sw.gate.intercept(c, data, src)
+		}
+	})
+}

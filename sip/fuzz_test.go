@@ -66,17 +66,7 @@ func FuzzUDPRegister(f *testing.F) {
 	f.Add([]byte("REGISTER sip:test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKy\r\nCSeq: 1 REGISTER\r\nCall-ID: y\r\n\r\n"))
 	f.Add([]byte("REGISTER sip:test SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKz\r\nf: <sip:a@test>;tag=1\r\nt: <sip:a@test>\r\ni: z\r\nCSeq: 2 REGISTER\r\nm: *\r\nExpires: 0\r\nl: 0\r\n\r\n"))
 	sw := startSwitch(f, func(c *Config) { c.MaxFailures = 0 })
-	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { sink.Close() })
-	conn, err := net.DialUDP("udp", nil, sink.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { conn.Close() })
-	c := &udpConn{UDPConn: conn, regs: sw.regs}
+	c := fuzzConn(f, sw)
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5070}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for range 2 {
@@ -94,21 +84,27 @@ func FuzzInviteGate(f *testing.F) {
 	f.Add([]byte("ACK sip:8300201@test SIP/2.0\r\nv: SIP/2.0/UDP h:5070;branch=z9hG4bKa\r\nf: <sip:alice@test>;tag=1\r\nt: <sip:8300201@test>;tag=x\r\ni: c1\r\nCSeq: 1 ACK\r\n\r\n"))
 	f.Add([]byte("INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:5070;branch=b, SIP/2.0/UDP a\r\nFrom: a\r\nTo: <sip:b>;tag=\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"))
 	sw := startSwitch(f, func(c *Config) { c.MaxCallRate = 0.001 })
-	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { sink.Close() })
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { conn.Close() })
-	c := &udpConn{UDPConn: conn, regs: sw.regs, gate: sw.gate}
-	src := sink.LocalAddr().(*net.UDPAddr)
+	c := fuzzConn(f, sw)
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5070}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for range 2 {
 			sw.gate.intercept(c, data, src)
 		}
 	})
+}
+
+// fuzzConn is one of sw's UDP sockets as the registrar and the gate see it,
+// connected to a sink that reads nothing: answers go nowhere else.
+func fuzzConn(f *testing.F, sw *testSwitch) *udpConn {
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { sink.Close() })
+	conn, err := net.DialUDP("udp", nil, sink.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { conn.Close() })
+	return &udpConn{UDPConn: conn, regs: sw.regs, gate: sw.gate}
 }

@@ -14,6 +14,9 @@
 #   MEDIA_ANCHOR=always MEDIA_PORTS=50000-64999 # anchor media (default never: SIP only)
 #   TRACE=1                           # sipp -trace_msg for the UAC and the UAS (low rates only)
 #   KEEP_ERRORS=40                    # print the first lines of sipp's error logs
+#   PERF=1                            # also count the switch's system calls and context switches
+#                                     # per operation (perf stat; counts, unlike CPU time, hold on a
+#                                     # noisy machine)
 #
 # Phases:
 #   mem  heap in use (after a forced GC) before and after registering USERS
@@ -55,6 +58,7 @@ SIP=${SIP:-127.0.0.1:25060} HTTP=${HTTP:-127.0.0.1:28080} UAS_PORT=${UAS_PORT:-2
 (( DUR <= 120 )) || { echo "DUR must be <= 120" >&2; exit 2; }
 
 command -v sipp >/dev/null || { echo "sipp missing: apt-get install sip-tester" >&2; exit 1; }
+[[ -z ${PERF:-} ]] || command -v perf >/dev/null || { echo "PERF=1 needs perf: apt-get install linux-perf" >&2; exit 1; }
 WORK=$(mktemp -d)
 OUT=${OUT:-$WORK/out}
 mkdir -p "$OUT"
@@ -178,7 +182,11 @@ step() {
 	local count=$((rate * DUR)) tag="$name-$rate" hold=0 prof_pid=
 	[[ $name == call ]] && hold=$HOLD_MS
 	rm -f "$WORK/$tag"_*
-	local t0 c0 ta ca tb cb t1 c1
+	local t0 c0 ta ca tb cb t1 c1 perf_pid=
+	if [[ -n ${PERF:-} ]]; then
+		perf stat -x, -e raw_syscalls:sys_enter,context-switches -o "$WORK/$tag.perf" -p "$SW" &
+		perf_pid=$!
+	fi
 	t0=$(now); c0=$(ticks "$SW")
 	local ours=("$SW" ${REDIS_PID:+"$REDIS_PID"} ${UAS_PID:+"$UAS_PID"}) oa ob ba bb
 	timeout $((DUR * 3 + hold / 1000 + 40)) "${CPU_LG[@]}" sipp "$SIP" "${SIPP_COMMON[@]}" -mp "$MP" -p "$UAC_PORT" -r "$rate" -rp 1000 -m "$count" \
@@ -198,6 +206,9 @@ step() {
 	wait "$sp" || true
 	[[ -n $prof_pid ]] && wait "$prof_pid"
 	t1=$(now); c1=$(ticks "$SW")
+	if [[ -n $perf_pid ]]; then
+		kill -INT "$perf_pid" && wait "$perf_pid" || true
+	fi
 	# sipp names the rtt file after the scenario; move it next to the step's files.
 	for f in ./*_rtt.csv; do [[ -e $f ]] && mv "$f" "$WORK/$tag""_$(basename "$f")"; done
 	local ok fail retr dead el p
@@ -223,7 +234,13 @@ step() {
 		oth=100*other/hz/(tb-ta); if (oth<0) oth=0;
 		printf "%-6s %-8s %6d %8.0f %8d %6d %7.3f%% %6d %-4s %7s %6.1f%% %7.0f %7.1f %5s %5.0f%%\n", dir, n, r, ach, ok, miss, fp, retr, pass, p99, cpu, us, rss/1024, load, oth
 		exit (pass=="pass")?0:1 }' | tee -a "$OUT/summary.txt"
-	return "${PIPESTATUS[0]}"
+	local res=${PIPESTATUS[0]}
+	if [[ -s $WORK/$tag.perf && ${ok:-0} -gt 0 ]]; then
+		awk -F, -v ok="$ok" '$3=="raw_syscalls:sys_enter"{s=$1} $3=="context-switches"{c=$1}
+			END{printf "       %s/s: %.2f system calls and %.2f context switches per operation (perf, whole step)\n", "'"$tag"'", s/ok, c/ok}' \
+			"$WORK/$tag.perf" | tee -a "$OUT/summary.txt"
+	fi
+	return "$res"
 }
 
 header() { printf '%-6s %-8s %6s %8s %8s %6s %8s %6s %-4s %7s %7s %7s %7s %5s %6s\n' dir test target achieved ok failed fail% retr res p99ms CPU us/op RSS_MB load others | tee -a "$OUT/summary.txt"; }

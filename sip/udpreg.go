@@ -358,11 +358,17 @@ type udpReply struct {
 
 // Respond sends a response built by the caller.
 func (u *udpReply) Respond(res *sip.Response) error {
-	var b bytes.Buffer
-	b.Grow(768)
-	res.StringWrite(&b)
-	return u.write(b.Bytes())
+	b := answerBufs.Get().(*bytes.Buffer)
+	defer answerBufs.Put(b)
+	b.Reset()
+	res.StringWrite(b)
+	return u.write(bytes.Clone(b.Bytes()))
 }
+
+// answerBufs hold answers while they are written. An answer is remembered
+// for retransmissions, so what leaves the pool is an exact copy: the
+// registrar's remembered answers were 768-byte buffers around ~400 bytes.
+var answerBufs = sync.Pool{New: func() any { b := new(bytes.Buffer); b.Grow(1024); return b }}
 
 // reply writes an answer straight from the request's raw headers (RFC 3261
 // §8.2.6): its Vias (the top one with received and rport when asked, RFC
@@ -373,8 +379,9 @@ func (u *udpReply) reply(code int, reason string, hdrs []sip.Header) error {
 
 // statelessAnswer is the answer to the request m came from src with.
 func statelessAnswer(m *rawRequest, src *net.UDPAddr, code int, reason string, hdrs []sip.Header) []byte {
-	var b bytes.Buffer
-	b.Grow(768)
+	b := answerBufs.Get().(*bytes.Buffer)
+	defer answerBufs.Put(b)
+	b.Reset()
 	b.WriteString("SIP/2.0 ")
 	b.WriteString(strconv.Itoa(code))
 	b.WriteByte(' ')
@@ -388,7 +395,7 @@ func statelessAnswer(m *rawRequest, src *net.UDPAddr, code int, reason string, h
 		// The top Via is the first value of the first line.
 		at := bytes.Index(line, m.topVia)
 		b.Write(line[:at])
-		writeTopVia(&b, m.topVia, src)
+		writeTopVia(b, m.topVia, src)
 		b.Write(line[at+len(m.topVia):])
 	}
 	for _, line := range [][]byte{m.from, m.to} {
@@ -405,10 +412,10 @@ func statelessAnswer(m *rawRequest, src *net.UDPAddr, code int, reason string, h
 	}
 	for _, h := range hdrs {
 		b.WriteString("\r\n")
-		h.StringWrite(&b)
+		h.StringWrite(b)
 	}
 	b.WriteString("\r\nContent-Length: 0\r\n\r\n")
-	return b.Bytes()
+	return bytes.Clone(b.Bytes())
 }
 
 // writeTopVia writes via with the rport the client asked for filled in and

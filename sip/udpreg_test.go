@@ -126,3 +126,27 @@ func TestRawReplyCopiesTheRequestHeaders(t *testing.T) {
 		}
 	}
 }
+
+// Answers go to the port of the top Via's sent-by (RFC 3261 §18.2.2) when the
+// client did not ask for rport; 5060 when it names none or cannot be read.
+func TestSentByPort(t *testing.T) {
+	for via, want := range map[string]int{
+		"SIP/2.0/UDP 10.0.0.1:5099;branch=z9hG4bK1": 5099,
+		"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1":      5060,
+		"SIP/2.0/UDP phone.example.org:7000":        7000,
+		"SIP/2.0/UDP   h:5071 ;branch=x":            5071,
+		"SIP/2.0/UDP [2001:db8::1]:5072;rport":      5072,
+		"SIP/2.0/UDP [2001:db8::1];branch=y":        5060,
+		"SIP/2.0/UDP 2001:db8::1":                   5060, // unbracketed IPv6: no port to read
+		"SIP/2.0/UDP h:0":                           5060,
+		"SIP/2.0/UDP h:65536":                       5060,
+		"SIP/2.0/UDP h:50x0":                        5060,
+		"SIP/2.0/UDP h:5070 extra":                  5060,
+		"SIP/2.0/UDP":                               5060,
+		"":                                          5060,
+	} {
+		if got := sentByPort([]byte(via)); got != want {
+			t.Errorf("sentByPort(%q) = %d, want %d", via, got, want)
+		}
+	}
+}

@@ -68,7 +68,7 @@ func (s *Switch) newCall(req *sip.Request, caller routing.Request, trunk string,
 		Node:         s.cfg.NodeID,
 	}
 	for _, name := range correlationHeaders {
-		if h := req.GetHeader(name); h != nil && believed {
+		if h := firstHeader(req, name); h != nil && believed {
 			if c.info.Headers == nil {
 				c.info.Headers = map[string]string{}
 			}

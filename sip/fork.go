@@ -377,7 +377,7 @@ func contactNATed(res *sip.Response) bool {
 func (f *forker) consider(res *sip.Response) {
 	if res.StatusCode == 401 || res.StatusCode == 407 {
 		for _, name := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
-			for _, h := range res.GetHeaders(name) {
+			for _, h := range allHeaders(res, name) {
 				f.challenge = append(f.challenge, sip.HeaderClone(h))
 			}
 		}
@@ -452,7 +452,7 @@ func (f *forker) sendCancel(b *branch) {
 	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
 	mf := sip.MaxForwardsHeader(70)
 	c.AppendHeader(&mf)
-	if h := f.req.GetHeader("Reason"); h != nil {
+	if h := firstHeader(f.req, "Reason"); h != nil {
 		c.AppendHeader(sip.HeaderClone(h))
 	} else if f.final >= 200 && f.final < 300 {
 		c.AppendHeader(sip.NewHeader("Reason", `SIP;cause=200;text="Call completed elsewhere"`))

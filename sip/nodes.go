@@ -203,7 +203,7 @@ func (s *Switch) toNode(req, fwd *sip.Request, aor string, node directory.Node) 
 // bindings of the Request-URI's user; the forwarding node has authenticated
 // the caller, routed the call and publishes its events.
 func (s *Switch) fromNode(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, fwd *sip.Request) bool {
-	h := req.GetHeader(nodeHeader)
+	h := firstHeader(req, nodeHeader)
 	if h == nil {
 		return false
 	}

@@ -72,7 +72,7 @@ func (s *Switch) prepare(req *sip.Request) (fwd *sip.Request, routed bool, code 
 	if s.looped(req) {
 		return nil, false, 482, "Loop Detected"
 	}
-	if h := req.GetHeader("Proxy-Require"); h != nil {
+	if h := firstHeader(req, "Proxy-Require"); h != nil {
 		return nil, false, 420, "Bad Extension"
 	}
 	fwd = req.Clone()
@@ -105,7 +105,7 @@ func loopKey(req *sip.Request, ruri string) string {
 }
 
 func (s *Switch) looped(req *sip.Request) bool {
-	vias := req.GetHeaders("Via")
+	vias := allHeaders(req, "Via")
 	if len(vias) < 2 {
 		return false
 	}
@@ -199,7 +199,7 @@ func fixContact(m interface{ Contact() *sip.ContactHeader }, source, transport s
 // fromPhone reports whether a request came straight from a phone that must be
 // reached back at its source address: behind NAT or over a connection.
 func fromPhone(req *sip.Request) bool {
-	return len(req.GetHeaders("Via")) == 1 && (reliable(req.Transport()) || viaNATed(req))
+	return len(allHeaders(req, "Via")) == 1 && (reliable(req.Transport()) || viaNATed(req))
 }
 
 // viaNATed reports whether a request's sent-by differs from where it came

@@ -30,7 +30,7 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responde
 	// request that authenticates never pays for it.
 	challenge := func(stale bool) {
 		algorithms := s.cfg.Algorithms
-		if len(algorithms) > 1 && s.md5Only(ctx, req, ip, req.GetHeader(authz) != nil) {
+		if len(algorithms) > 1 && s.md5Only(ctx, req, ip, firstHeader(req, authz) != nil) {
 			algorithms = []string{"MD5"}
 		}
 		var hdrs []sip.Header
@@ -56,7 +56,7 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responde
 	}
 	var creds credentials
 	found := false
-	for _, h := range req.GetHeaders(authz) {
+	for _, h := range allHeaders(req, authz) {
 		if creds, found = parseCredentials(h.Value()); found && creds.realm == s.cfg.Realm {
 			break
 		}
@@ -230,14 +230,14 @@ func (s *Switch) registrarUnavailable(req *sip.Request, tx responder, err error)
 func (s *Switch) registration(req *sip.Request, user directory.User) (directory.Registration, int, string) {
 	reg := directory.Registration{AOR: user.Username, CallID: strings.Clone(callID(req)), CSeq: req.CSeq().SeqNo}
 	headerExpires := -1
-	if h := req.GetHeader("Expires"); h != nil {
+	if h := firstHeader(req, "Expires"); h != nil {
 		n, err := strconv.Atoi(strings.TrimSpace(h.Value()))
 		if err != nil || n < 0 {
 			return reg, 400, "Bad Expires"
 		}
 		headerExpires = n
 	}
-	contacts := req.GetHeaders("Contact")
+	contacts := allHeaders(req, "Contact")
 	now := time.Now()
 	for _, h := range contacts {
 		c, ok := h.(*sip.ContactHeader)
@@ -283,7 +283,7 @@ func (s *Switch) registration(req *sip.Request, user directory.User) (directory.
 			CSeq:      reg.CSeq,
 			Expires:   now.Add(min(exp, s.cfg.MaxExpires)),
 		}
-		if h := req.GetHeader("User-Agent"); h != nil {
+		if h := firstHeader(req, "User-Agent"); h != nil {
 			b.UserAgent = strings.Clone(h.Value())
 		}
 		reg.Put = append(reg.Put, b)

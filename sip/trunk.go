@@ -312,7 +312,7 @@ func answerChallenge(req *sip.Request, res *sip.Response, username, password str
 	if res.StatusCode == 407 {
 		name, answer = "Proxy-Authenticate", "Proxy-Authorization"
 	}
-	h := res.GetHeader(name)
+	h := firstHeader(res, name)
 	if h == nil {
 		return fmt.Errorf("%d without %s", res.StatusCode, name)
 	}
@@ -499,7 +499,7 @@ func (ts *trunkSet) register(ctx context.Context, tr routing.Trunk, p routing.Pe
 // grantedExpiry reads the lifetime a registrar granted our contact: its
 // expires parameter, else the Expires header, else what was asked.
 func grantedExpiry(res *sip.Response, contact sip.Uri, asked time.Duration) time.Duration {
-	for _, h := range res.GetHeaders("Contact") {
+	for _, h := range allHeaders(res, "Contact") {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok || c.Address.User != contact.User || c.Address.Host != contact.Host || c.Address.Port != contact.Port {
 			continue
@@ -510,7 +510,7 @@ func grantedExpiry(res *sip.Response, contact sip.Uri, asked time.Duration) time
 			}
 		}
 	}
-	if h := res.GetHeader("Expires"); h != nil {
+	if h := firstHeader(res, "Expires"); h != nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n > 0 {
 			return time.Duration(n) * time.Second
 		}

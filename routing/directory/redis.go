@@ -157,6 +157,34 @@ if last > 0 then
 end
 return kv`)
 
+// refreshBindings is register's fast path, for a registration that only
+// refreshes bindings the caller holds (refreshOnly). ARGV: the caller's clock
+// in ms, "1" when the server has per-field TTLs, then triples of contact,
+// the value the caller holds for it and the new value. It writes nothing and
+// returns 0 if a contact's value is not the one the caller holds (another
+// node has written it since); else it writes the new values, raises the
+// key's TTL to the latest of their expiries and returns 1. It reads no more
+// than the contacts it writes: 5 µs of the server's CPU where the register
+// script, which reads, checks and rewrites the whole hash, takes 15.
+var refreshBindings = redis.NewScript(`
+local now = tonumber(ARGV[1])
+for i = 3, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i+1] then return 0 end
+end
+local last = 0
+for i = 3, #ARGV, 3 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+2])
+  local ttl = tonumber(string.match(ARGV[i+2], '^(%d+)|')) - now
+  if ARGV[2] == '1' then
+    redis.call('HPEXPIRE', KEYS[1], ttl, 'FIELDS', 1, ARGV[i])
+  end
+  if ttl > last then last = ttl end
+end
+if redis.call('PTTL', KEYS[1]) < last then
+  redis.call('PEXPIRE', KEYS[1], last)
+end
+return 1`)
+
 // defaultCacheTTL bounds how long a cached User or Agency is trusted. Every
 // write through a Store flushes the caches of all nodes (invalidate), and a
 // node flushes on every resubscription and on Redis coming back, so the TTL
@@ -636,17 +664,17 @@ func (r *Redis) bindingsChanged(ctx context.Context, aor string, write func(redi
 	return err
 }
 
-// Register runs the register script and, in the same round trip, keeps the
-// AOR in the AOR index. The outcome is also kept in the bindings cache,
-// which answers lookups while Redis is unreachable.
+// Register applies reg with one script and, in the same round trip, keeps
+// the AOR in the AOR index. A registration that only refreshes bindings the
+// node holds (refreshOnly, nearly all of them) takes the refresh script,
+// which costs Redis a third of the register script; the outcome is kept in
+// the bindings cache, which also answers lookups while Redis is unreachable.
 func (r *Redis) Register(ctx context.Context, reg Registration) (before, after []Binding, err error) {
 	if reg, err = checkRegistration(reg); err != nil {
 		return nil, nil, err
 	}
 	now := time.Now()
-	args := make([]any, 0, 6+2*(len(reg.Put)+len(reg.Remove)))
-	args = append(args, now.UnixMilli(), reg.CallID, reg.CSeq, flag(reg.RemoveAll), flag(r.hexpire))
-	puts := make([]any, 0, 2*len(reg.Put))
+	puts := make([]string, 0, 2*len(reg.Put)) // contact, stored value
 	for _, b := range reg.Put {
 		data, err := json.Marshal(b)
 		if err != nil {
@@ -656,66 +684,32 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	}
 	gen := r.bindings.generation()
 	known, _, _ := r.bindings.get(reg.AOR)
+	// The values Redis holds, by contact: what the node knows, then what reg
+	// writes (the last of several bindings of one contact wins).
+	raw := make(map[string]string, len(known)+len(reg.Put))
+	for _, k := range known {
+		raw[k.Contact] = k.raw
+	}
+	refreshed := false
 	if refreshOnly(known, reg, now) {
-		args = append(args, "")
-	} else {
-		args = append(args, r.id+" "+bindingChange+reg.AOR)
-	}
-	args = append(args, puts...)
-	for _, c := range reg.Remove {
-		args = append(args, c, "")
-	}
-	keys := []string{bindingsKey(reg.AOR)}
-	run := func(eval bool) (*redis.Cmd, error) {
-		var cmd *redis.Cmd
-		err := r.batch.pipelined(ctx, func(p redis.Pipeliner) {
-			if eval {
-				cmd = register.Eval(ctx, p, keys, args...)
-			} else {
-				cmd = register.EvalSha(ctx, p, keys, args...)
-			}
-			if len(reg.Put) > 0 {
-				p.SAdd(ctx, aorsKey, reg.AOR)
-			}
-		})
-		return cmd, err
-	}
-	cmd, err := run(false)
-	if err != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd, err = run(true)
-	}
-	if err != nil {
-		if redis.HasErrorPrefix(cmd.Err(), "OUTOFORDER") {
-			return nil, nil, ErrOutOfOrder
-		}
-		return nil, nil, wrap(err)
-	}
-	kv, err := cmd.StringSlice()
-	if err != nil || len(kv)%2 != 0 {
-		return nil, nil, fmt.Errorf("directory: redis: register answered %v: %v", cmd.Val(), err)
-	}
-	// The hash mostly holds what this node wrote last: reuse those bindings
-	// rather than decode their JSON again.
-	raw := make(map[string]string, len(kv)/2+len(reg.Put))
-	for i := 0; i < len(kv); i += 2 {
-		raw[kv[i]] = kv[i+1]
-		j := slices.IndexFunc(known, func(sb storedBinding) bool { return sb.Contact == kv[i] && sb.raw == kv[i+1] })
-		if j >= 0 {
-			before = append(before, known[j].Binding)
-			continue
-		}
-		b, err := decodeBinding(kv[i+1])
-		if err != nil {
+		if refreshed, err = r.refresh(ctx, reg.AOR, raw, puts, now); err != nil {
 			return nil, nil, err
 		}
-		before = append(before, b)
+	}
+	if refreshed {
+		before = make([]Binding, len(known))
+		for i := range known {
+			before[i] = known[i].Binding
+		}
+	} else if before, err = r.register(ctx, reg, known, raw, puts, now); err != nil {
+		return nil, nil, err
 	}
 	before = live(before, now)
 	if after, err = applyRegistration(before, reg, now); err != nil {
-		return nil, nil, err // the script has checked already: not reached
+		return nil, nil, err // Redis has checked already: not reached
 	}
 	for i := 0; i < len(puts); i += 2 {
-		raw[puts[i].(string)] = puts[i+1].(string)
+		raw[puts[i]] = puts[i+1]
 	}
 	stored := make([]storedBinding, len(after))
 	for i, b := range after {
@@ -725,19 +719,109 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	return before, after, nil
 }
 
+// refresh runs the refresh script: it writes puts unless another node has
+// written one of their contacts since this node last saw it (its stored
+// value is no longer raw's), and then reports false.
+func (r *Redis) refresh(ctx context.Context, aor string, raw map[string]string, puts []string, now time.Time) (bool, error) {
+	args := make([]any, 0, 2+3*len(puts)/2)
+	args = append(args, now.UnixMilli(), flag(r.hexpire))
+	for i := 0; i < len(puts); i += 2 {
+		args = append(args, puts[i], raw[puts[i]], puts[i+1])
+	}
+	cmd, err := r.eval(ctx, refreshBindings, aor, args, len(puts) > 0)
+	if err != nil {
+		return false, wrap(err)
+	}
+	n, err := cmd.Int()
+	return n == 1, err
+}
+
+// register runs the register script and returns the AOR's bindings as they
+// were; raw becomes the values Redis held. Every node is told unless reg is
+// a query, which changes nothing.
+func (r *Redis) register(ctx context.Context, reg Registration, known []storedBinding, raw map[string]string, puts []string, now time.Time) ([]Binding, error) {
+	announce := r.id + " " + bindingChange + reg.AOR
+	if len(reg.Put) == 0 && len(reg.Remove) == 0 && !reg.RemoveAll {
+		announce = ""
+	}
+	args := make([]any, 0, 6+len(puts)+2*len(reg.Remove))
+	args = append(args, now.UnixMilli(), reg.CallID, reg.CSeq, flag(reg.RemoveAll), flag(r.hexpire), announce)
+	for _, p := range puts {
+		args = append(args, p)
+	}
+	for _, c := range reg.Remove {
+		args = append(args, c, "")
+	}
+	cmd, err := r.eval(ctx, register, reg.AOR, args, len(reg.Put) > 0)
+	if err != nil {
+		if redis.HasErrorPrefix(err, "OUTOFORDER") {
+			return nil, ErrOutOfOrder
+		}
+		return nil, wrap(err)
+	}
+	kv, err := cmd.StringSlice()
+	if err != nil || len(kv)%2 != 0 {
+		return nil, fmt.Errorf("directory: redis: register answered %v: %v", cmd.Val(), err)
+	}
+	clear(raw)
+	var before []Binding
+	for i := 0; i < len(kv); i += 2 {
+		raw[kv[i]] = kv[i+1]
+		// The hash mostly holds what this node wrote last: reuse those
+		// bindings rather than decode their JSON again.
+		j := slices.IndexFunc(known, func(sb storedBinding) bool { return sb.Contact == kv[i] && sb.raw == kv[i+1] })
+		if j >= 0 {
+			before = append(before, known[j].Binding)
+			continue
+		}
+		b, err := decodeBinding(kv[i+1])
+		if err != nil {
+			return nil, err
+		}
+		before = append(before, b)
+	}
+	return before, nil
+}
+
+// eval runs script on the AOR's hash with args, in a batch, and with index
+// also adds the AOR to the AOR index in the same round trip.
+func (r *Redis) eval(ctx context.Context, script *redis.Script, aor string, args []any, index bool) (*redis.Cmd, error) {
+	keys := []string{bindingsKey(aor)}
+	run := func(eval bool) (*redis.Cmd, error) {
+		var cmd *redis.Cmd
+		err := r.batch.pipelined(ctx, func(p redis.Pipeliner) {
+			if eval {
+				cmd = script.Eval(ctx, p, keys, args...)
+			} else {
+				cmd = script.EvalSha(ctx, p, keys, args...)
+			}
+			if index {
+				p.SAdd(ctx, aorsKey, aor)
+			}
+		})
+		return cmd, err // the script's error first: it is queued first
+	}
+	cmd, err := run(false)
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		cmd, err = run(true)
+	}
+	return cmd, err
+}
+
 // refreshOnly reports whether reg only extends bindings that this node
-// holds live in its cache, each to be reached as before. Other nodes' copies
-// then stay right until their first expiry, when they reload: such a
-// registration (nearly all of them) is not announced. A node holds an AOR's
-// bindings only until an announced change drops them, so what it holds is
-// what Redis holds, bar expiries and Call-IDs.
+// holds live in its cache, each to be reached as before, in order (RFC 3261
+// §10.3 step 7) by what the node holds. Other nodes' copies then stay right
+// until their first expiry, when they reload: such a registration (nearly
+// all of them) is not announced. A node holds an AOR's bindings only until
+// an announced change drops them, so what it holds is what Redis holds, bar
+// other nodes' refreshes, which the refresh script catches.
 func refreshOnly(known []storedBinding, reg Registration, now time.Time) bool {
-	if known == nil || reg.RemoveAll || len(reg.Remove) > 0 {
+	if known == nil || len(reg.Put) == 0 || reg.RemoveAll || len(reg.Remove) > 0 {
 		return false
 	}
 	for _, b := range reg.Put {
 		i := slices.IndexFunc(known, func(k storedBinding) bool { return k.Contact == b.Contact })
-		if i < 0 || !known[i].Expires.After(now) || !b.Expires.After(now) || !sameRoute(known[i].Binding, b) {
+		if i < 0 || !known[i].Expires.After(now) || !b.Expires.After(now) || !sameRoute(known[i].Binding, b) || reg.outOfOrder(known[i].Binding) {
 			return false
 		}
 	}

@@ -14,7 +14,7 @@
 #   MEDIA_ANCHOR=always MEDIA_PORTS=50000-64999 # anchor media (default never: SIP only)
 #   TRACE=1                           # sipp -trace_msg for the UAC and the UAS (low rates only)
 #   KEEP_ERRORS=40                    # print the first lines of sipp's error logs
-#   PERF=1                            # also count the switch's system calls and context switches
+#   PERF=1                            # also count the switch's system calls, context switches and allocations per operation
 #                                     # per operation (perf stat; counts, unlike CPU time, hold on a
 #                                     # noisy machine)
 #
@@ -182,8 +182,9 @@ step() {
 	local count=$((rate * DUR)) tag="$name-$rate" hold=0 prof_pid=
 	[[ $name == call ]] && hold=$HOLD_MS
 	rm -f "$WORK/$tag"_*
-	local t0 c0 ta ca tb cb t1 c1 perf_pid=
+	local t0 c0 ta ca tb cb t1 c1 perf_pid= m0= m1=
 	if [[ -n ${PERF:-} ]]; then
+		m0="$(metric go_memstats_mallocs_total) $(metric go_memstats_alloc_bytes_total)"
 		perf stat -x, -e raw_syscalls:sys_enter,context-switches -o "$WORK/$tag.perf" -p "$SW" &
 		perf_pid=$!
 	fi
@@ -208,6 +209,7 @@ step() {
 	t1=$(now); c1=$(ticks "$SW")
 	if [[ -n $perf_pid ]]; then
 		kill -INT "$perf_pid" && wait "$perf_pid" || true
+		m1="$(metric go_memstats_mallocs_total) $(metric go_memstats_alloc_bytes_total)"
 	fi
 	# sipp names the rtt file after the scenario; move it next to the step's files.
 	for f in ./*_rtt.csv; do [[ -e $f ]] && mv "$f" "$WORK/$tag""_$(basename "$f")"; done
@@ -239,6 +241,9 @@ step() {
 		awk -F, -v ok="$ok" '$3=="raw_syscalls:sys_enter"{s=$1} $3=="context-switches"{c=$1}
 			END{printf "       %s/s: %.2f system calls and %.2f context switches per operation (perf, whole step)\n", "'"$tag"'", s/ok, c/ok}' \
 			"$WORK/$tag.perf" | tee -a "$OUT/summary.txt"
+		awk -v ok="$ok" -v a="$m0" -v b="$m1" 'BEGIN{split(a,x," "); split(b,y," ")
+			printf "       %s/s: %.1f allocations and %.0f bytes allocated per operation (Go runtime, whole step)\n", "'"$tag"'", (y[1]-x[1])/ok, (y[2]-x[2])/ok}' |
+			tee -a "$OUT/summary.txt"
 	fi
 	return "$res"
 }

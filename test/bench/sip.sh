@@ -14,7 +14,7 @@
 #   MEDIA_ANCHOR=always MEDIA_PORTS=50000-64999 # anchor media (default never: SIP only)
 #   TRACE=1                           # sipp -trace_msg for the UAC and the UAS (low rates only)
 #   KEEP_ERRORS=40                    # print the first lines of sipp's error logs
-#   PERF=1                            # also count the switch's system calls, context switches and allocations per operation
+#   PERF=1                            # also count the switch's system calls, context switches, page faults and allocations per operation
 #                                     # per operation (perf stat; counts, unlike CPU time, hold on a
 #                                     # noisy machine)
 #
@@ -185,7 +185,7 @@ step() {
 	local t0 c0 ta ca tb cb t1 c1 perf_pid= m0= m1=
 	if [[ -n ${PERF:-} ]]; then
 		m0="$(metric go_memstats_mallocs_total) $(metric go_memstats_alloc_bytes_total)"
-		perf stat -x, -e raw_syscalls:sys_enter,context-switches -o "$WORK/$tag.perf" -p "$SW" &
+		perf stat -x, -e raw_syscalls:sys_enter,context-switches,page-faults -o "$WORK/$tag.perf" -p "$SW" &
 		perf_pid=$!
 	fi
 	t0=$(now); c0=$(ticks "$SW")
@@ -238,8 +238,8 @@ step() {
 		exit (pass=="pass")?0:1 }' | tee -a "$OUT/summary.txt"
 	local res=${PIPESTATUS[0]}
 	if [[ -s $WORK/$tag.perf && ${ok:-0} -gt 0 ]]; then
-		awk -F, -v ok="$ok" '$3=="raw_syscalls:sys_enter"{s=$1} $3=="context-switches"{c=$1}
-			END{printf "       %s/s: %.2f system calls and %.2f context switches per operation (perf, whole step)\n", "'"$tag"'", s/ok, c/ok}' \
+		awk -F, -v ok="$ok" '$3=="raw_syscalls:sys_enter"{s=$1} $3=="context-switches"{c=$1} $3=="page-faults"{f=$1}
+			END{printf "       %s/s: %.2f system calls, %.2f context switches and %.2f page faults per operation (perf, whole step)\n", "'"$tag"'", s/ok, c/ok, f/ok}' \
 			"$WORK/$tag.perf" | tee -a "$OUT/summary.txt"
 		awk -v ok="$ok" -v a="$m0" -v b="$m1" 'BEGIN{split(a,x," "); split(b,y," ")
 			printf "       %s/s: %.1f allocations and %.0f bytes allocated per operation (Go runtime, whole step)\n", "'"$tag"'", (y[1]-x[1])/ok, (y[2]-x[2])/ok}' |

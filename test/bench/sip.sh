@@ -184,7 +184,7 @@ step() {
 	rm -f "$WORK/$tag"_*
 	local t0 c0 ta ca tb cb t1 c1 perf_pid= m0= m1=
 	if [[ -n ${PERF:-} ]]; then
-		m0="$(metric go_memstats_mallocs_total) $(metric go_memstats_alloc_bytes_total)"
+		m0="$(metric go_memstats_mallocs_total) $(metric go_memstats_alloc_bytes_total) ${REDIS_PID:+$(ticks "$REDIS_PID")}"
 		perf stat -x, -e raw_syscalls:sys_enter,context-switches,page-faults -o "$WORK/$tag.perf" -p "$SW" &
 		perf_pid=$!
 	fi
@@ -209,7 +209,7 @@ step() {
 	t1=$(now); c1=$(ticks "$SW")
 	if [[ -n $perf_pid ]]; then
 		kill -INT "$perf_pid" && wait "$perf_pid" || true
-		m1="$(metric go_memstats_mallocs_total) $(metric go_memstats_alloc_bytes_total)"
+		m1="$(metric go_memstats_mallocs_total) $(metric go_memstats_alloc_bytes_total) ${REDIS_PID:+$(ticks "$REDIS_PID")}"
 	fi
 	# sipp names the rtt file after the scenario; move it next to the step's files.
 	for f in ./*_rtt.csv; do [[ -e $f ]] && mv "$f" "$WORK/$tag""_$(basename "$f")"; done
@@ -241,8 +241,10 @@ step() {
 		awk -F, -v ok="$ok" '$3=="raw_syscalls:sys_enter"{s=$1} $3=="context-switches"{c=$1} $3=="page-faults"{f=$1}
 			END{printf "       %s/s: %.2f system calls, %.2f context switches and %.2f page faults per operation (perf, whole step)\n", "'"$tag"'", s/ok, c/ok, f/ok}' \
 			"$WORK/$tag.perf" | tee -a "$OUT/summary.txt"
-		awk -v ok="$ok" -v a="$m0" -v b="$m1" 'BEGIN{split(a,x," "); split(b,y," ")
-			printf "       %s/s: %.1f allocations and %.0f bytes allocated per operation (Go runtime, whole step)\n", "'"$tag"'", (y[1]-x[1])/ok, (y[2]-x[2])/ok}' |
+		awk -v ok="$ok" -v a="$m0" -v b="$m1" -v hz="$hz" 'BEGIN{split(a,x," "); split(b,y," ")
+			printf "       %s/s: %.1f allocations and %.0f bytes allocated per operation (Go runtime, whole step)", "'"$tag"'", (y[1]-x[1])/ok, (y[2]-x[2])/ok
+			if (3 in x) printf "; redis-server: %.1f µs of CPU per operation", 1e6*(y[3]-x[3])/hz/ok
+			print ""}' |
 			tee -a "$OUT/summary.txt"
 	fi
 	return "$res"

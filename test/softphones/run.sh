@@ -12,6 +12,7 @@
 #   ONLY=baresip test/softphones/run.sh   or ONLY=linphone: one softphone only
 #   KEEP=1 ...                         keep the work directory (logs, WAVs) even when all passed
 #   CENTRALINO=/path/bin ...           use that binary instead of building one
+#   REDIS=1 ...                        the directory in Redis (redis-server, installed if missing)
 #
 # Loopback only; every process it starts is killed on exit; every wait is bounded.
 # Needs: go (unless CENTRALINO is set), python3, curl, baresip (installed with apt-get if missing),
@@ -126,6 +127,16 @@ else
 	(cd "$ROOT" && go build -o "$CEN" ./cmd/centralino) || { echo "FAIL build"; exit 1; }
 fi
 
+# REDIS=1: the directory in a redis-server of its own (a unix socket in the work directory), as
+# a network of nodes keeps it; started before the switch, so stopped after it.
+DIRECTORY_CONF=
+if [ "${REDIS:-0}" = 1 ]; then
+	command -v redis-server >/dev/null || apt-get install -y redis-server >&2 || { echo "FAIL install redis-server"; exit 1; }
+	spawn redis-server "$WORK/redis.log" redis-server --port 0 --unixsocket "$WORK/redis.sock" --save "" --appendonly no
+	wait_until 10 test -S "$WORK/redis.sock" || { echo "FAIL redis-server did not start (see $WORK/redis.log)"; exit 1; }
+	DIRECTORY_CONF="directory: {backend: redis, redis_url: \"unix://$WORK/redis.sock\"}"
+fi
+
 # The demo network as embedded (configs/demo.yaml has no listen/http/media sections), plus ports.
 {
 	cat "$ROOT/configs/demo.yaml"
@@ -143,6 +154,7 @@ media:
   port_max: $((BASE + 999))
 log:
   level: ${CENTRALINO_LOG_LEVEL:-info}
+$DIRECTORY_CONF
 EOF
 } >"$WORK/centralino.yaml"
 "$CEN" check-config "$WORK/centralino.yaml" >&2 || { echo "FAIL config"; exit 1; }

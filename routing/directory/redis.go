@@ -164,8 +164,9 @@ return kv`)
 // returns 0 if a contact's value is not the one the caller holds (another
 // node has written it since); else it writes the new values, raises the
 // key's TTL to the latest of their expiries and returns 1. It reads no more
-// than the contacts it writes: 5 µs of the server's CPU where the register
-// script, which reads, checks and rewrites the whole hash, takes 15.
+// than the contacts it writes: in BenchmarkRedisRegister the server spends
+// 8.5 µs of CPU per refresh (the AOR index and the I/O included) against
+// 11.8 with the register script, which decodes and rewrites the whole hash.
 var refreshBindings = redis.NewScript(`
 local now = tonumber(ARGV[1])
 for i = 3, #ARGV, 3 do
@@ -250,7 +251,8 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 		log:      opts.Logger.With("redis", addr),
 		agencies: newCache(opts.CacheTTL, cloneAgency),
 		users:    newCache(opts.CacheTTL, func(u User) User { return u }),
-		bindings: newCache(opts.CacheTTL, slices.Clone[[]storedBinding]),
+		// Cached bindings are replaced, never modified: no copy.
+		bindings: newCache(opts.CacheTTL, func(sbs []storedBinding) []storedBinding { return sbs }),
 	}
 	r.bindings.until = firstExpiry
 	if err := r.connect(ctx, opts.Registerer); err != nil {
@@ -664,11 +666,11 @@ func (r *Redis) bindingsChanged(ctx context.Context, aor string, write func(redi
 	return err
 }
 
-// Register applies reg with one script and, in the same round trip, keeps
-// the AOR in the AOR index. A registration that only refreshes bindings the
-// node holds (refreshOnly, nearly all of them) takes the refresh script,
-// which costs Redis a third of the register script; the outcome is kept in
-// the bindings cache, which also answers lookups while Redis is unreachable.
+// Register applies reg with the register script and, in the same round
+// trip, keeps the AOR in the AOR index. A registration that only refreshes
+// bindings the node holds (refreshOnly, nearly all of them) tries the
+// cheaper refresh script first. The outcome is kept in the bindings cache, which also answers
+// lookups while Redis is unreachable.
 func (r *Redis) Register(ctx context.Context, reg Registration) (before, after []Binding, err error) {
 	if reg, err = checkRegistration(reg); err != nil {
 		return nil, nil, err
@@ -802,7 +804,8 @@ func (r *Redis) eval(ctx context.Context, script *redis.Script, aor string, args
 		return cmd, err // the script's error first: it is queued first
 	}
 	cmd, err := run(false)
-	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+	// HasErrorPrefix allocates even for no error: asked only on one.
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		cmd, err = run(true)
 	}
 	return cmd, err

@@ -27,6 +27,9 @@ type batchCall struct {
 	done chan struct{}
 }
 
+// calls holds batchCalls, with their channels, between registrations.
+var calls = sync.Pool{New: func() any { return &batchCall{done: make(chan struct{}, 1)} }}
+
 const (
 	// batchLoops is how many batches are in flight at once. One: with more,
 	// an idle loop takes each caller as it comes and batches stay small. At
@@ -52,27 +55,33 @@ func newBatcher(rdb *redis.Client) *batcher {
 // the first error among them, as redis.Client.Pipelined does. fill runs on
 // another goroutine and must only queue commands.
 func (b *batcher) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
-	c := &batchCall{fill: fill, done: make(chan struct{}, 1)}
+	c := calls.Get().(*batchCall)
+	c.fill = fill
 	select {
 	case b.queue <- c:
 	case <-ctx.Done():
+		calls.Put(c)
 		return ctx.Err()
 	case <-b.ctx.Done():
+		calls.Put(c)
 		return redis.ErrClosed
 	}
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		return ctx.Err()
+		return ctx.Err() // c stays with the batch loop: not reused
 	case <-b.ctx.Done():
 		return redis.ErrClosed
 	}
+	var err error
 	for _, cmd := range c.cmds {
-		if err := cmd.Err(); err != nil {
-			return err
+		if err = cmd.Err(); err != nil {
+			break
 		}
 	}
-	return nil
+	*c = batchCall{done: c.done}
+	calls.Put(c)
+	return err
 }
 
 func (b *batcher) run() {

@@ -243,6 +243,29 @@ func TestRedisBlipLosesNothing(t *testing.T) {
 	}
 }
 
+// A citizen who calls again while the first call's ticket waits in the
+// outbox (Redis unreachable, or merely slow to take the write) joins it.
+func TestRepeatCallerLinkedFromOutbox(t *testing.T) {
+	srv := redisserver.Start(t)
+	n := startNode(t, kv.NewRedis(redisClient(t, srv)), testOptions)
+	n.publish(newCall("c0", citizen("+393330000000"), "r_campan", 0).offered(true))
+	n.waitCode("c0") // leases serial numbers
+	n.flushed()
+
+	srv.Freeze()
+	first := newCall("c1", citizen("+393471234567"), "r_campan", time.Hour)
+	n.publish(first.offered(true))
+	code := n.waitCode("c1")
+	n.publish(first.answered(time.Hour+time.Second, "op"), first.ended(time.Hour+time.Minute, 59*time.Second))
+	eventually(t, "c1 to end", func() bool { _, status := n.codeOf("c1"); return status == 404 })
+	n.publish(newCall("c2", citizen("+393471234567"), "r_puglia", 2*time.Hour).offered(true))
+	if again := n.waitCode("c2"); again != code {
+		t.Errorf("a call while the first ticket waits in the outbox opened %s, want it linked to %s", again, code)
+	}
+	srv.Thaw()
+	n.flushed()
+}
+
 // Caller numbers are masked in the logs; PEC addresses never appear.
 func TestLogsKeepPrivacy(t *testing.T) {
 	n := startNode(t, kv.NewMemory(), testOptions)

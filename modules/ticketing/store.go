@@ -370,21 +370,44 @@ func (s *store) page(ctx context.Context, index string, keep func(*Ticket) bool,
 	return out, false, nil
 }
 
-// latestFor returns the caller's newest ticket, or nil.
+// latestFor returns the caller's newest ticket, or nil: the newer of the
+// outbox's and the KV's, so that a call right after the last one ended, or
+// while the KV is unreachable, finds the ticket not yet written.
 func (s *store) latestFor(ctx context.Context, number string) (*Ticket, error) {
+	pending := s.pendingFor(number)
 	var codes []string
 	err := s.read(ctx, func(ctx context.Context) (err error) {
 		codes, err = s.kv.IndexRange(ctx, callerIndex(number), 0, 1, true)
 		return err
 	})
-	if err != nil || len(codes) == 0 {
-		return nil, err
+	var t *Ticket
+	if err == nil && len(codes) > 0 {
+		t, err = s.get(ctx, codes[0])
 	}
-	t, err := s.get(ctx, codes[0])
-	if errors.Is(err, modules.ErrNotFound) {
+	switch {
+	case pending != nil && (t == nil || pending.CreatedAt.After(t.CreatedAt)):
+		return pending, nil
+	case errors.Is(err, modules.ErrNotFound):
 		return nil, nil
 	}
 	return t, err
+}
+
+// pendingFor returns a copy of the caller's newest ticket in the outbox, or
+// nil.
+func (s *store) pendingFor(number string) *Ticket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var newest *Ticket
+	for _, p := range s.pending {
+		if p.t.Caller.Number == number && (newest == nil || p.t.CreatedAt.After(newest.CreatedAt)) {
+			newest = p.t
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	return newest.clone()
 }
 
 // serial hands out the next serial number for the year and region. Serials

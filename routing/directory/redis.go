@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -638,11 +637,10 @@ func (r *Redis) PutBinding(ctx context.Context, b Binding) error {
 	if !b.Expires.After(now) {
 		return r.DeleteBinding(ctx, b.AOR, b.Contact)
 	}
-	data, err := json.Marshal(b)
+	val, err := storedValue(b)
 	if err != nil {
 		return err
 	}
-	val := strconv.FormatInt(b.Expires.UnixMilli(), 10) + "|" + string(data)
 	hexpire := "0"
 	if r.hexpire {
 		hexpire = "1"
@@ -678,11 +676,11 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	now := time.Now()
 	puts := make([]string, 0, 2*len(reg.Put)) // contact, stored value
 	for _, b := range reg.Put {
-		data, err := json.Marshal(b)
+		v, err := storedValue(b)
 		if err != nil {
 			return nil, nil, err
 		}
-		puts = append(puts, b.Contact, strconv.FormatInt(b.Expires.UnixMilli(), 10)+"|"+string(data))
+		puts = append(puts, b.Contact, v)
 	}
 	gen := r.bindings.generation()
 	known, _, _ := r.bindings.get(reg.AOR)

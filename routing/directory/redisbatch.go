@@ -27,8 +27,8 @@ type batchCall struct {
 	done chan struct{}
 }
 
-// calls holds batchCalls, with their channels, between registrations.
-var calls = sync.Pool{New: func() any { return &batchCall{done: make(chan struct{}, 1)} }}
+// batchCalls keeps batchCall values, with their channels, between registrations.
+var batchCalls = sync.Pool{New: func() any { return &batchCall{done: make(chan struct{}, 1)} }}
 
 const (
 	// batchLoops is how many batches are in flight at once. One: with more,
@@ -55,16 +55,20 @@ func newBatcher(rdb *redis.Client) *batcher {
 // the first error among them, as redis.Client.Pipelined does. fill runs on
 // another goroutine and must only queue commands.
 func (b *batcher) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
-	c := calls.Get().(*batchCall)
+	c := batchCalls.Get().(*batchCall)
 	c.fill = fill
+	var err error
 	select {
 	case b.queue <- c:
 	case <-ctx.Done():
-		calls.Put(c)
-		return ctx.Err()
+		err = ctx.Err()
 	case <-b.ctx.Done():
-		calls.Put(c)
-		return redis.ErrClosed
+		err = redis.ErrClosed
+	}
+	if err != nil { // not queued
+		c.fill = nil
+		batchCalls.Put(c)
+		return err
 	}
 	select {
 	case <-c.done:
@@ -73,14 +77,13 @@ func (b *batcher) pipelined(ctx context.Context, fill func(redis.Pipeliner)) err
 	case <-b.ctx.Done():
 		return redis.ErrClosed
 	}
-	var err error
 	for _, cmd := range c.cmds {
 		if err = cmd.Err(); err != nil {
 			break
 		}
 	}
 	*c = batchCall{done: c.done}
-	calls.Put(c)
+	batchCalls.Put(c)
 	return err
 }
 

@@ -2,6 +2,7 @@ package directory
 
 import (
 	"encoding/json"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -28,4 +29,12 @@ func FuzzStoredValue(f *testing.F) {
 			t.Fatalf("storedValue:\n%s\njson.Marshal:\n%s", got, want)
 		}
 	})
+}
+
+// A field added to Binding must be added to storedValue too; the fuzz test
+// sets every field it knows, so it alone would miss an omitempty one.
+func TestStoredValueKnowsEveryField(t *testing.T) {
+	if n := reflect.TypeFor[Binding]().NumField(); n != 11 {
+		t.Fatalf("Binding has %d fields, storedValue and FuzzStoredValue write 11: update both", n)
+	}
 }

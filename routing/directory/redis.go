@@ -641,11 +641,7 @@ func (r *Redis) PutBinding(ctx context.Context, b Binding) error {
 	if err != nil {
 		return err
 	}
-	hexpire := "0"
-	if r.hexpire {
-		hexpire = "1"
-	}
-	err = putBinding.Run(ctx, r.rdb, []string{bindingsKey(b.AOR)}, b.Contact, val, now.UnixMilli(), hexpire).Err()
+	err = putBinding.Run(ctx, r.rdb, []string{bindingsKey(b.AOR)}, b.Contact, val, now.UnixMilli(), flag(r.hexpire)).Err()
 	if err == nil {
 		err = r.bindingsChanged(ctx, b.AOR, func(p redis.Pipeliner) { p.SAdd(ctx, aorsKey, b.AOR) })
 	}
@@ -684,49 +680,56 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	}
 	gen := r.bindings.generation()
 	known, _, _ := r.bindings.get(reg.AOR)
-	// The values Redis holds, by contact: what the node knows, then what reg
-	// writes (the last of several bindings of one contact wins).
-	raw := make(map[string]string, len(known)+len(reg.Put))
-	for _, k := range known {
-		raw[k.Contact] = k.raw
-	}
 	refreshed := false
 	if refreshOnly(known, reg, now) {
-		if refreshed, err = r.refresh(ctx, reg.AOR, raw, puts, now); err != nil {
+		if refreshed, err = r.refresh(ctx, reg.AOR, known, puts, now); err != nil {
 			return nil, nil, err
 		}
 	}
-	if refreshed {
-		before = make([]Binding, len(known))
-		for i := range known {
-			before[i] = known[i].Binding
+	held := known // the AOR's bindings as Redis held them
+	if !refreshed {
+		if held, err = r.register(ctx, reg, known, puts, now); err != nil {
+			return nil, nil, err
 		}
-	} else if before, err = r.register(ctx, reg, known, raw, puts, now); err != nil {
-		return nil, nil, err
+	}
+	before = make([]Binding, len(held))
+	for i := range held {
+		before[i] = held[i].Binding
 	}
 	before = live(before, now)
 	if after, err = applyRegistration(before, reg, now); err != nil {
 		return nil, nil, err // Redis has checked already: not reached
 	}
-	for i := 0; i < len(puts); i += 2 {
-		raw[puts[i]] = puts[i+1]
-	}
 	stored := make([]storedBinding, len(after))
 	for i, b := range after {
-		stored[i] = storedBinding{b, raw[b.Contact]}
+		stored[i] = storedBinding{b, rawOf(b.Contact, puts, held)}
 	}
 	r.bindings.put(reg.AOR, stored, gen)
 	return before, after, nil
 }
 
+// rawOf is the value Redis holds for contact once puts (pairs of contact and
+// value; the last of a contact wins) are written over held.
+func rawOf(contact string, puts []string, held []storedBinding) string {
+	for i := len(puts) - 2; i >= 0; i -= 2 {
+		if puts[i] == contact {
+			return puts[i+1]
+		}
+	}
+	if j := slices.IndexFunc(held, func(sb storedBinding) bool { return sb.Contact == contact }); j >= 0 {
+		return held[j].raw
+	}
+	return ""
+}
+
 // refresh runs the refresh script: it writes puts unless another node has
 // written one of their contacts since this node last saw it (its stored
-// value is no longer raw's), and then reports false.
-func (r *Redis) refresh(ctx context.Context, aor string, raw map[string]string, puts []string, now time.Time) (bool, error) {
+// value is no longer the one known holds), and then reports false.
+func (r *Redis) refresh(ctx context.Context, aor string, known []storedBinding, puts []string, now time.Time) (bool, error) {
 	args := make([]any, 0, 2+3*len(puts)/2)
 	args = append(args, now.UnixMilli(), flag(r.hexpire))
 	for i := 0; i < len(puts); i += 2 {
-		args = append(args, puts[i], raw[puts[i]], puts[i+1])
+		args = append(args, puts[i], rawOf(puts[i], nil, known), puts[i+1])
 	}
 	cmd, err := r.eval(ctx, refreshBindings, aor, args, len(puts) > 0)
 	if err != nil {
@@ -736,10 +739,9 @@ func (r *Redis) refresh(ctx context.Context, aor string, raw map[string]string, 
 	return n == 1, err
 }
 
-// register runs the register script and returns the AOR's bindings as they
-// were; raw becomes the values Redis held. Every node is told unless reg is
-// a query, which changes nothing.
-func (r *Redis) register(ctx context.Context, reg Registration, known []storedBinding, raw map[string]string, puts []string, now time.Time) ([]Binding, error) {
+// register runs the register script and returns the AOR's bindings as Redis
+// held them. Every node is told unless reg is a query, which changes nothing.
+func (r *Redis) register(ctx context.Context, reg Registration, known []storedBinding, puts []string, now time.Time) ([]storedBinding, error) {
 	announce := r.id + " " + bindingChange + reg.AOR
 	if len(reg.Put) == 0 && len(reg.Remove) == 0 && !reg.RemoveAll {
 		announce = ""
@@ -763,24 +765,22 @@ func (r *Redis) register(ctx context.Context, reg Registration, known []storedBi
 	if err != nil || len(kv)%2 != 0 {
 		return nil, fmt.Errorf("directory: redis: register answered %v: %v", cmd.Val(), err)
 	}
-	clear(raw)
-	var before []Binding
+	held := make([]storedBinding, 0, len(kv)/2)
 	for i := 0; i < len(kv); i += 2 {
-		raw[kv[i]] = kv[i+1]
 		// The hash mostly holds what this node wrote last: reuse those
 		// bindings rather than decode their JSON again.
 		j := slices.IndexFunc(known, func(sb storedBinding) bool { return sb.Contact == kv[i] && sb.raw == kv[i+1] })
 		if j >= 0 {
-			before = append(before, known[j].Binding)
+			held = append(held, known[j])
 			continue
 		}
 		b, err := decodeBinding(kv[i+1])
 		if err != nil {
 			return nil, err
 		}
-		before = append(before, b)
+		held = append(held, storedBinding{b, kv[i+1]})
 	}
-	return before, nil
+	return held, nil
 }
 
 // eval runs script on the AOR's hash with args, in a batch, and with index

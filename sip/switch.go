@@ -112,7 +112,8 @@ type Switch struct {
 	regs     *udpRegistrar // REGISTERs over UDP
 
 	draining  atomic.Bool
-	calls     sync.Map // Call-ID -> *call, for answered calls
+	serving   atomic.Bool // every listener listens: Serve has returned nil
+	calls     sync.Map    // Call-ID -> *call, for answered calls
 	transfers transfers
 	handoffs  sync.Map // Call-ID (the caller's and the IVR's) -> *handoff
 	active    atomic.Int64
@@ -355,8 +356,12 @@ func (s *Switch) Serve(ctx context.Context) error {
 		}
 	}
 	s.trunks.start(ctx)
+	s.serving.Store(true)
 	return nil
 }
+
+// Serving reports whether every listener listens (Serve has succeeded).
+func (s *Switch) Serving() bool { return s.serving.Load() }
 
 // serveUDP serves a UDP listener of our own making (see udpConn) through
 // sipgo until ctx ends.

@@ -107,8 +107,14 @@ func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 		t.Fatal(err)
 	}
 	sctx, cancel := context.WithCancel(ctx)
+	if sw.Serving() {
+		t.Fatal("Serving before Serve: /readyz would send phones to listeners not yet open")
+	}
 	if err := sw.Serve(sctx); err != nil {
 		t.Fatal(err)
+	}
+	if !sw.Serving() {
+		t.Fatal("not Serving once every listener listens")
 	}
 	t.Cleanup(func() { cancel(); sw.Close(); bus.Close(context.Background()) })
 	return &testSwitch{Switch: sw, addr: addr, dir: dir, reg: reg, events: events}

@@ -422,6 +422,8 @@ func startHTTP(cfg configs.HTTP, mux *http.ServeMux, reg *prometheus.Registry, s
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()
 		switch err := store.Ping(ctx); {
+		case !sw.Serving(): // the HTTP listener starts first
+			http.Error(w, "starting", http.StatusServiceUnavailable)
 		case sw.Draining():
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 		case err != nil:

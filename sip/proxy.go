@@ -349,7 +349,7 @@ func (s *Switch) handleInitial(req *sip.Request, tx sip.ServerTransaction) {
 	caller := routing.Request{Caller: req.From().Address.User, Time: start}
 	trunk := s.trunks.byAddress(sourceIP(req))
 	if trunk == "" && !s.trusted(sourceIP(req)) && req.Method != sip.OPTIONS {
-		user, ok := s.authenticate(ctx, req, tx, true)
+		user, ok := s.authenticate(ctx, authOf(req, "Proxy-Authorization"), s.answerer(req, tx), true)
 		if !ok {
 			return
 		}

@@ -3,7 +3,6 @@ package sip
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,17 +19,17 @@ import (
 // the request itself (401/407 challenge, 403, 503) and returns false when the
 // caller is not authenticated. Unknown users and wrong passwords get the same
 // fresh challenge, so the answers tell nothing about which users exist.
-func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responder, proxy bool) (directory.User, bool) {
-	code, reason, authz, authn := 401, "Unauthorized", "Authorization", "WWW-Authenticate"
+func (s *Switch) authenticate(ctx context.Context, req authRequest, answer answerFunc, proxy bool) (directory.User, bool) {
+	code, reason, authn := 401, "Unauthorized", "WWW-Authenticate"
 	if proxy {
-		code, reason, authz, authn = 407, "Proxy Authentication Required", "Proxy-Authorization", "Proxy-Authenticate"
+		code, reason, authn = 407, "Proxy Authentication Required", "Proxy-Authenticate"
 	}
-	ip := sourceIP(req)
+	ip := req.ip
 	// Which algorithms to offer is decided only when a challenge is due: a
 	// request that authenticates never pays for it.
 	challenge := func(stale bool) {
 		algorithms := s.cfg.Algorithms
-		if len(algorithms) > 1 && s.md5Only(ctx, req, ip, firstHeader(req, authz) != nil) {
+		if len(algorithms) > 1 && s.md5Only(ctx, req) {
 			algorithms = []string{"MD5"}
 		}
 		var hdrs []sip.Header
@@ -38,9 +37,9 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responde
 			hdrs = append(hdrs, sip.NewHeader(authn, c))
 		}
 		if len(algorithms) > 1 {
-			s.legacy.challengedWithSeveral(ip.String(), callID(req))
+			s.legacy.challengedWithSeveral(ip.String(), req.callID)
 		}
-		s.respond(req, tx, code, reason, hdrs...)
+		answer(code, reason, hdrs...)
 	}
 	fail := func(why string) {
 		s.metrics.authFailures.WithLabelValues(why).Inc()
@@ -51,13 +50,13 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responde
 
 	if s.throttle.blocked(ip) {
 		s.metrics.authFailures.WithLabelValues("blocked").Inc()
-		s.respond(req, tx, 403, "Forbidden")
+		answer(403, "Forbidden")
 		return directory.User{}, false
 	}
 	var creds credentials
 	found := false
-	for _, h := range allHeaders(req, authz) {
-		if creds, found = parseCredentials(h.Value()); found && creds.realm == s.cfg.Realm {
+	for _, v := range req.credentials {
+		if creds, found = parseCredentials(v); found && creds.realm == s.cfg.Realm {
 			break
 		}
 		found = false
@@ -77,8 +76,8 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responde
 	}
 	user, err := s.credentials(ctx, creds.username)
 	if err != nil && !errors.Is(err, directory.ErrNotFound) {
-		s.log.Error("directory unavailable for authentication", "call_id", callID(req), "error", err)
-		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		s.log.Error("directory unavailable for authentication", "call_id", req.callID, "error", err)
+		answer(503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 		return directory.User{}, false
 	}
 	ha1 := user.HA1MD5
@@ -89,7 +88,7 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responde
 		// Unknown user: spend the same work as for a known one before answering.
 		ha1 = "00000000000000000000000000000000"
 	}
-	if !creds.matches(string(req.Method), ha1) || user.Username == "" {
+	if !creds.matches(string(req.method), ha1) || user.Username == "" {
 		fail("credentials")
 		challenge(false)
 		return directory.User{}, false
@@ -102,14 +101,15 @@ func (s *Switch) authenticate(ctx context.Context, req *sip.Request, tx responde
 // alone: learnt from this request, remembered for its address, or, for a
 // call, recorded on a binding of the user it claims to be from that address
 // (which survives a restart of the node and is seen by every node).
-func (s *Switch) md5Only(ctx context.Context, req *sip.Request, ip netip.Addr, hasCredentials bool) bool {
-	if s.legacy.isLegacy(ip.String(), callID(req), hasCredentials) {
+func (s *Switch) md5Only(ctx context.Context, req authRequest) bool {
+	ip := req.ip
+	if s.legacy.isLegacy(ip.String(), req.callID, len(req.credentials) > 0) {
 		return true
 	}
-	if req.Method == sip.REGISTER {
+	if req.method == sip.REGISTER {
 		return false // a REGISTER is learnt from its own retry; an INVITE gets no second try
 	}
-	bindings, err := s.dir.Bindings(ctx, req.From().Address.User)
+	bindings, err := s.dir.Bindings(ctx, req.fromUser)
 	if err != nil {
 		return false
 	}
@@ -122,43 +122,51 @@ func (s *Switch) md5Only(ctx context.Context, req *sip.Request, ip netip.Addr, h
 	return false
 }
 
-func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) { s.register(req, tx) }
-
-// register answers a REGISTER (RFC 3261 §10.3) through tx: a sipgo server
-// transaction (TCP, TLS, WS) or the stateless UDP registrar.
-func (s *Switch) register(req *sip.Request, tx responder) {
-	ctx, cancel := s.dirContext()
-	defer cancel()
-	aor := req.To().Address.User
-	if aor == "" {
-		s.respond(req, tx, 400, "Missing user in To")
+func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
+	answer := s.answerer(req, tx)
+	r, ok := registerOf(req)
+	if !ok {
+		answer(400, "Bad Contact")
 		return
 	}
-	user, ok := s.authenticate(ctx, req, tx, false)
+	s.register(r, answer)
+}
+
+// register answers a REGISTER (RFC 3261 §10.3): through a sipgo server
+// transaction (TCP, TLS, WS) or the stateless UDP registrar.
+func (s *Switch) register(req registerRequest, answer answerFunc) {
+	ctx, cancel := s.dirContext()
+	defer cancel()
+	if req.aor == "" {
+		answer(400, "Missing user in To")
+		return
+	}
+	user, ok := s.authenticate(ctx, req.authRequest, answer, false)
 	if !ok {
 		return
 	}
-	if user.Username != aor || user.Role == roleTrunk {
+	if user.Username != req.aor || user.Role == roleTrunk {
 		s.metrics.authFailures.WithLabelValues("aor_mismatch").Inc()
-		s.respond(req, tx, 403, "Forbidden")
+		answer(403, "Forbidden")
 		return
 	}
 	reg, code, reason := s.registration(req, user)
 	if code == 423 {
-		s.respond(req, tx, code, reason, sip.NewHeader("Min-Expires", strconv.Itoa(int(s.cfg.MinExpires/time.Second))))
+		answer(code, reason, sip.NewHeader("Min-Expires", strconv.Itoa(int(s.cfg.MinExpires/time.Second))))
 		return
 	}
 	if code != 0 {
-		s.respond(req, tx, code, reason)
+		answer(code, reason)
 		return
 	}
 	before, after, err := s.dir.Register(ctx, reg)
 	if errors.Is(err, directory.ErrOutOfOrder) {
-		s.respond(req, tx, 500, "Out of order REGISTER")
+		answer(500, "Out of order REGISTER")
 		return
 	}
 	if err != nil {
-		s.registrarUnavailable(req, tx, err)
+		s.log.Error("directory unavailable for registration", "call_id", req.callID, "error", err)
+		answer(503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 		return
 	}
 	s.announce(user, before, after)
@@ -169,7 +177,7 @@ func (s *Switch) register(req *sip.Request, tx responder) {
 		hdrs = append(hdrs, sip.NewHeader("Contact", "<"+b.Contact+">;expires="+strconv.Itoa(max(secs, 1))))
 	}
 	hdrs = append(hdrs, sip.NewHeader("Date", httpDate(now)))
-	s.respond(req, tx, 200, "OK", hdrs...)
+	answer(200, "OK", hdrs...)
 }
 
 // dirContext bounds a directory call when the directory can block (Redis);
@@ -219,33 +227,23 @@ func (s *Switch) announce(user directory.User, before, after []directory.Binding
 	}
 }
 
-func (s *Switch) registrarUnavailable(req *sip.Request, tx responder, err error) {
-	s.log.Error("directory unavailable for registration", "call_id", callID(req), "error", err)
-	s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
-}
-
 // registration reads the Contacts and expiries of a REGISTER (RFC 3261
 // §10.3 steps 6–7) into the changes it asks of the directory. A non-zero code
 // is the error answer.
-func (s *Switch) registration(req *sip.Request, user directory.User) (directory.Registration, int, string) {
-	reg := directory.Registration{AOR: user.Username, CallID: strings.Clone(callID(req)), CSeq: req.CSeq().SeqNo}
+func (s *Switch) registration(req registerRequest, user directory.User) (directory.Registration, int, string) {
+	reg := directory.Registration{AOR: user.Username, CallID: req.callID, CSeq: req.cseq}
 	headerExpires := -1
-	if h := firstHeader(req, "Expires"); h != nil {
-		n, err := strconv.Atoi(strings.TrimSpace(h.Value()))
+	if req.hasExpires {
+		n, err := strconv.Atoi(req.expires)
 		if err != nil || n < 0 {
 			return reg, 400, "Bad Expires"
 		}
 		headerExpires = n
 	}
-	contacts := allHeaders(req, "Contact")
 	now := time.Now()
-	for _, h := range contacts {
-		c, ok := h.(*sip.ContactHeader)
-		if !ok {
-			return reg, 400, "Bad Contact"
-		}
+	for _, c := range req.contacts {
 		if c.Address.Wildcard {
-			if len(contacts) != 1 || headerExpires != 0 {
+			if len(req.contacts) != 1 || headerExpires != 0 {
 				return reg, 400, "Wildcard Contact needs Expires: 0 and no other Contact"
 			}
 			reg.RemoveAll = true
@@ -271,22 +269,19 @@ func (s *Switch) registration(req *sip.Request, user directory.User) (directory.
 			reg.Remove = append(reg.Remove, contact)
 			continue
 		}
-		b := directory.Binding{
+		reg.Put = append(reg.Put, directory.Binding{
 			AOR:       user.Username,
 			Contact:   contact,
-			Source:    req.Source(),
-			Transport: transportName(req.Transport()),
-			Flow:      reliable(req.Transport()) || viaNATed(req),
-			MD5Only:   s.legacy.known(sourceIP(req).String()),
+			Source:    req.source,
+			Transport: transportName(req.transport),
+			Flow:      reliable(req.transport) || req.natted,
+			MD5Only:   s.legacy.known(req.ip.String()),
 			Node:      s.cfg.NodeID,
 			CallID:    reg.CallID,
 			CSeq:      reg.CSeq,
+			UserAgent: req.userAgent,
 			Expires:   now.Add(min(exp, s.cfg.MaxExpires)),
-		}
-		if h := firstHeader(req, "User-Agent"); h != nil {
-			b.UserAgent = strings.Clone(h.Value())
-		}
-		reg.Put = append(reg.Put, b)
+		})
 	}
 	return reg, 0, ""
 }

@@ -436,19 +436,21 @@ func validate(req *sip.Request) error {
 	return nil
 }
 
-// responder sends the answers to a request: a sipgo server transaction, or
-// the stateless UDP registrar's reply (udpReply).
+// responder sends the answers to a request: a sipgo server transaction.
 type responder interface {
 	Respond(res *sip.Response) error
 }
 
+// answerFunc answers the request being handled with a response of ours.
+type answerFunc func(code int, reason string, hdrs ...sip.Header)
+
+// answerer answers req through tx.
+func (s *Switch) answerer(req *sip.Request, tx responder) answerFunc {
+	return func(code int, reason string, hdrs ...sip.Header) { s.respond(req, tx, code, reason, hdrs...) }
+}
+
 // respond answers a request with a final or provisional response of ours.
 func (s *Switch) respond(req *sip.Request, tx responder, code int, reason string, hdrs ...sip.Header) {
-	if u, ok := tx.(*udpReply); ok {
-		// the stateless registrar writes its answers without building a sip.Response
-		s.sent(req, code, u.reply(code, reason, hdrs))
-		return
-	}
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range hdrs {
 		res.AppendHeader(h)
@@ -457,16 +459,16 @@ func (s *Switch) respond(req *sip.Request, tx responder, code int, reason string
 }
 
 func (s *Switch) send(req *sip.Request, tx responder, res *sip.Response) {
-	s.sent(req, res.StatusCode, tx.Respond(res))
+	s.sent(req.Method, callID(req), res.StatusCode, tx.Respond(res))
 }
 
 // sent logs a response that could not be sent, or counts it.
-func (s *Switch) sent(req *sip.Request, code int, err error) {
+func (s *Switch) sent(method sip.RequestMethod, callID string, code int, err error) {
 	if err != nil {
-		s.log.Debug("response not sent", "call_id", callID(req), "code", code, "error", err)
+		s.log.Debug("response not sent", "call_id", callID, "code", code, "error", err)
 		return
 	}
-	s.metrics.responses.WithLabelValues(string(req.Method), strconv.Itoa(code)).Inc()
+	s.metrics.responses.WithLabelValues(string(method), strconv.Itoa(code)).Inc()
 }
 
 func (s *Switch) handleOptions(req *sip.Request, tx sip.ServerTransaction) {

@@ -214,23 +214,46 @@ func (r *udpRegistrar) handle(j regJob) {
 	case !fresh: // being processed
 		return
 	}
+	reply := &udpReply{conn: j.conn, src: j.src, dst: raw.replyAddr(j.src), raw: &raw, cache: r.replies, key: key}
+	req, ok := scanRegister(&raw, *j.buf, j.src.AddrPort())
+	if !ok { // an unusual form: sipgo parses it whole
+		if req, ok = r.parse(j, reply); !ok {
+			return
+		}
+	} else {
+		r.s.metrics.requests.WithLabelValues(string(sip.REGISTER)).Inc()
+	}
+	j.conn.remember(r.s.ua.TransportLayer().Pool("udp"), req.source)
+	r.s.register(req, reply.answerer(r.s, req.callID))
+}
+
+// parse reads a REGISTER the scan left to sipgo. False when it is dropped
+// (its claim released, so that a retransmission is judged again) or has
+// been answered 400.
+func (r *udpRegistrar) parse(j regJob, reply *udpReply) (registerRequest, bool) {
 	msg, err := r.parser.ParseSIP(*j.buf)
 	req, ok := msg.(*sip.Request)
 	if err != nil || !ok || req.Via() == nil {
-		r.replies.release(key)
+		r.replies.release(reply.key)
 		r.s.metrics.malformed.WithLabelValues("udp").Inc()
 		r.s.log.Debug("malformed REGISTER dropped", "source", j.src, "error", err)
-		return
+		return registerRequest{}, false
 	}
 	req.SetTransport("UDP")
 	// As net.UDPAddr.String writes it, in one allocation rather than three.
 	req.SetSource(netip.AddrPortFrom(j.src.AddrPort().Addr().Unmap(), uint16(j.src.Port)).String())
-	reply := &udpReply{conn: j.conn, src: j.src, dst: raw.replyAddr(j.src), raw: &raw, cache: r.replies, key: key}
-	if !r.s.accept(req, reply) {
-		return
+	r.s.metrics.requests.WithLabelValues(string(sip.REGISTER)).Inc()
+	answer := reply.answerer(r.s, callID(req))
+	if err := validate(req); err != nil {
+		r.s.metrics.malformed.WithLabelValues("udp").Inc()
+		answer(400, err.Error())
+		return registerRequest{}, false
 	}
-	j.conn.remember(r.s.ua.TransportLayer().Pool("udp"), req.Source())
-	r.s.register(req, reply)
+	reg, ok := registerOf(req)
+	if !ok {
+		answer(400, "Bad Contact")
+	}
+	return reg, ok
 }
 
 // rawRequest holds what the answers to a request copy from it (RFC 3261
@@ -384,13 +407,11 @@ type udpReply struct {
 	key   replyKey
 }
 
-// Respond sends a response built by the caller.
-func (u *udpReply) Respond(res *sip.Response) error {
-	b := answerBufs.Get().(*bytes.Buffer)
-	defer answerBufs.Put(b)
-	b.Reset()
-	res.StringWrite(b)
-	return u.write(bytes.Clone(b.Bytes()))
+// answerer answers the REGISTER with callID (for the log) statelessly.
+func (u *udpReply) answerer(s *Switch, callID string) answerFunc {
+	return func(code int, reason string, hdrs ...sip.Header) {
+		s.sent(sip.REGISTER, callID, code, u.reply(code, reason, hdrs))
+	}
 }
 
 // answerBufs hold answers while they are written. An answer is remembered

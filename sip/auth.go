@@ -357,7 +357,7 @@ type legacyClients struct {
 	challenged []atomic.Int64
 
 	mu     sync.Mutex
-	legacy map[string]time.Time // source -> until
+	legacy map[netip.Addr]time.Time // source -> until
 }
 
 const (
@@ -367,12 +367,13 @@ const (
 )
 
 func newLegacyClients() *legacyClients {
-	return &legacyClients{now: time.Now, challenged: make([]atomic.Int64, legacySlots), legacy: make(map[string]time.Time)}
+	return &legacyClients{now: time.Now, challenged: make([]atomic.Int64, legacySlots), legacy: make(map[netip.Addr]time.Time)}
 }
 
-func legacySlot(source, callID string) uint32 {
+func legacySlot(source netip.Addr, callID string) uint32 {
 	h := fnv.New32a()
-	h.Write([]byte(source))
+	a := source.As16()
+	h.Write(a[:])
 	h.Write([]byte{0})
 	h.Write([]byte(callID))
 	return h.Sum32() % legacySlots
@@ -381,7 +382,7 @@ func legacySlot(source, callID string) uint32 {
 // isLegacy reports whether source must be challenged with MD5 alone. A
 // request without credentials that follows a multi-algorithm challenge of
 // the same call marks the source.
-func (l *legacyClients) isLegacy(source, callID string, hasCredentials bool) bool {
+func (l *legacyClients) isLegacy(source netip.Addr, callID string, hasCredentials bool) bool {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -403,7 +404,7 @@ func (l *legacyClients) isLegacy(source, callID string, hasCredentials bool) boo
 }
 
 // known reports whether source is remembered as a legacy client.
-func (l *legacyClients) known(source string) bool {
+func (l *legacyClients) known(source netip.Addr) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	until, ok := l.legacy[source]
@@ -411,13 +412,13 @@ func (l *legacyClients) known(source string) bool {
 }
 
 // remember marks source as a legacy client.
-func (l *legacyClients) remember(source string) {
+func (l *legacyClients) remember(source netip.Addr) {
 	l.mu.Lock()
 	l.rememberLocked(source, l.now())
 	l.mu.Unlock()
 }
 
-func (l *legacyClients) rememberLocked(source string, now time.Time) {
+func (l *legacyClients) rememberLocked(source netip.Addr, now time.Time) {
 	if len(l.legacy) >= legacyMaxHosts {
 		for k, until := range l.legacy {
 			if now.After(until) {
@@ -432,6 +433,6 @@ func (l *legacyClients) rememberLocked(source string, now time.Time) {
 }
 
 // challengedWithSeveral records a multi-algorithm challenge to (source, Call-ID).
-func (l *legacyClients) challengedWithSeveral(source, callID string) {
+func (l *legacyClients) challengedWithSeveral(source netip.Addr, callID string) {
 	l.challenged[legacySlot(source, callID)].Store(l.now().UnixNano())
 }

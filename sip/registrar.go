@@ -37,7 +37,7 @@ func (s *Switch) authenticate(ctx context.Context, req authRequest, answer answe
 			hdrs = append(hdrs, sip.NewHeader(authn, c))
 		}
 		if len(algorithms) > 1 {
-			s.legacy.challengedWithSeveral(ip.String(), req.callID)
+			s.legacy.challengedWithSeveral(ip, req.callID)
 		}
 		answer(code, reason, hdrs...)
 	}
@@ -103,7 +103,7 @@ func (s *Switch) authenticate(ctx context.Context, req authRequest, answer answe
 // (which survives a restart of the node and is seen by every node).
 func (s *Switch) md5Only(ctx context.Context, req authRequest) bool {
 	ip := req.ip
-	if s.legacy.isLegacy(ip.String(), req.callID, len(req.credentials) > 0) {
+	if s.legacy.isLegacy(ip, req.callID, len(req.credentials) > 0) {
 		return true
 	}
 	if req.method == sip.REGISTER {
@@ -115,7 +115,7 @@ func (s *Switch) md5Only(ctx context.Context, req authRequest) bool {
 	}
 	for _, b := range bindings {
 		if b.MD5Only && sourceIPOf(b.Source) == ip {
-			s.legacy.remember(ip.String())
+			s.legacy.remember(ip)
 			return true
 		}
 	}
@@ -275,7 +275,7 @@ func (s *Switch) registration(req registerRequest, user directory.User) (directo
 			Source:    req.source,
 			Transport: transportName(req.transport),
 			Flow:      reliable(req.transport) || req.natted,
-			MD5Only:   s.legacy.known(req.ip.String()),
+			MD5Only:   s.legacy.known(req.ip),
 			Node:      s.cfg.NodeID,
 			CallID:    reg.CallID,
 			CSeq:      reg.CSeq,

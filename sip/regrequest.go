@@ -162,7 +162,8 @@ func scanRegister(raw *rawRequest, msg []byte, src netip.AddrPort) (registerRequ
 	r.aor = aor
 	r.ip = src.Addr().Unmap()
 	r.source = netip.AddrPortFrom(r.ip, src.Port()).String()
-	r.natted = string(host) != r.ip.String() || port != int(src.Port())
+	var text [48]byte // room for any IPv6 address with a zone
+	r.natted = string(host) != string(r.ip.AppendTo(text[:0])) || port != int(src.Port())
 	return r, true
 }
 

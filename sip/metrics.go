@@ -15,6 +15,7 @@ type metrics struct {
 	malformed    *prometheus.CounterVec
 	flooded      prometheus.Counter
 	overloaded   *prometheus.CounterVec
+	fullParses   prometheus.Counter
 	authFailures *prometheus.CounterVec
 	callAttempts *prometheus.CounterVec
 	callOutcomes *prometheus.CounterVec
@@ -48,6 +49,10 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 			Namespace: "centralino", Subsystem: "sip", Name: "overload_shed_total",
 			Help: "Requests shed by an overloaded switch: REGISTERs over UDP answered 503 (queue_full) or dropped unread after waiting longer than T1 (stale), new INVITEs past proxy.max_call_rate answered 503 (call_rate).",
 		}, []string{"reason"}),
+		fullParses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "centralino", Subsystem: "sip", Name: "register_full_parses_total",
+			Help: "REGISTERs over UDP in a form the registrar's scan leaves to sipgo's whole parse, which costs it about twice as much (docs/architecture.md).",
+		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "centralino", Subsystem: "sip", Name: "auth_failures_total",
 			Help: "Failed digest authentications, by reason.",
@@ -80,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, s *Switch) *metrics {
 		m.overloaded.WithLabelValues(why) // exported at 0, so that rate() sees the first shed
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.overloaded, m.authFailures, m.callAttempts,
+		reg.MustRegister(m.requests, m.responses, m.malformed, m.flooded, m.overloaded, m.fullParses, m.authFailures, m.callAttempts,
 			m.callOutcomes, m.transfers, m.txSeconds, m.setupSeconds, m.queueWaiting, m.queueWait, m.overflows, &stateCollector{s: s})
 	}
 	return m

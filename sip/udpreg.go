@@ -231,6 +231,7 @@ func (r *udpRegistrar) handle(j regJob) {
 // (its claim released, so that a retransmission is judged again) or has
 // been answered 400.
 func (r *udpRegistrar) parse(j regJob, reply *udpReply) (registerRequest, bool) {
+	r.s.metrics.fullParses.Inc()
 	msg, err := r.parser.ParseSIP(*j.buf)
 	req, ok := msg.(*sip.Request)
 	if err != nil || !ok || req.Via() == nil {

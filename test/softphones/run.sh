@@ -657,6 +657,12 @@ if grep -q "forwarding latched plain RTP in the kernel" "$WORK/centralino.log"; 
 	fi
 fi
 
+# Every REGISTER these phones sent over UDP was read by the registrar's scan, not parsed whole.
+n=$(metric centralino_sip_register_full_parses_total)
+if [ "$n" = 0 ]; then pass "registrar: every UDP REGISTER of these phones read by the scan"; else
+	fail "registrar: $n UDP REGISTERs left to sipgo's whole parse"
+fi
+
 echo
 echo "SUMMARY: $PASSES passed, $FAILS failed"
 for f in "${FAILED[@]}"; do echo "  failed: $f"; done

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestReplyCacheRemembersThenForgets(t *testing.T) {
@@ -159,65 +161,109 @@ func TestSentByPort(t *testing.T) {
 // switch's own work per registration plus this client's (two requests, an
 // MD5 digest), without sipp's or the scheduler's.
 func BenchmarkUDPRegister(b *testing.B) {
-	sw := startSwitch(b, nil)
-	listen := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close() })
-		return c
-	}
-	conn := &udpConn{UDPConn: listen(), regs: sw.regs, gate: sw.gate}
-	phone := listen()
-	src := phone.LocalAddr().(*net.UDPAddr)
-	ha1 := md5Hex("alice:" + testRealm + ":pw-alice")
-	ha2 := md5Hex("REGISTER:sip:test")
-	var msg, answer []byte
-	answer = make([]byte, 2048)
-	// send hands the registrar REGISTER number cseq of registration i, and
-	// returns its answer.
-	send := func(i, cseq int, authz string) string {
-		msg = append(msg[:0], "REGISTER sip:test SIP/2.0\r\nVia: SIP/2.0/UDP "...)
-		msg = append(msg, src.String()...)
-		msg = append(msg, ";branch=z9hG4bK-"...)
-		msg = strconv.AppendInt(msg, int64(i), 10)
-		msg = append(msg, '-', byte('0'+cseq))
-		msg = append(msg, "\r\nFrom: <sip:alice@test>;tag=1\r\nTo: <sip:alice@test>\r\nCall-ID: bench-"...)
-		msg = strconv.AppendInt(msg, int64(i), 10)
-		msg = append(msg, "\r\nCSeq: "...)
-		msg = strconv.AppendInt(msg, int64(cseq), 10)
-		msg = append(msg, " REGISTER\r\nContact: <sip:alice@"...)
-		msg = append(msg, src.String()...)
-		msg = append(msg, ">\r\nMax-Forwards: 70\r\nExpires: 3600\r\n"...)
-		msg = append(msg, authz...)
-		msg = append(msg, "Content-Length: 0\r\n\r\n"...)
-		buf := sw.regs.bufs.Get().(*[]byte)
-		*buf = append((*buf)[:0], msg...)
-		sw.regs.handle(regJob{conn: conn, buf: buf, src: src})
-		n, _, err := phone.ReadFromUDP(answer)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return string(answer[:n])
-	}
+	r := newRawRegistrant(b, startSwitch(b, nil))
+	contact := "Contact: <sip:alice@" + r.src.String() + ">\r\n"
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		i++
-		challenge := send(i, 1, "")
-		_, rest, ok := strings.Cut(challenge, `nonce="`)
-		nonce, _, _ := strings.Cut(rest, `"`)
-		if !ok || !strings.HasPrefix(challenge, "SIP/2.0 401 ") {
-			b.Fatalf("challenge: %s", challenge)
-		}
-		response := md5Hex(ha1 + ":" + nonce + ":00000001:c0ffee:auth:" + ha2)
-		authz := `Authorization: Digest username="alice", realm="` + testRealm + `", nonce="` + nonce +
-			`", uri="sip:test", response="` + response + `", algorithm=MD5, cnonce="c0ffee", qop=auth, nc=00000001` + "\r\n"
-		if ok := send(i, 2, authz); !strings.HasPrefix(ok, "SIP/2.0 200 ") {
+		if ok := r.register(i, contact); !strings.HasPrefix(ok, "SIP/2.0 200 ") {
 			b.Fatalf("registration: %s", ok)
 		}
 	}
+}
+
+// A REGISTER in a form the scan leaves to sipgo (a folded Contact line) is
+// answered as any other, and counted.
+func TestUnusualRegisterIsParsedWhole(t *testing.T) {
+	sw := startSwitch(t, nil)
+	r := newRawRegistrant(t, sw)
+	uri := "sip:alice@" + r.src.String()
+	for i, tc := range []struct {
+		contact    string
+		fullParses float64
+	}{
+		{"Contact:\r\n <" + uri + ">\r\n", 2}, // the challenged REGISTER and the one with credentials
+		{"Contact: <" + uri + ">\r\n", 2},
+	} {
+		if res := r.register(i+1, tc.contact); !strings.HasPrefix(res, "SIP/2.0 200 ") || !strings.Contains(res, "Contact: <"+uri+">;expires=") {
+			t.Fatalf("%q: %s", tc.contact, res)
+		}
+		if n := testutil.ToFloat64(sw.metrics.fullParses); n != tc.fullParses {
+			t.Fatalf("%q: %v REGISTERs parsed whole, want %v", tc.contact, n, tc.fullParses)
+		}
+	}
+}
+
+// rawRegistrant registers alice through the UDP registrar with REGISTERs
+// written by hand, and reads the answers off a real socket.
+type rawRegistrant struct {
+	tb          testing.TB
+	sw          *testSwitch
+	conn        *udpConn
+	phone       *net.UDPConn
+	src         *net.UDPAddr
+	via         string
+	ha1, ha2    string
+	msg, answer []byte
+}
+
+func newRawRegistrant(tb testing.TB, sw *testSwitch) *rawRegistrant {
+	listen := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { c.Close() })
+		return c
+	}
+	r := &rawRegistrant{tb: tb, sw: sw, conn: &udpConn{UDPConn: listen(), regs: sw.regs, gate: sw.gate}, phone: listen(), answer: make([]byte, 2048)}
+	r.src = r.phone.LocalAddr().(*net.UDPAddr)
+	r.via = "Via: SIP/2.0/UDP " + r.src.String() + ";branch=z9hG4bK-"
+	r.ha1, r.ha2 = md5Hex("alice:"+testRealm+":pw-alice"), md5Hex("REGISTER:sip:test")
+	return r
+}
+
+// register runs registration i, with contact (a whole header line), and
+// returns the answer to its credentials.
+func (r *rawRegistrant) register(i int, contact string) string {
+	challenge := r.send(i, 1, contact, "")
+	_, rest, ok := strings.Cut(challenge, `nonce="`)
+	nonce, _, _ := strings.Cut(rest, `"`)
+	if !ok || !strings.HasPrefix(challenge, "SIP/2.0 401 ") {
+		r.tb.Fatalf("challenge: %s", challenge)
+	}
+	response := md5Hex(r.ha1 + ":" + nonce + ":00000001:c0ffee:auth:" + r.ha2)
+	return r.send(i, 2, contact, `Authorization: Digest username="alice", realm="`+testRealm+`", nonce="`+nonce+
+		`", uri="sip:test", response="`+response+`", algorithm=MD5, cnonce="c0ffee", qop=auth, nc=00000001`+"\r\n")
+}
+
+// send hands the registrar REGISTER number cseq of registration i, and
+// returns its answer.
+func (r *rawRegistrant) send(i, cseq int, contact, authz string) string {
+	msg := append(r.msg[:0], "REGISTER sip:test SIP/2.0\r\n"...)
+	msg = append(msg, r.via...)
+	msg = strconv.AppendInt(msg, int64(i), 10)
+	msg = append(msg, '-', byte('0'+cseq))
+	msg = append(msg, "\r\nFrom: <sip:alice@test>;tag=1\r\nTo: <sip:alice@test>\r\nCall-ID: raw-"...)
+	msg = strconv.AppendInt(msg, int64(i), 10)
+	msg = append(msg, "\r\nCSeq: "...)
+	msg = strconv.AppendInt(msg, int64(cseq), 10)
+	msg = append(msg, " REGISTER\r\n"...)
+	msg = append(msg, contact...)
+	msg = append(msg, "Max-Forwards: 70\r\nExpires: 3600\r\n"...)
+	msg = append(msg, authz...)
+	msg = append(msg, "Content-Length: 0\r\n\r\n"...)
+	r.msg = msg
+	buf := r.sw.regs.bufs.Get().(*[]byte)
+	*buf = append((*buf)[:0], msg...)
+	r.sw.regs.handle(regJob{conn: r.conn, buf: buf, src: r.src})
+	r.phone.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, _, err := r.phone.ReadFromUDP(r.answer)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	return string(r.answer[:n])
 }
 
 func md5Hex(s string) string {

@@ -5,7 +5,7 @@ FUZZTIME ?= 10s
 BIN      := bin/centralino
 
 # Fuzz targets run by `make fuzz` (package:Target), a short time each in `make test`.
-FUZZ_TARGETS := ./sip:FuzzHandleRequest ./routing/directory:FuzzStoredValue ./sip:FuzzUDPRegister ./sip:FuzzScanRegister ./sip:FuzzInviteGate ./configs:FuzzParse ./media:FuzzRewriteSDP ./media:FuzzRTPPacket ./modules/pec:FuzzParsePEC ./modules/survey:FuzzParseOffer
+FUZZ_TARGETS := ./sip:FuzzHandleRequest ./routing/directory:FuzzStoredValue ./sip:FuzzUDPRegister ./sip:FuzzScanRegister ./sip:FuzzPlainContact ./sip:FuzzInviteGate ./configs:FuzzParse ./media:FuzzRewriteSDP ./media:FuzzRTPPacket ./modules/pec:FuzzParsePEC ./modules/survey:FuzzParseOffer
 
 .PHONY: run build test unit e2e fuzz vet bench clean
 

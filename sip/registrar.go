@@ -242,7 +242,7 @@ func (s *Switch) registration(req registerRequest, user directory.User) (directo
 	}
 	now := time.Now()
 	for _, c := range req.contacts {
-		if c.Address.Wildcard {
+		if c.wildcard {
 			if len(req.contacts) != 1 || headerExpires != 0 {
 				return reg, 400, "Wildcard Contact needs Expires: 0 and no other Contact"
 			}
@@ -250,8 +250,8 @@ func (s *Switch) registration(req registerRequest, user directory.User) (directo
 			continue
 		}
 		secs := headerExpires
-		if v, ok := c.Params.Get("expires"); ok {
-			n, err := strconv.Atoi(v)
+		if c.hasExpires {
+			n, err := strconv.Atoi(c.expires)
 			if err != nil || n < 0 {
 				return reg, 400, "Bad Contact expires"
 			}
@@ -264,7 +264,7 @@ func (s *Switch) registration(req registerRequest, user directory.User) (directo
 		if exp > 0 && exp < s.cfg.MinExpires {
 			return reg, 423, "Interval Too Brief"
 		}
-		contact := c.Address.String()
+		contact := c.uri
 		if exp == 0 {
 			reg.Remove = append(reg.Remove, contact)
 			continue

@@ -290,8 +290,14 @@ fi
 header
 if [[ " $TESTS " == *" reg "* ]]; then
 	fails=0 best=0
+	# sipp aborts a registration on an unexpected answer (503 from an overloaded
+	# switch) and by default sends a BYE for it, which no phone does: each such
+	# BYE cost the switch a parse, a server transaction and a 481, and turned
+	# an overloaded step into a collapse (29 Nov). The registration still counts
+	# as failed.
 	for r in $REG_RATES; do
-		if step register "$r" -sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users.csv" -max_recv_loops 10000 -max_sched_loops 10000; then
+		if step register "$r" -sf "$ROOT/test/bench/scenarios/register.xml" -inf "$WORK/users.csv" -max_recv_loops 10000 -max_sched_loops 10000 \
+			-default_behaviors all,-bye; then
 			fails=0 best=$r
 		else
 			fails=$((fails + 1))

@@ -70,9 +70,9 @@ func FuzzUDPRegister(f *testing.F) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5070}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for range 2 {
-			if j, ok := sw.regs.take(c, data, src); ok {
-				sw.regs.handle(j)
-			}
+			buf := sw.regs.bufs.Get().(*[]byte)
+			*buf = append((*buf)[:0], data...)
+			sw.regs.handle(regJob{conn: c, buf: buf, src: src})
 		}
 	})
 }

@@ -100,35 +100,27 @@ func (c *udpConn) remember(pool *sip.ConnectionPool, src string) {
 
 // udpRegistrar is the queue and the workers of the UDP registrar.
 type udpRegistrar struct {
-	s         *Switch
-	jobs      chan regJob
-	parser    *sip.Parser
-	replies   *replyCache
-	datagrams sync.Pool // of *datagram
+	s       *Switch
+	jobs    chan regJob
+	parser  *sip.Parser
+	replies *replyCache
+	bufs    sync.Pool // of *[]byte, datagram copies
 }
 
 type regJob struct {
 	conn   *udpConn
-	dg     *datagram
+	buf    *[]byte
 	src    *net.UDPAddr
 	queued time.Time
 }
 
-// datagram is a REGISTER taken off a socket: a copy of it, its headers
-// that answers copy, and the claim on its transaction in the reply cache.
-type datagram struct {
-	buf []byte
-	raw rawRequest
-	key replyKey
-}
-
 func newUDPRegistrar(s *Switch) *udpRegistrar {
 	return &udpRegistrar{
-		s:         s,
-		jobs:      make(chan regJob, regQueueLen),
-		parser:    sip.NewParser(),
-		replies:   newReplyCache(),
-		datagrams: sync.Pool{New: func() any { return &datagram{buf: make([]byte, 0, 1024)} }},
+		s:       s,
+		jobs:    make(chan regJob, regQueueLen),
+		parser:  sip.NewParser(),
+		replies: newReplyCache(),
+		bufs:    sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
 	}
 }
 
@@ -162,8 +154,8 @@ func (r *udpRegistrar) run(ctx context.Context) {
 }
 
 // enqueue runs on the socket's reader: it applies the flood limit that
-// sipgo's read filter applies to everything else, then queues the REGISTER
-// (take), or answers 503 when the queue is full.
+// sipgo's read filter applies to everything else, copies the datagram and
+// queues it, or answers 503 when the queue is full.
 func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 	if f := r.s.flood; f != nil {
 		if ip := src.AddrPort().Addr().Unmap(); !r.s.trusted(ip) && !f.allow(ip) {
@@ -171,73 +163,59 @@ func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 			return
 		}
 	}
-	j, ok := r.take(c, data, src)
-	if !ok {
-		return
-	}
+	buf := r.bufs.Get().(*[]byte)
+	*buf = append((*buf)[:0], data...)
 	select {
-	case r.jobs <- j:
+	case r.jobs <- regJob{c, buf, src, time.Now()}:
 	default:
 		r.s.metrics.overloaded.WithLabelValues("queue_full").Inc()
-		r.refuse(j)
+		r.refuse(regJob{c, buf, src, time.Time{}})
 	}
-}
-
-// take copies a REGISTER datagram and claims its transaction, so that a
-// retransmission is recognised before it waits in the queue (an overloaded
-// switch would otherwise queue every REGISTER twice or more, and answer
-// each copy): a copy of one answered is answered again at once, a copy of
-// one queued or being processed is dropped. False when there is nothing
-// more to do.
-func (r *udpRegistrar) take(c *udpConn, data []byte, src *net.UDPAddr) (regJob, bool) {
-	dg := r.datagrams.Get().(*datagram)
-	dg.buf = append(dg.buf[:0], data...)
-	if !dg.raw.scan(dg.buf) {
-		r.datagrams.Put(dg)
-		r.s.metrics.malformed.WithLabelValues("udp").Inc()
-		r.s.log.Debug("malformed REGISTER dropped", "source", src)
-		return regJob{}, false
-	}
-	answer, dst, key, fresh := r.replies.claim(src.AddrPort(), dg.raw.branch(), dg.raw.callID)
-	if !fresh {
-		r.datagrams.Put(dg)
-		if answer != nil {
-			if _, err := c.WriteToUDPAddrPort(answer, dst); err != nil {
-				r.s.log.Debug("response not resent", "call_id", key.callID, "error", err)
-			}
-		}
-		return regJob{}, false
-	}
-	dg.key = key
-	return regJob{conn: c, dg: dg, src: src, queued: time.Now()}, true
 }
 
 // refuse answers 503 to a REGISTER the switch has no time for, from its
 // raw headers: an overloaded switch spends no parsing on it, and the final
-// answer, remembered for its retransmissions, stops the client's, which
-// would add to the load.
+// answer stops the client's retransmissions, which would add to the load.
 func (r *udpRegistrar) refuse(j regJob) {
-	defer r.datagrams.Put(j.dg)
-	u := r.reply(j)
+	defer r.bufs.Put(j.buf)
+	var raw rawRequest
+	if !raw.scan(*j.buf) {
+		r.s.metrics.malformed.WithLabelValues("udp").Inc()
+		return
+	}
+	u := &udpReply{conn: j.conn, src: j.src, dst: raw.replyAddr(j.src), raw: &raw}
 	if u.reply(503, "Service Unavailable", []sip.Header{sip.NewHeader("Retry-After", "5")}) == nil {
 		r.s.metrics.responses.WithLabelValues(string(sip.REGISTER), "503").Inc()
 	}
 }
 
-// reply is where the answers to j go.
-func (r *udpRegistrar) reply(j regJob) *udpReply {
-	return &udpReply{conn: j.conn, src: j.src, dst: j.dg.raw.replyAddr(j.src), raw: &j.dg.raw, cache: r.replies, key: j.dg.key}
-}
-
 func (r *udpRegistrar) handle(j regJob) {
-	if time.Since(j.queued) > regMaxWait {
+	if !j.queued.IsZero() && time.Since(j.queued) > regMaxWait {
 		r.s.metrics.overloaded.WithLabelValues("stale").Inc()
 		r.refuse(j)
 		return
 	}
-	defer r.datagrams.Put(j.dg)
-	reply := r.reply(j)
-	req, ok := scanRegister(&j.dg.raw, j.dg.buf, j.src.AddrPort())
+	defer r.bufs.Put(j.buf)
+	var raw rawRequest
+	if !raw.scan(*j.buf) {
+		r.s.metrics.malformed.WithLabelValues("udp").Inc()
+		r.s.log.Debug("malformed REGISTER dropped", "source", j.src)
+		return
+	}
+	// A retransmission is recognised before it is parsed, so that an
+	// overloaded switch does not spend its CPU twice on the same REGISTER.
+	data, dst, key, fresh := r.replies.claim(j.src.AddrPort(), raw.branch(), raw.callID)
+	switch {
+	case data != nil: // already answered
+		if _, err := j.conn.WriteToUDPAddrPort(data, dst); err != nil {
+			r.s.log.Debug("response not resent", "call_id", key.callID, "error", err)
+		}
+		return
+	case !fresh: // being processed
+		return
+	}
+	reply := &udpReply{conn: j.conn, src: j.src, dst: raw.replyAddr(j.src), raw: &raw, cache: r.replies, key: key}
+	req, ok := scanRegister(&raw, *j.buf, j.src.AddrPort())
 	if !ok { // an unusual form: sipgo parses it whole
 		if req, ok = r.parse(j, reply); !ok {
 			return
@@ -254,7 +232,7 @@ func (r *udpRegistrar) handle(j regJob) {
 // been answered 400.
 func (r *udpRegistrar) parse(j regJob, reply *udpReply) (registerRequest, bool) {
 	r.s.metrics.fullParses.Inc()
-	msg, err := r.parser.ParseSIP(j.dg.buf)
+	msg, err := r.parser.ParseSIP(*j.buf)
 	req, ok := msg.(*sip.Request)
 	if err != nil || !ok || req.Via() == nil {
 		r.replies.release(reply.key)
@@ -293,7 +271,6 @@ type rawRequest struct {
 
 // scan finds the headers in msg; false when one is missing.
 func (m *rawRequest) scan(msg []byte) bool {
-	*m = rawRequest{} // it may hold another datagram's
 	m.vias = m.viaLines[:0]
 	first := true
 	for len(msg) > 0 {

@@ -158,7 +158,8 @@ func scanRegister(raw *rawRequest, msg []byte, src netip.AddrPort) (registerRequ
 				return r, false
 			}
 		case headerIs(name, "To", "t") || headerIs(name, "Call-ID", "i") || headerIs(name, "CSeq", ""):
-			// rawRequest read the first; sipgo keeps the last
+			// rawRequest found each; a fourth line repeats one of them,
+			// of which rawRequest read the first and sipgo keeps the last
 			if singles++; singles > 3 {
 				return r, false
 			}

@@ -530,31 +530,41 @@ var (
 type replyKey struct {
 	source         netip.AddrPort
 	branch, callID string
-	slot           int // its place in the cache
+	slot           int // its place in the cache: bucket·replyWays + way
 }
 
 // replyCache remembers the last answer to recent REGISTERs in a fixed table,
-// so that its memory does not grow with the rate: a retransmission whose slot
-// a newer REGISTER has taken is processed again.
+// so that its memory does not grow with the rate. A REGISTER may take any of
+// the replyWays slots of its bucket, the oldest first: with one slot each,
+// at 20,000 registrations a second one REGISTER in seven lost its slot to
+// another before its first retransmission came, which was then processed
+// again (its replayed nonce answered with a new challenge, its repeated CSeq
+// with a 500); with four, about one in three hundred.
 type replyCache struct {
-	seed  maphash.Seed
-	now   func() time.Time
-	slots []replySlot
+	seed    maphash.Seed
+	now     func() time.Time
+	buckets []replyBucket
+}
+
+const replyWays = 4
+
+type replyBucket struct {
+	mu    sync.Mutex
+	slots [replyWays]replySlot
 }
 
 type replySlot struct {
-	mu   sync.Mutex
 	key  replyKey
-	at   time.Time
+	at   time.Time      // when claimed or answered; zero: free
 	data []byte         // nil while the REGISTER is being processed
 	dst  netip.AddrPort // where data went
 }
 
 func newReplyCache() *replyCache {
-	return &replyCache{seed: maphash.MakeSeed(), now: time.Now, slots: make([]replySlot, replySlots)}
+	return &replyCache{seed: maphash.MakeSeed(), now: time.Now, buckets: make([]replyBucket, replySlots/replyWays)}
 }
 
-func (c *replyCache) slot(src netip.AddrPort, branch, callID []byte) int {
+func (c *replyCache) bucket(src netip.AddrPort, branch, callID []byte) int {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	a := src.Addr().As16()
@@ -564,7 +574,7 @@ func (c *replyCache) slot(src netip.AddrPort, branch, callID []byte) int {
 	h.Write(branch)
 	h.WriteByte(0)
 	h.Write(callID)
-	return int(h.Sum64() & (replySlots - 1))
+	return int(h.Sum64() % uint64(len(c.buckets)))
 }
 
 func (k *replyKey) is(src netip.AddrPort, branch, callID []byte) bool {
@@ -575,12 +585,17 @@ func (k *replyKey) is(src netip.AddrPort, branch, callID []byte) bool {
 // fresh when the REGISTER is to be processed (it is now marked as being
 // processed, under the key returned, which store and release take).
 func (c *replyCache) claim(src netip.AddrPort, branch, callID []byte) (data []byte, dst netip.AddrPort, key replyKey, fresh bool) {
-	i := c.slot(src, branch, callID)
-	sl := &c.slots[i]
+	b := c.bucket(src, branch, callID)
+	bk := &c.buckets[b]
 	now := c.now()
-	sl.mu.Lock()
-	defer sl.mu.Unlock()
-	if sl.key.is(src, branch, callID) {
+	bk.mu.Lock()
+	defer bk.mu.Unlock()
+	way := -1
+	for w := range bk.slots {
+		sl := &bk.slots[w]
+		if !sl.key.is(src, branch, callID) {
+			continue
+		}
 		age := now.Sub(sl.at)
 		if sl.data != nil && age < replyTTL {
 			return sl.data, sl.dst, sl.key, false
@@ -588,8 +603,19 @@ func (c *replyCache) claim(src netip.AddrPort, branch, callID []byte) (data []by
 		if sl.data == nil && age < claimTTL {
 			return nil, dst, sl.key, false
 		}
+		way = w // its own slot, expired
+		break
 	}
-	sl.key = replyKey{src, string(branch), string(callID), i}
+	if way < 0 { // the oldest slot, free ones first
+		way = 0
+		for w := 1; w < replyWays; w++ {
+			if bk.slots[w].at.Before(bk.slots[way].at) {
+				way = w
+			}
+		}
+	}
+	sl := &bk.slots[way]
+	sl.key = replyKey{src, string(branch), string(callID), b*replyWays + way}
 	sl.at, sl.data = now, nil
 	return nil, dst, sl.key, true
 }
@@ -602,14 +628,14 @@ func (c *replyCache) store(k replyKey, data []byte, dst netip.AddrPort) {
 // release forgets a claim that will get no answer (the message was
 // unreadable), so that its next copy is judged again.
 func (c *replyCache) release(k replyKey) {
-	c.update(k, func(sl *replySlot) { sl.key, sl.data = replyKey{}, nil })
+	c.update(k, func(sl *replySlot) { *sl = replySlot{} })
 }
 
 func (c *replyCache) update(k replyKey, f func(*replySlot)) {
-	sl := &c.slots[k.slot]
-	sl.mu.Lock()
-	defer sl.mu.Unlock()
-	if sl.key == k {
+	bk := &c.buckets[k.slot/replyWays]
+	bk.mu.Lock()
+	defer bk.mu.Unlock()
+	if sl := &bk.slots[k.slot%replyWays]; sl.key == k {
 		f(sl)
 	}
 }
@@ -618,13 +644,15 @@ func (c *replyCache) update(k replyKey, f func(*replySlot)) {
 // holds none.
 func (c *replyCache) sweep() {
 	now := c.now()
-	for i := range c.slots {
-		sl := &c.slots[i]
-		sl.mu.Lock()
-		if sl.key != (replyKey{}) && now.Sub(sl.at) >= replyTTL {
-			sl.key, sl.data = replyKey{}, nil
+	for i := range c.buckets {
+		bk := &c.buckets[i]
+		bk.mu.Lock()
+		for w := range bk.slots {
+			if sl := &bk.slots[w]; sl.key != (replyKey{}) && now.Sub(sl.at) >= replyTTL {
+				*sl = replySlot{}
+			}
 		}
-		sl.mu.Unlock()
+		bk.mu.Unlock()
 	}
 }
 

@@ -48,13 +48,39 @@ func TestReplyCacheRemembersThenForgets(t *testing.T) {
 	}
 	now = now.Add(replyTTL)
 	c.sweep()
-	for i := range c.slots {
-		if c.slots[i].data != nil {
-			t.Fatal("an answer older than replyTTL survives the sweep")
+	for i := range c.buckets {
+		for _, sl := range c.buckets[i].slots {
+			if sl.data != nil {
+				t.Fatal("an answer older than replyTTL survives the sweep")
+			}
 		}
 	}
 	if _, _, _, fresh := claim("z9hG4bKa"); !fresh {
 		t.Fatal("a copy after replyTTL is not processed again")
+	}
+}
+
+// An answer outlives replyWays-1 REGISTERs that land in its bucket after
+// it; the next takes its slot, the oldest.
+func TestReplyCacheKeepsAnswersAgainstCollisions(t *testing.T) {
+	c := newReplyCache()
+	src := netip.MustParseAddrPort("192.0.2.1:5060")
+	_, _, k, _ := c.claim(src, []byte("z9hG4bKfirst"), []byte("c1"))
+	c.store(k, []byte("SIP/2.0 200 OK"), src)
+	for n := 0; n < replyWays; n++ {
+		if data, _, _, fresh := c.claim(src, []byte("z9hG4bKfirst"), []byte("c1")); fresh || string(data) != "SIP/2.0 200 OK" {
+			t.Fatalf("after %d colliding REGISTERs the answer is gone", n)
+		}
+		for i := 0; ; i++ { // another REGISTER of the same bucket
+			branch := []byte("z9hG4bK" + strconv.Itoa(n) + "-" + strconv.Itoa(i))
+			if c.bucket(src, branch, []byte("c1")) == k.slot/replyWays {
+				c.claim(src, branch, []byte("c1"))
+				break
+			}
+		}
+	}
+	if _, _, _, fresh := c.claim(src, []byte("z9hG4bKfirst"), []byte("c1")); !fresh {
+		t.Fatalf("the answer outlived %d colliding REGISTERs in %d slots", replyWays, replyWays)
 	}
 }
 

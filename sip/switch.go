@@ -397,21 +397,23 @@ func (s *Switch) Close() error {
 // instrument counts requests and the final answers the switch gives.
 func (s *Switch) instrument(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		if s.accept(req, tx) {
-			h(req, tx)
+		if err := s.accept(req); err != nil {
+			s.respond(req, tx, 400, err.Error())
+			return
 		}
+		h(req, tx)
 	}
 }
 
-// accept counts a request and answers 400 to one the switch cannot handle.
-func (s *Switch) accept(req *sip.Request, tx responder) bool {
+// accept counts a request and says why the switch cannot handle it, if it
+// cannot (counted as malformed; the caller answers 400).
+func (s *Switch) accept(req *sip.Request) error {
 	s.metrics.requests.WithLabelValues(string(req.Method)).Inc()
-	if err := validate(req); err != nil {
+	err := validate(req)
+	if err != nil {
 		s.metrics.malformed.WithLabelValues(transportName(req.Transport())).Inc()
-		s.respond(req, tx, 400, err.Error())
-		return false
 	}
-	return true
+	return err
 }
 
 // validate checks what the proxy needs (RFC 3261 §16.3); sipgo has already

@@ -243,10 +243,8 @@ func (r *udpRegistrar) parse(j regJob, reply *udpReply) (registerRequest, bool) 
 	req.SetTransport("UDP")
 	// As net.UDPAddr.String writes it, in one allocation rather than three.
 	req.SetSource(netip.AddrPortFrom(j.src.AddrPort().Addr().Unmap(), uint16(j.src.Port)).String())
-	r.s.metrics.requests.WithLabelValues(string(sip.REGISTER)).Inc()
 	answer := reply.answerer(r.s, callID(req))
-	if err := validate(req); err != nil {
-		r.s.metrics.malformed.WithLabelValues("udp").Inc()
+	if err := r.s.accept(req); err != nil {
 		answer(400, err.Error())
 		return registerRequest{}, false
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
+	"github.com/lineamica/centralino/test/freeport"
 	"github.com/lineamica/centralino/test/sipua"
 )
 
@@ -62,7 +63,7 @@ func (sw *testSwitch) nextEventWithin(t *testing.T, kind string, d time.Duration
 
 func startSwitch(t testing.TB, edit func(*Config)) *testSwitch {
 	t.Helper()
-	port := sipua.FreePort(t)
+	port := freeport.Port(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := Config{
 		NodeID: "test", Realm: testRealm,

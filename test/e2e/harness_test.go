@@ -19,8 +19,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/lineamica/centralino/configs"
+	"github.com/lineamica/centralino/test/freeport"
 	"github.com/lineamica/centralino/test/redisserver"
-	"github.com/lineamica/centralino/test/sipua"
 	"github.com/lineamica/centralino/test/syncbuf"
 )
 
@@ -81,7 +81,7 @@ type nodeOptions struct {
 func startNode(t *testing.T, o nodeOptions) *node {
 	t.Helper()
 	cfg := configs.Demo()
-	n := &node{Host: cmp.Or(o.host, "127.0.0.1"), SIPPort: sipua.FreePort(t), WSPort: sipua.FreePort(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", sipua.FreePort(t))}
+	n := &node{Host: cmp.Or(o.host, "127.0.0.1"), SIPPort: freeport.Port(t), WSPort: freeport.Port(t), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))}
 	cfg.NodeID = "e2e"
 	if o.nodeID != "" {
 		cfg.NodeID = o.nodeID

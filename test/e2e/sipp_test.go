@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lineamica/centralino/test/sipua"
+	"github.com/lineamica/centralino/test/freeport"
 )
 
 const demoPassword = "demo-"
@@ -26,8 +26,8 @@ func registerWith(t *testing.T, n *node, user, contactAddr string) {
 // and the function that waits for it.
 func sippCallee(t *testing.T, n *node, scenario string, args ...string) (string, func() sippResult) {
 	t.Helper()
-	port := sipua.FreePort(t)
-	wait := sippBackground(t, n, scenario, append([]string{"-m", "1", "-p", strconv.Itoa(port), "-mp", strconv.Itoa(sipua.FreePort(t))}, args...)...)
+	port := freeport.Port(t)
+	wait := sippBackground(t, n, scenario, append([]string{"-m", "1", "-p", strconv.Itoa(port), "-mp", strconv.Itoa(freeport.Port(t))}, args...)...)
 	time.Sleep(300 * time.Millisecond) // let sipp bind before anyone calls it
 	return fmt.Sprintf("127.0.0.1:%d", port), wait
 }
@@ -35,7 +35,7 @@ func sippCallee(t *testing.T, n *node, scenario string, args ...string) (string,
 func call(t *testing.T, n *node, scenario, user, dial string) sippResult {
 	t.Helper()
 	return sipp(t, n, scenario, "-m", "1", "-au", user, "-ap", demoPassword+user,
-		"-key", "aor", user, "-key", "dial", dial, "-p", strconv.Itoa(sipua.FreePort(t)), "-mp", strconv.Itoa(sipua.FreePort(t)))
+		"-key", "aor", user, "-key", "dial", dial, "-p", strconv.Itoa(freeport.Port(t)), "-mp", strconv.Itoa(freeport.Port(t)))
 }
 
 func TestSippRegisterWithDigest(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing"
 	"github.com/lineamica/centralino/routing/directory"
+	"github.com/lineamica/centralino/test/freeport"
 	"github.com/lineamica/centralino/test/redisserver"
 	"github.com/lineamica/centralino/test/sipua"
 )
@@ -50,7 +51,7 @@ func TestServiceLevelsOnTheBuiltSwitch(t *testing.T) {
 		c.Modules = []modules.Config{{Name: "sla"}}
 		// A trunk, for its metrics: its one peer answers nothing.
 		c.Trunks = []routing.Trunk{{Name: "pstn", Prefixes: []string{"0"},
-			Peers: []routing.Peer{{Name: "gw", Host: "127.0.0.9", Port: sipua.FreePort(t)}}}}
+			Peers: []routing.Peer{{Name: "gw", Host: "127.0.0.9", Port: freeport.Port(t)}}}}
 	}})
 
 	operator := phone(t, n, "campania.deluca", "udp")
@@ -69,7 +70,7 @@ func TestServiceLevelsOnTheBuiltSwitch(t *testing.T) {
 	addr, callee := sippCallee(t, n, "uas_ring.xml")
 	registerWith(t, n, "aslna1.sorrentino", addr)
 	if r := sipp(t, n, "uac_citizen_cancel.xml", "-m", "1", "-d", "500", "-key", "aor", "3337654321", "-key", "dial", "8110000",
-		"-p", fmt.Sprint(sipua.FreePort(t)), "-mp", fmt.Sprint(sipua.FreePort(t))); r.err != nil {
+		"-p", fmt.Sprint(freeport.Port(t)), "-mp", fmt.Sprint(freeport.Port(t))); r.err != nil {
 		t.Fatalf("citizen hanging up while ASL rings: %v\n%s", r.err, r.output)
 	}
 	if r := callee(); r.err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/lineamica/centralino/configs"
+	"github.com/lineamica/centralino/test/freeport"
 	"github.com/lineamica/centralino/test/sipua"
 )
 
@@ -54,7 +55,7 @@ func selfSigned(t *testing.T) (string, string) {
 
 func TestTLSPhoneCallsWebSocketPhone(t *testing.T) {
 	cert, key := selfSigned(t)
-	tlsPort := sipua.FreePort(t)
+	tlsPort := freeport.Port(t)
 	n := startNode(t, nodeOptions{edit: func(c *configs.Config) {
 		c.Listen = append(c.Listen, configs.Listener{Transport: "tls", Addr: fmt.Sprintf("127.0.0.1:%d", tlsPort), CertFile: cert, KeyFile: key})
 	}})

@@ -17,6 +17,7 @@ import (
 	"github.com/lineamica/centralino/configs"
 	"github.com/lineamica/centralino/modules"
 	"github.com/lineamica/centralino/routing"
+	"github.com/lineamica/centralino/test/freeport"
 	"github.com/lineamica/centralino/test/sipua"
 )
 
@@ -41,7 +42,7 @@ type gateway struct {
 
 func startGateway(t *testing.T, host string) *gateway {
 	t.Helper()
-	port := sipua.FreePort(t)
+	port := freeport.Port(t)
 	g := &gateway{addr: fmt.Sprintf("%s:%d", host, port), inviteCode: 200, t: t}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("gateway-" + host))
 	if err != nil {

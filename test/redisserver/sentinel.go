@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/lineamica/centralino/test/freeport"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -169,12 +171,7 @@ func serverArgs(addr, dir, name string) []string {
 
 // freeAddr returns a loopback TCP address nothing listens on.
 func freeAddr(tb testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("redisserver: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freeport.Port(tb)))
 }
 
 func host(addr string) string { h, _, _ := net.SplitHostPort(addr); return h }

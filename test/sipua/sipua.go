@@ -6,7 +6,6 @@ package sipua
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -14,46 +13,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/pion/rtp"
-)
 
-// FreePort returns a port free for both UDP and TCP on 127.0.0.1 and, where
-// the host has it, on [::1].
-func FreePort(t testing.TB) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		free := true
-		for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", p), fmt.Sprintf("[::1]:%d", p)} {
-			if u, err := net.ListenPacket("udp", addr); err == nil {
-				u.Close()
-			} else if addr[0] != '[' || !errors.Is(err, syscall.EADDRNOTAVAIL) {
-				free = false
-			}
-		}
-		if l6, err := net.Listen("tcp", fmt.Sprintf("[::1]:%d", p)); err == nil {
-			l6.Close()
-		} else if !errors.Is(err, syscall.EADDRNOTAVAIL) {
-			free = false
-		}
-		l.Close()
-		if free {
-			return p
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
+	"github.com/lineamica/centralino/test/freeport"
+)
 
 // Phone is one user's phone. A UDP phone listens on a port of its own; a
 // TCP, TLS or WebSocket phone is reached over the connection it registered
@@ -129,7 +97,7 @@ func New(t testing.TB, switchAddr, realm, user, password, transport string) *Pho
 	})
 	opts := []sipgo.ClientOption{sipgo.WithClientHostname(p.IP)}
 	if transport == "udp" {
-		port := FreePort(t)
+		port := freeport.Port(t)
 		p.listen = net.JoinHostPort(p.IP, strconv.Itoa(port))
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan struct{})

@@ -83,6 +83,11 @@ type HTTP struct {
 type Directory struct {
 	Backend  string `yaml:"backend"`             // memory | redis
 	RedisURL string `yaml:"redis_url,omitempty"` // redis://, rediss:// or unix://
+	// WriteBack: with Redis, a REGISTER that only refreshes bindings the node
+	// holds is answered at once and written within this delay, together
+	// with the others (Kamailio's usrloc db_mode 2); 0 writes each one
+	// before answering. A crash loses the refreshes of the last interval.
+	WriteBack Duration `yaml:"write_back"`
 }
 
 // Registrar bounds the Expires a phone may ask for, in seconds.
@@ -221,7 +226,7 @@ func Default() *Config {
 			{Transport: "ws", Addr: defaultAddr["ws"]},
 		},
 		HTTP:      HTTP{Addr: "127.0.0.1:8080"},
-		Directory: Directory{Backend: "memory"},
+		Directory: Directory{Backend: "memory", WriteBack: Duration(100 * time.Millisecond)},
 		Registrar: Registrar{MinExpires: 60, MaxExpires: 3600, DefaultExpires: 600},
 		Auth: Auth{
 			Algorithms:    []string{"MD5", "SHA-256"},
@@ -509,6 +514,9 @@ func (c *Config) validateServices() error {
 		if err := checkRedisURL(c.Directory.RedisURL); err != nil {
 			return fieldError("directory.redis_url", "%v", err)
 		}
+	}
+	if w := time.Duration(c.Directory.WriteBack); w < 0 || w > 10*time.Second {
+		return fieldError("directory.write_back", "must be from 0 to 10s, got %v", w)
 	}
 	r := c.Registrar
 	if r.MinExpires <= 0 {

@@ -154,6 +154,7 @@ func TestValidateErrors(t *testing.T) {
 			c.Directory = Directory{Backend: "redis", RedisURL: "http://u:secret@redis:6379"}
 		}, `directory.redis_url: scheme "http" is not one of redis, rediss, unix`},
 		{"redis url host", func(c *Config) { c.Directory = Directory{Backend: "redis", RedisURL: "redis:///0"} }, `directory.redis_url: no host`},
+		{"write back", func(c *Config) { c.Directory.WriteBack = Duration(-time.Second) }, `directory.write_back: must be from 0 to 10s, got -1s`},
 		{"unix url path", func(c *Config) { c.Directory = Directory{Backend: "redis", RedisURL: "unix://"} }, `directory.redis_url: no socket path`},
 		{"cluster without redis", func(c *Config) { c.Cluster.Secret = "0123456789abcdef" },
 			`cluster: several nodes share a redis directory: set directory.backend to redis`},

@@ -191,7 +191,7 @@ func joinNodes(ctx context.Context, cfg *configs.Config, client *redis.Client, m
 // openStore opens the directory the config names.
 func openStore(ctx context.Context, cfg *configs.Config, reg prometheus.Registerer, log *slog.Logger) (directory.Store, error) {
 	if cfg.Directory.Backend == "redis" {
-		return directory.NewRedis(ctx, cfg.Directory.RedisURL, directory.RedisOptions{Registerer: reg, Logger: log})
+		return directory.NewRedis(ctx, cfg.Directory.RedisURL, directory.RedisOptions{Registerer: reg, Logger: log, WriteBack: time.Duration(cfg.Directory.WriteBack)})
 	}
 	return directory.NewMemory(), nil
 }

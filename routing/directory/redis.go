@@ -200,6 +200,10 @@ type RedisOptions struct {
 	Logger       *slog.Logger          // nil: slog.Default()
 	CacheTTL     time.Duration         // freshness of cached User/Agency lookups; 0: defaultCacheTTL
 	PingInterval time.Duration         // health check period; 0: 3s
+	// WriteBack, if positive, answers refreshes of bindings the node holds
+	// at once and writes them to Redis together every WriteBack (writeBack);
+	// 0 writes each before answering.
+	WriteBack time.Duration
 }
 
 // Redis is a Store in Redis, shared by every node of the network. User,
@@ -213,7 +217,8 @@ type RedisOptions struct {
 type Redis struct {
 	id       string // tells this store's own invalidations apart
 	rdb      *redis.Client
-	batch    *batcher // registrations and user reads, sent together
+	batch    *batcher   // registrations and user reads, sent together
+	back     *writeBack // nil: refreshes are written before they are answered
 	pubsub   *redis.PubSub
 	hexpire  bool // server has per-field hash TTLs (HPEXPIRE)
 	log      *slog.Logger
@@ -254,6 +259,9 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 		bindings: newCache(opts.CacheTTL, func(sbs []storedBinding) []storedBinding { return sbs }),
 	}
 	r.bindings.until = firstExpiry
+	if opts.WriteBack > 0 {
+		r.back = newWriteBack(r, opts.WriteBack)
+	}
 	if err := r.connect(ctx, opts.Registerer); err != nil {
 		r.rdb.Close()
 		return nil, fmt.Errorf("directory: redis %s: %w", addr, err)
@@ -261,6 +269,9 @@ func NewRedis(ctx context.Context, url string, opts RedisOptions) (*Redis, error
 	bg, stop := context.WithCancel(context.Background())
 	r.stop = stop
 	r.batch = newBatcher(r.rdb)
+	if r.back != nil {
+		go r.back.run(bg)
+	}
 	r.wg.Go(r.listen)
 	r.wg.Go(func() { r.watch(bg, opts.PingInterval) })
 	return r, nil
@@ -284,7 +295,7 @@ func (r *Redis) connect(ctx context.Context, reg prometheus.Registerer) error {
 		r.pubsub.Close()
 		return err
 	}
-	if r.metrics, err = newRedisMetrics(reg); err != nil {
+	if r.metrics, err = newRedisMetrics(reg, r.held); err != nil {
 		r.pubsub.Close()
 		return err
 	}
@@ -378,6 +389,9 @@ func (r *Redis) Ping(ctx context.Context) error {
 // connections.
 func (r *Redis) Close() error {
 	r.stop()
+	if r.back != nil {
+		<-r.back.done // it has written what it held
+	}
 	r.batch.close()
 	err := r.pubsub.Close() // ends listen
 	r.wg.Wait()
@@ -648,9 +662,29 @@ func (r *Redis) PutBinding(ctx context.Context, b Binding) error {
 	return wrap(err)
 }
 
+// held is how many registrations the write-back holds.
+func (r *Redis) held() int {
+	if r.back == nil {
+		return 0
+	}
+	return r.back.held()
+}
+
+// settle writes the refresh of aor that the write-back holds, if any, before
+// a write that does not go through it.
+func (r *Redis) settle(ctx context.Context, aor string) error {
+	if r.back == nil {
+		return nil
+	}
+	return r.back.settle(ctx, aor)
+}
+
 // bindingsChanged runs write, then drops the AOR's cached bindings on every
 // node.
 func (r *Redis) bindingsChanged(ctx context.Context, aor string, write func(redis.Pipeliner)) error {
+	if err := r.settle(ctx, aor); err != nil {
+		return err
+	}
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		write(p)
 		p.Publish(ctx, invalidateChannel, r.id+" "+bindingChange+aor)
@@ -682,9 +716,17 @@ func (r *Redis) Register(ctx context.Context, reg Registration) (before, after [
 	known, _, _ := r.bindings.get(reg.AOR)
 	refreshed := false
 	if refreshOnly(known, reg, now) {
-		if refreshed, err = r.refresh(ctx, reg.AOR, known, puts, now); err != nil {
-			return nil, nil, err
+		refreshed = r.back != nil && !r.down.Load() && r.back.hold(reg, known, puts)
+		if !refreshed {
+			if err = r.settle(ctx, reg.AOR); err != nil {
+				return nil, nil, err
+			}
+			if refreshed, err = r.refresh(ctx, reg.AOR, known, puts, now); err != nil {
+				return nil, nil, err
+			}
 		}
+	} else if err = r.settle(ctx, reg.AOR); err != nil {
+		return nil, nil, err
 	}
 	held := known // the AOR's bindings as Redis held them
 	if !refreshed {
@@ -726,17 +768,23 @@ func rawOf(contact string, puts []string, held []storedBinding) string {
 // written one of their contacts since this node last saw it (its stored
 // value is no longer the one known holds), and then reports false.
 func (r *Redis) refresh(ctx context.Context, aor string, known []storedBinding, puts []string, now time.Time) (bool, error) {
-	args := make([]any, 0, 2+3*len(puts)/2)
-	args = append(args, now.UnixMilli(), flag(r.hexpire))
-	for i := 0; i < len(puts); i += 2 {
-		args = append(args, puts[i], rawOf(puts[i], nil, known), puts[i+1])
-	}
-	cmd, err := r.eval(ctx, refreshBindings, aor, args, len(puts) > 0)
+	cmd, err := r.eval(ctx, refreshBindings, aor, refreshArgs(known, puts, now, r.hexpire), len(puts) > 0)
 	if err != nil {
 		return false, wrap(err)
 	}
 	n, err := cmd.Int()
 	return n == 1, err
+}
+
+// refreshArgs are the refresh script's arguments: what the node holds for
+// each contact of puts (known), and its new value.
+func refreshArgs(known []storedBinding, puts []string, now time.Time, hexpire bool) []any {
+	args := make([]any, 0, 2+3*len(puts)/2)
+	args = append(args, now.UnixMilli(), flag(hexpire))
+	for i := 0; i < len(puts); i += 2 {
+		args = append(args, puts[i], rawOf(puts[i], nil, known), puts[i+1])
+	}
+	return args
 }
 
 // register runs the register script and returns the AOR's bindings as Redis

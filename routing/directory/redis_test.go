@@ -26,6 +26,13 @@ func TestRedis(t *testing.T) {
 	})
 }
 
+// Refreshes answered before they are written change nothing a caller sees.
+func TestRedisWriteBackContract(t *testing.T) {
+	testStore(t, func(t *testing.T) Store {
+		return newRedis(t, redisserver.Start(t).URL(), RedisOptions{WriteBack: 10 * time.Millisecond})
+	})
+}
+
 func newRedis(t *testing.T, url string, opts RedisOptions) *Redis {
 	t.Helper()
 	r, err := NewRedis(t.Context(), url, opts)

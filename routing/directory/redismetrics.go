@@ -9,16 +9,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// redisMetrics times every Redis command as a go-redis hook and holds the
-// up gauge that Redis.watch keeps current.
+// redisMetrics times every Redis command as a go-redis hook, holds the up
+// gauge that Redis.watch keeps current and reads the write-back's backlog
+// (held) at each scrape.
 type redisMetrics struct {
 	reg      prometheus.Registerer // nil: collectors live but are not exported
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
 	up       prometheus.Gauge
+	held     prometheus.GaugeFunc
 }
 
-func newRedisMetrics(reg prometheus.Registerer) (*redisMetrics, error) {
+func newRedisMetrics(reg prometheus.Registerer, held func() int) (*redisMetrics, error) {
 	m := &redisMetrics{
 		reg: reg,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -34,6 +36,10 @@ func newRedisMetrics(reg prometheus.Registerer) (*redisMetrics, error) {
 			Name: "centralino_redis_up",
 			Help: "1 if the last Redis health check succeeded, else 0.",
 		}),
+		held: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "centralino_redis_held_registrations",
+			Help: "Registrations answered and not yet written to Redis (directory.write_back); it grows while Redis does not take them.",
+		}, func() float64 { return float64(held()) }),
 	}
 	if reg == nil {
 		return m, nil
@@ -50,7 +56,7 @@ func newRedisMetrics(reg prometheus.Registerer) (*redisMetrics, error) {
 }
 
 func (m *redisMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.duration, m.errors, m.up}
+	return []prometheus.Collector{m.duration, m.errors, m.up, m.held}
 }
 
 func (m *redisMetrics) unregister() {

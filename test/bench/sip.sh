@@ -10,6 +10,7 @@
 #   REG_RATES="5000 10000 20000" CPS_RATES="500 1000 2000" DUR=10 HOLD_MS=1000 USERS=10000
 #   TESTS="mem reg cps"               # which phases run
 #   PROFILE="register:10000 call:1500" # 10 s CPU profiles during those steps (→ $OUT)
+#   WRITE_BACK=0s                     # directory.write_back on Redis (default: the config default)
 #   OUT=dir                           # keep logs, sipp stat files and profiles there
 #   MEDIA_ANCHOR=always MEDIA_PORTS=50000-64999 # anchor media (default never: SIP only)
 #   TRACE=1                           # sipp -trace_msg for the UAC and the UAS (low rates only)
@@ -110,7 +111,7 @@ fi
 # the relay's port allocation and release to every call.
 "$WORK/genconfig" -users "$USERS" -sip "$SIP" -http "$HTTP" "${REDIS_ARGS[@]}" \
 	-media-ports "${MEDIA_PORTS:-50000-64999}" -media-anchor "${MEDIA_ANCHOR:-never}" ${MEDIA_KERNEL:+-media-kernel "$MEDIA_KERNEL"} \
-	${MAX_CALL_RATE:+-max-call-rate "$MAX_CALL_RATE"} \
+	${MAX_CALL_RATE:+-max-call-rate "$MAX_CALL_RATE"} ${WRITE_BACK:+-write-back "$WRITE_BACK"} \
 	-o "$WORK/bench.yaml"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # The switch asks for 4 MB SIP UDP socket buffers, which Linux caps at

@@ -26,6 +26,7 @@ func main() {
 	anchor := flag.String("media-anchor", "", "media anchoring: always, nat or never (default: the config default)")
 	ports := flag.String("media-ports", "", "relay port range MIN-MAX (default: the config default); keep it clear of other programs' ranges")
 	kernel := flag.String("media-kernel", "", "in-kernel RTP forwarding: auto, on or off (default: the config default)")
+	writeBack := flag.Duration("write-back", -1, "directory.write_back with Redis (default: the config default)")
 	callRate := flag.Float64("max-call-rate", 0, "proxy.max_call_rate: new INVITEs a second the switch takes (0: no cap)")
 	flag.Parse()
 
@@ -53,7 +54,10 @@ func main() {
 		}
 	}
 	if *redis != "" {
-		cfg.Directory = configs.Directory{Backend: "redis", RedisURL: *redis}
+		cfg.Directory.Backend, cfg.Directory.RedisURL = "redis", *redis
+		if *writeBack >= 0 {
+			cfg.Directory.WriteBack = configs.Duration(*writeBack)
+		}
 	}
 	cfg.Network.Agencies = []directory.Agency{{Code: "bench", Name: "Load test", Sector: "general", Prefix: "9", Numbers: []string{"9000000"}}}
 	add := func(name, ext string) {

@@ -596,6 +596,9 @@ func (r *Redis) DeleteUser(ctx context.Context, username string) error {
 	if err != nil {
 		return err
 	}
+	if err := r.settle(ctx, username); err != nil {
+		return err
+	}
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, userKey(username))
 		p.Del(ctx, bindingsKey(username))
@@ -647,6 +650,9 @@ func (r *Redis) PutBinding(ctx context.Context, b Binding) error {
 	if err != nil {
 		return err
 	}
+	if err := r.settle(ctx, b.AOR); err != nil {
+		return err
+	}
 	now := time.Now()
 	if !b.Expires.After(now) {
 		return r.DeleteBinding(ctx, b.AOR, b.Contact)
@@ -671,7 +677,8 @@ func (r *Redis) held() int {
 }
 
 // settle writes the refresh of aor that the write-back holds, if any, before
-// a write that does not go through it.
+// a write to the AOR's bindings that does not go through it: every such
+// write calls it first.
 func (r *Redis) settle(ctx context.Context, aor string) error {
 	if r.back == nil {
 		return nil
@@ -682,9 +689,6 @@ func (r *Redis) settle(ctx context.Context, aor string) error {
 // bindingsChanged runs write, then drops the AOR's cached bindings on every
 // node.
 func (r *Redis) bindingsChanged(ctx context.Context, aor string, write func(redis.Pipeliner)) error {
-	if err := r.settle(ctx, aor); err != nil {
-		return err
-	}
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		write(p)
 		p.Publish(ctx, invalidateChannel, r.id+" "+bindingChange+aor)
@@ -847,6 +851,9 @@ func (r *Redis) eval(ctx context.Context, script *redis.Script, aor string, args
 				p.SAdd(ctx, aorsKey, aor)
 			}
 		})
+		if isAbandoned(err) {
+			return nil, err
+		}
 		return cmd, err // the script's error first: it is queued first
 	}
 	cmd, err := run(false)
@@ -904,6 +911,9 @@ func flag(b bool) string {
 
 // DeleteBinding is idempotent: removing a missing binding is not an error.
 func (r *Redis) DeleteBinding(ctx context.Context, aor, contact string) error {
+	if err := r.settle(ctx, aor); err != nil {
+		return err
+	}
 	return wrap(r.bindingsChanged(ctx, aor, func(p redis.Pipeliner) { p.HDel(ctx, bindingsKey(aor), contact) }))
 }
 

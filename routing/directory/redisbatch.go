@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -51,9 +52,22 @@ func newBatcher(rdb *redis.Client) *batcher {
 	return b
 }
 
+// abandoned is pipelined's error when the caller's context ended, or the
+// batcher closed, before the batch carrying its commands was answered: the
+// batch may still run, so what fill captured is not the caller's to read.
+type abandoned struct{ error }
+
+func (a abandoned) Unwrap() error { return a.error }
+
+func isAbandoned(err error) bool {
+	var a abandoned
+	return errors.As(err, &a)
+}
+
 // pipelined sends the commands fill queues with other callers' and returns
-// the first error among them, as redis.Client.Pipelined does. fill runs on
-// another goroutine and must only queue commands.
+// the first error among them, as redis.Client.Pipelined does, or an
+// abandoned error. fill runs on another goroutine and must only queue
+// commands.
 func (b *batcher) pipelined(ctx context.Context, fill func(redis.Pipeliner)) error {
 	c := batchCalls.Get().(*batchCall)
 	c.fill = fill
@@ -68,14 +82,14 @@ func (b *batcher) pipelined(ctx context.Context, fill func(redis.Pipeliner)) err
 	if err != nil { // not queued
 		c.fill = nil
 		batchCalls.Put(c)
-		return err
+		return abandoned{err}
 	}
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		return ctx.Err() // c stays with the batch loop: not reused
+		return abandoned{ctx.Err()} // c stays with the batch loop: not reused
 	case <-b.ctx.Done():
-		return redis.ErrClosed
+		return abandoned{redis.ErrClosed}
 	}
 	for _, cmd := range c.cmds {
 		if err = cmd.Err(); err != nil {

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -28,12 +27,12 @@ type writeBack struct {
 	r        *Redis
 	interval time.Duration
 
-	mu       sync.Mutex
-	pending  map[string]*heldRefresh // by AOR, not yet sent
-	inflight map[string]*heldRefresh // the flush being written
-	flushed  chan struct{}           // closed when the flush in flight ends
-	failing  bool                    // the last flush left refreshes held
-	done     chan struct{}           // closed when run has written the last
+	mu      sync.Mutex
+	pending map[string]*heldRefresh  // by AOR, not yet sent
+	busy    map[string]chan struct{} // AORs whose refresh is being written; closed when it is
+	closed  bool                     // Close has begun: nothing more is held
+	failing bool                     // the last flush left refreshes held
+	done    chan struct{}            // closed when run has written the last
 }
 
 // heldRefresh is one registration answered and not yet written.
@@ -44,45 +43,57 @@ type heldRefresh struct {
 }
 
 func newWriteBack(r *Redis, interval time.Duration) *writeBack {
-	return &writeBack{r: r, interval: interval, pending: make(map[string]*heldRefresh), done: make(chan struct{})}
+	return &writeBack{r: r, interval: interval, pending: make(map[string]*heldRefresh),
+		busy: make(map[string]chan struct{}), done: make(chan struct{})}
 }
 
 // hold takes a refresh to write later; false if the AOR has one held
-// already (the caller then writes through, which settles it first).
+// already (the caller then writes through, which settles it first) or the
+// store is closing.
 func (w *writeBack) hold(reg Registration, known []storedBinding, puts []string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.pending[reg.AOR]; ok {
+	if _, ok := w.pending[reg.AOR]; ok || w.closed {
 		return false
 	}
 	w.pending[reg.AOR] = &heldRefresh{reg, known, puts}
 	return true
 }
 
-// settle writes the refresh held for aor, or waits for the flush writing
-// it, so that a write through that follows lands after it.
+// settle returns once nothing held for aor remains unwritten: it waits for
+// a write of the AOR's refresh in flight (a flush, another settle) and
+// writes the one held, so that a write through that follows lands after
+// them. It fails if Redis does not take the held refresh.
 func (w *writeBack) settle(ctx context.Context, aor string) error {
 	w.mu.Lock()
-	h := w.pending[aor]
-	delete(w.pending, aor)
-	var flushed chan struct{}
-	if _, ok := w.inflight[aor]; ok {
-		flushed = w.flushed
-	}
-	w.mu.Unlock()
-	if flushed != nil {
+	for {
+		ch, busy := w.busy[aor]
+		if !busy {
+			break
+		}
+		w.mu.Unlock()
 		select {
-		case <-flushed:
+		case <-ch:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		w.mu.Lock()
 	}
+	h := w.pending[aor]
 	if h == nil {
+		w.mu.Unlock()
 		return nil
 	}
+	delete(w.pending, aor)
+	ch := make(chan struct{})
+	w.busy[aor] = ch
+	w.mu.Unlock()
+
 	failed, err := w.write(ctx, []*heldRefresh{h})
 	w.mu.Lock()
 	w.requeue(failed)
+	delete(w.busy, aor)
+	close(ch)
 	w.mu.Unlock()
 	return err
 }
@@ -91,7 +102,7 @@ func (w *writeBack) settle(ctx context.Context, aor string) error {
 func (w *writeBack) held() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.pending) + len(w.inflight)
+	return len(w.pending) + len(w.busy)
 }
 
 // run flushes every interval until ctx ends, then once more, and closes done.
@@ -102,7 +113,12 @@ func (w *writeBack) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			w.flush(context.Background())
+			w.mu.Lock()
+			w.closed = true
+			w.mu.Unlock()
+			if lost := w.flush(context.Background()); lost > 0 {
+				w.r.log.Error("redis: held refreshes lost on close: Redis did not take them", "registrations", lost)
+			}
 			return
 		case <-t.C:
 			if !w.r.down.Load() { // else every flush would wait out the timeouts
@@ -112,50 +128,66 @@ func (w *writeBack) run(ctx context.Context) {
 	}
 }
 
-// flush writes every held refresh; those Redis did not take are held again
-// for the next flush.
-func (w *writeBack) flush(ctx context.Context) {
+// flush writes every held refresh but those of AORs being written already,
+// and returns how many Redis did not take: they are held again for the next
+// flush.
+func (w *writeBack) flush(ctx context.Context) (failed int) {
 	w.mu.Lock()
-	if len(w.pending) == 0 {
-		w.mu.Unlock()
-		return
+	var batch []*heldRefresh
+	flushed := make(chan struct{})
+	for aor, h := range w.pending {
+		if _, busy := w.busy[aor]; busy {
+			continue
+		}
+		batch = append(batch, h)
+		delete(w.pending, aor)
+		w.busy[aor] = flushed
 	}
-	w.inflight, w.pending = w.pending, make(map[string]*heldRefresh, len(w.pending))
-	w.flushed = make(chan struct{})
-	batch := slices.Collect(maps.Values(w.inflight))
 	w.mu.Unlock()
+	if len(batch) == 0 {
+		return 0
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, max(10*w.interval, 2*time.Second))
-	failed, err := w.write(ctx, batch)
+	left, err := w.write(ctx, batch)
 	cancel()
 
 	w.mu.Lock()
-	// Held again before the flush ends, so that a write through waiting for
-	// it finds them and writes them first.
-	w.requeue(failed)
-	close(w.flushed)
-	w.inflight, w.flushed = nil, nil
+	// Held again before the AORs are released, so that a write through
+	// waiting for one of them finds its refresh and writes it first.
+	w.requeue(left)
+	for _, h := range batch {
+		delete(w.busy, h.reg.AOR)
+	}
+	close(flushed)
 	failing := w.failing
-	w.failing = len(failed) > 0
+	w.failing = len(left) > 0
 	w.mu.Unlock()
 	switch {
-	case len(failed) > 0 && !failing:
-		w.r.log.Warn("redis: held refreshes not written; retrying at each flush", "registrations", len(failed), "err", err)
-	case len(failed) == 0 && failing:
+	case len(left) > 0 && !failing:
+		w.r.log.Warn("redis: held refreshes not written; retrying at each flush", "registrations", len(left), "err", err)
+	case len(left) == 0 && failing:
 		w.r.log.Info("redis: held refreshes written again")
 	}
+	return len(left)
 }
 
 // requeue holds failed refreshes again, unless a later one for the same AOR
-// is held already: that one conflicts with what Redis holds when written,
-// and goes through the register script, which writes the latest. w.mu is
-// held.
+// is held already (that one conflicts with what Redis holds when written,
+// and goes through the register script, which writes the latest) or their
+// bindings have expired meanwhile. w.mu is held.
 func (w *writeBack) requeue(failed []*heldRefresh) {
+	now := time.Now()
 	for _, h := range failed {
-		if _, later := w.pending[h.reg.AOR]; !later {
+		_, later := w.pending[h.reg.AOR]
+		if !later && !allExpired(h.reg.Put, now) {
 			w.pending[h.reg.AOR] = h
 		}
 	}
+}
+
+func allExpired(bs []Binding, now time.Time) bool {
+	return !slices.ContainsFunc(bs, func(b Binding) bool { return b.Expires.After(now) })
 }
 
 // write sends batch in one pipeline (through the batcher, so that a caller's
@@ -196,10 +228,11 @@ func (w *writeBack) write(ctx context.Context, batch []*heldRefresh) (failed []*
 		if err = send(false); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			err = send(true)
 		}
-		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
-			// Given up before the batch ran, or while it did: its commands
-			// are not ours to read. Written or not, they are written again.
-			return batch, wrap(cmp.Or(err, ctx.Err()))
+		if isAbandoned(err) {
+			// Written or not, they are written again: the batcher's one
+			// loop runs calls in order, so this batch lands before the
+			// retry, which then conflicts harmlessly.
+			return batch, wrap(err)
 		}
 		err = wrap(err)
 	}
@@ -210,14 +243,26 @@ func (w *writeBack) write(ctx context.Context, batch []*heldRefresh) (failed []*
 			stale = append(stale, h)
 		}
 	}
-	for _, h := range stale {
-		if _, rerr := r.register(ctx, h.reg, h.known, h.puts, time.Now()); rerr != nil && !errors.Is(rerr, ErrOutOfOrder) {
+	// Concurrently, so that the batcher sends them together: after a
+	// failover that lost data every one of them lands here.
+	errs := make([]error, len(stale))
+	var wg sync.WaitGroup
+	for i, h := range stale {
+		wg.Go(func() {
+			if _, rerr := r.register(ctx, h.reg, h.known, h.puts, time.Now()); rerr != nil && !errors.Is(rerr, ErrOutOfOrder) {
+				errs[i] = rerr
+				return
+			}
+			// What this node holds for the AOR is not what Redis holds.
+			r.bindings.drop(h.reg.AOR)
+		})
+	}
+	wg.Wait()
+	for i, h := range stale {
+		if errs[i] != nil {
 			failed = append(failed, h)
-			err = cmp.Or(err, rerr)
-			continue
+			err = cmp.Or(err, errs[i])
 		}
-		// What this node holds for the AOR is not what Redis holds.
-		r.bindings.drop(h.reg.AOR)
 	}
 	return failed, err
 }

@@ -74,9 +74,10 @@ func TestRedisWriteBackHoldsRefreshes(t *testing.T) {
 	}
 }
 
-// A held refresh that finds another node's later write when it is flushed
-// goes through the register script and is refused as out of order: Redis
-// keeps the later one, and the node reloads it.
+// A held refresh that finds another node's later, unannounced refresh when
+// it is flushed goes through the register script and is refused as out of
+// order: Redis keeps the later one, and the node, which was not told,
+// forgets what it held and reloads it.
 func TestRedisWriteBackYieldsToLaterWrites(t *testing.T) {
 	t.Parallel()
 	srv := redisserver.Start(t)
@@ -86,10 +87,20 @@ func TestRedisWriteBackYieldsToLaterWrites(t *testing.T) {
 	desk := binding("mario", "sip:mario@192.0.2.10", time.Hour)
 	_, _, err := a.Register(ctx, refreshOf(desk, 1))
 	must(t, err)
+	eventually(t, time.Second, "B caches the binding", func() bool {
+		_, err := b.Bindings(ctx, "mario")
+		must(t, err)
+		time.Sleep(50 * time.Millisecond) // A's announcement may still drop it
+		_, _, ok := b.bindings.get("mario")
+		return ok
+	})
 	_, _, err = a.Register(ctx, refreshOf(desk, 5)) // held
 	must(t, err)
-	_, _, err = b.Register(ctx, refreshOf(desk, 6))
+	_, _, err = b.Register(ctx, refreshOf(desk, 6)) // a refresh B holds: not announced
 	must(t, err)
+	if bs, _ := a.Bindings(ctx, "mario"); len(bs) != 1 || bs[0].CSeq != 5 {
+		t.Fatalf("node A before its flush: %+v, want its own CSeq 5", bs)
+	}
 
 	a.back.flush(ctx)
 	if got := storedCSeq(t, srv.URL(), "mario", desk.Contact); got != 6 || a.held() != 0 {
@@ -100,18 +111,97 @@ func TestRedisWriteBackYieldsToLaterWrites(t *testing.T) {
 	}
 }
 
+// Every other write to an AOR's bindings lands after the refresh held for
+// it: an edit, a removal, the user's deletion are not undone by the flush.
+func TestRedisWriteBackLandsBeforeOtherWrites(t *testing.T) {
+	t.Parallel()
+	desk := binding("mario", "sip:mario@192.0.2.10", time.Hour)
+	for _, tt := range []struct {
+		name  string
+		write func(r *Redis) error
+		want  uint32 // CSeq Redis holds for the contact at the end; 0: none
+	}{
+		{"edit", func(r *Redis) error {
+			edited := desk
+			edited.CallID, edited.CSeq = "set-by-an-operator", 1
+			return r.PutBinding(t.Context(), edited)
+		}, 1},
+		{"removal", func(r *Redis) error { return r.DeleteBinding(t.Context(), "mario", desk.Contact) }, 0},
+		{"user deleted", func(r *Redis) error { return r.DeleteUser(t.Context(), "mario") }, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := redisserver.Start(t)
+			r := newRedis(t, srv.URL(), RedisOptions{WriteBack: time.Hour})
+			must(t, r.PutUser(t.Context(), user("mario", "", "")))
+			_, _, err := r.Register(t.Context(), refreshOf(desk, 1))
+			must(t, err)
+			_, _, err = r.Register(t.Context(), refreshOf(desk, 2)) // held
+			must(t, err)
+			must(t, tt.write(r))
+			r.back.flush(t.Context())
+			if got := storedCSeq(t, srv.URL(), "mario", desk.Contact); got != tt.want {
+				t.Fatalf("after the %s and a flush: Redis holds CSeq %d, want %d", tt.name, got, tt.want)
+			}
+		})
+	}
+}
+
+// A write that comes while the flush carrying the AOR's refresh is in flight
+// waits for it; if the flush fails, the write writes the refresh first.
+func TestRedisWriteBackSettlesAFailedFlush(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	r := newRedis(t, srv.URL(), RedisOptions{WriteBack: time.Hour})
+	ctx := t.Context()
+	desk := binding("mario", "sip:mario@192.0.2.10", time.Hour)
+	_, _, err := r.Register(ctx, refreshOf(desk, 1))
+	must(t, err)
+	_, _, err = r.Register(ctx, refreshOf(desk, 2)) // held
+	must(t, err)
+
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	flushed := make(chan int)
+	go func() {
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		flushed <- r.back.flush(short)
+	}()
+	eventually(t, time.Second, "the flush to take the refresh", func() bool {
+		r.back.mu.Lock()
+		defer r.back.mu.Unlock()
+		_, busy := r.back.busy["mario"]
+		return busy
+	})
+	deleted := make(chan error)
+	go func() { deleted <- r.DeleteBinding(ctx, "mario", desk.Contact) }()
+	if failed := <-flushed; failed != 1 {
+		t.Fatalf("the flush to a frozen Redis left %d refreshes, want 1", failed)
+	}
+	srv.Thaw()
+	must(t, <-deleted)
+	r.back.flush(ctx)
+	if got := storedCSeq(t, srv.URL(), "mario", desk.Contact); got != 0 || r.held() != 0 {
+		t.Fatalf("after the removal: Redis holds CSeq %d, %d held; want none and 0", got, r.held())
+	}
+}
+
 // Refreshes held while Redis does not take them stay held, are counted, and
-// are written once it is back; meanwhile new refreshes are not taken (a
-// REGISTER then fails as it did before the write-back).
+// are written once it is back; meanwhile no new refresh is held (its
+// REGISTER fails, as it did before the write-back).
 func TestRedisWriteBackOutlivesAnOutage(t *testing.T) {
 	t.Parallel()
 	srv := redisserver.Start(t)
 	r := newRedis(t, srv.URL(), RedisOptions{WriteBack: time.Hour, PingInterval: 50 * time.Millisecond})
 	ctx := t.Context()
 	desk := binding("mario", "sip:mario@192.0.2.10", time.Hour)
-	_, _, err := r.Register(ctx, refreshOf(desk, 1))
-	must(t, err)
-	_, _, err = r.Register(ctx, refreshOf(desk, 2))
+	other := binding("luigi", "sip:luigi@192.0.2.11", time.Hour)
+	for _, b := range []Binding{desk, other} {
+		_, _, err := r.Register(ctx, refreshOf(b, 1))
+		must(t, err)
+	}
+	_, _, err := r.Register(ctx, refreshOf(desk, 2))
 	must(t, err)
 
 	srv.Freeze()
@@ -125,15 +215,31 @@ func TestRedisWriteBackOutlivesAnOutage(t *testing.T) {
 	// go-redis gives up a command at its read timeout (3 s), not at the ping's deadline.
 	eventually(t, 6*time.Second, "the store to see Redis down", r.down.Load)
 	short, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
-	_, _, err = r.Register(short, refreshOf(desk, 3))
+	_, _, err = r.Register(short, refreshOf(other, 2))
 	cancel()
-	if err == nil {
-		t.Fatal("a refresh with Redis down was answered: it would be held with no end")
+	if err == nil || r.held() != 1 {
+		t.Fatalf("a refresh with Redis down: err %v, %d held; want an error and 1 held", err, r.held())
 	}
 	srv.Thaw()
 	eventually(t, 2*time.Second, "the store to see Redis up", func() bool { return !r.down.Load() })
 	r.back.flush(ctx)
 	if got := storedCSeq(t, srv.URL(), "mario", desk.Contact); got != 2 || r.held() != 0 {
 		t.Fatalf("after Redis came back: CSeq %d stored, %d held; want 2 and 0", got, r.held())
+	}
+}
+
+// A store that is closing holds nothing more: a REGISTER then is written or
+// fails, never answered and dropped.
+func TestRedisWriteBackHoldsNothingOnceClosed(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	r, err := NewRedis(t.Context(), srv.URL(), RedisOptions{WriteBack: time.Hour})
+	must(t, err)
+	desk := binding("mario", "sip:mario@192.0.2.10", time.Hour)
+	_, _, err = r.Register(t.Context(), refreshOf(desk, 1))
+	must(t, err)
+	must(t, r.Close())
+	if _, _, err := r.Register(t.Context(), refreshOf(desk, 2)); err == nil && storedCSeq(t, srv.URL(), "mario", desk.Contact) != 2 {
+		t.Fatalf("a refresh after Close was answered and not written (%d held)", r.held())
 	}
 }

@@ -106,5 +106,5 @@ func fuzzConn(f *testing.F, sw *testSwitch) *udpConn {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { conn.Close() })
-	return &udpConn{UDPConn: conn, regs: sw.regs, gate: sw.gate}
+	return newUDPConn(conn, sw.regs, sw.gate, sw.log)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"hash/maphash"
+	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
@@ -65,25 +66,40 @@ type udpConn struct {
 	*net.UDPConn
 	regs *udpRegistrar
 	gate *inviteGate // nil: calls not capped
+	in   *recvBatch
+	out  *sendBatch // the registrar's answers
 
 	once sync.Once
 	sc   sip.Connection // sipgo's connection for this socket, looked up once
 }
 
+func newUDPConn(c *net.UDPConn, regs *udpRegistrar, gate *inviteGate, log *slog.Logger) *udpConn {
+	return &udpConn{UDPConn: c, regs: regs, gate: gate, in: newRecvBatch(c, int(sip.TransportBufferReadSize)),
+		out: newSendBatch(c, func(dst netip.AddrPort, err error) { log.Debug("response not sent", "to", dst, "error", err) })}
+}
+
+// Close stops the sending of answers with the socket.
+func (c *udpConn) Close() error {
+	c.out.close()
+	return c.UDPConn.Close()
+}
+
 // ReadFrom gives sipgo every datagram but REGISTERs, which go to the
-// registrar's queue, and the INVITEs the call-rate cap refuses.
+// registrar's queue, and the INVITEs the call-rate cap refuses. Datagrams
+// are read several at a time where the system allows (recvBatch).
 func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.UDPConn.ReadFromUDP(b)
+		data, src, err := c.in.read()
 		if err != nil {
-			return n, nil, err
+			return 0, nil, err
 		}
+		addr := net.UDPAddrFromAddrPort(src)
 		switch {
-		case bytes.HasPrefix(b[:n], []byte("REGISTER ")):
-			c.regs.enqueue(c, b[:n], addr)
-		case c.gate.intercept(c, b[:n], addr):
+		case bytes.HasPrefix(data, []byte("REGISTER ")):
+			c.regs.enqueue(c, data, addr)
+		case c.gate.intercept(c, data, addr):
 		default:
-			return n, addr, nil
+			return copy(b, data), addr, nil
 		}
 	}
 }
@@ -207,9 +223,7 @@ func (r *udpRegistrar) handle(j regJob) {
 	data, dst, key, fresh := r.replies.claim(j.src.AddrPort(), raw.branch(), raw.callID)
 	switch {
 	case data != nil: // already answered
-		if _, err := j.conn.WriteToUDPAddrPort(data, dst); err != nil {
-			r.s.log.Debug("response not resent", "call_id", key.callID, "error", err)
-		}
+		j.conn.out.send(data, dst)
 		return
 	case !fresh: // being processed
 		return
@@ -508,8 +522,8 @@ func (u *udpReply) write(data []byte) error {
 	if u.cache != nil {
 		u.cache.store(u.key, data, u.dst.AddrPort())
 	}
-	_, err := u.conn.WriteToUDP(data, u.dst)
-	return err
+	u.conn.out.send(data, u.dst.AddrPort())
+	return nil
 }
 
 // newTag returns a To tag (RFC 3261 §19.3): unique, not secret.
@@ -671,7 +685,7 @@ func (s *Switch) listenUDP(network, addr string) (*udpConn, error) {
 		log = s.log.Warn // the kernel capped it
 	}
 	log("SIP UDP socket buffers", "addr", c.LocalAddr().String(), "receive", sizeText(rcv), "send", sizeText(snd), "asked", sizeText(udpSocketBuffer))
-	return &udpConn{UDPConn: c, regs: s.regs, gate: s.gate}, nil
+	return newUDPConn(c, s.regs, s.gate, s.log), nil
 }
 
 func sizeText(n int) string {

@@ -3,6 +3,7 @@ package sip
 import (
 	"crypto/md5"
 	"encoding/hex"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -120,7 +121,8 @@ func TestRawReplyCopiesTheRequestHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	uc := newUDPConn(conn, nil, nil, slog.Default())
+	defer uc.Close()
 	src := sink.LocalAddr().(*net.UDPAddr)
 	for _, tc := range []struct{ name, req, want string }{
 		{"rport asked", "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5099;rport;branch=z9hG4bK1, SIP/2.0/UDP p;branch=z2\r\nv: SIP/2.0/UDP q;branch=z3\r\nf: <sip:a@x>;tag=1\r\nTo: \"A\" <sip:a@x;tag=uri>\r\nCall-ID: c1\r\nCSeq: 7 REGISTER\r\n\r\n",
@@ -133,7 +135,7 @@ func TestRawReplyCopiesTheRequestHeaders(t *testing.T) {
 			t.Fatalf("%s: not read", tc.name)
 		}
 		from := &net.UDPAddr{IP: src.IP, Port: src.Port}
-		u := &udpReply{conn: &udpConn{UDPConn: conn}, src: from, dst: m.replyAddr(from), raw: &m}
+		u := &udpReply{conn: uc, src: from, dst: m.replyAddr(from), raw: &m}
 		if err := u.reply(401, "Unauthorized", nil); err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +245,7 @@ func newRawRegistrant(tb testing.TB, sw *testSwitch) *rawRegistrant {
 		tb.Cleanup(func() { c.Close() })
 		return c
 	}
-	r := &rawRegistrant{tb: tb, sw: sw, conn: &udpConn{UDPConn: listen(), regs: sw.regs, gate: sw.gate}, phone: listen(), answer: make([]byte, 2048)}
+	r := &rawRegistrant{tb: tb, sw: sw, conn: newUDPConn(listen(), sw.regs, sw.gate, sw.log), phone: listen(), answer: make([]byte, 2048)}
 	r.src = r.phone.LocalAddr().(*net.UDPAddr)
 	r.via = "Via: SIP/2.0/UDP " + r.src.String() + ";branch=z9hG4bK-"
 	r.ha1, r.ha2 = md5Hex("alice:"+testRealm+":pw-alice"), md5Hex("REGISTER:sip:test")

@@ -1,0 +1,65 @@
+package sip
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+)
+
+// Datagrams queued on a socket are read a batch a system call and come out
+// one by one, in order, whole, with their sources, past the end of a batch; on a dual-stack socket an IPv4 sender reads as IPv4,
+// as net's own ReadFromUDP reports it.
+func TestRecvBatchReadsEachDatagramWithItsSource(t *testing.T) {
+	for _, tt := range []struct{ listen, from string }{
+		{"127.0.0.1:0", "127.0.0.1:0"},
+		{"[::1]:0", "[::1]:0"},
+		{"[::]:0", "127.0.0.1:0"},
+	} {
+		t.Run(tt.listen+" from "+tt.from, func(t *testing.T) {
+			server, err := net.ListenUDP("udp", mustUDPAddr(t, tt.listen))
+			if err != nil {
+				t.Skipf("no such socket here: %v", err)
+			}
+			defer server.Close()
+			client, err := net.ListenUDP("udp", mustUDPAddr(t, tt.from))
+			if err != nil {
+				t.Skipf("no such socket here: %v", err)
+			}
+			defer client.Close()
+			to := netip.AddrPortFrom(netip.MustParseAddr(mustUDPAddr(t, tt.from).IP.String()), uint16(server.LocalAddr().(*net.UDPAddr).Port))
+			want := client.LocalAddr().(*net.UDPAddr).AddrPort()
+			const count = 2*recvBatchLen + 3
+			for i := range count {
+				if _, err := client.WriteToUDPAddrPort(fmt.Appendf(nil, "datagram %d %0*d", i, i*40, 0), to); err != nil {
+					t.Fatal(err)
+				}
+			}
+			in := newRecvBatch(server, 2048)
+			for i := range count {
+				data, src, err := in.read()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if wantData := fmt.Sprintf("datagram %d %0*d", i, i*40, 0); string(data) != wantData {
+					t.Fatalf("datagram %d: %q, want %q", i, data, wantData)
+				}
+				if src != want {
+					t.Fatalf("datagram %d from %v, want %v", i, src, want)
+				}
+				if i == 0 && in.n != recvBatchLen {
+					t.Fatalf("the first read took %d datagrams of the %d queued, want a batch of %d", in.n, count, recvBatchLen)
+				}
+			}
+		})
+	}
+}
+
+func mustUDPAddr(t *testing.T, s string) *net.UDPAddr {
+	t.Helper()
+	a, err := net.ResolveUDPAddr("udp", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

@@ -26,6 +26,12 @@ type recvBatch struct {
 	hdrs  [recvBatchLen]unix.Mmsghdr
 	n     int // datagrams in the batch
 	next  int // the next one to hand out
+
+	// recvmmsg's results, and the function that makes it, bound once: a
+	// closure made per call would be an allocation.
+	got      int
+	errno    syscall.Errno
+	recvmmsg func(fd uintptr) bool
 }
 
 func newRecvBatch(c *net.UDPConn, size int) *recvBatch {
@@ -41,6 +47,14 @@ func newRecvBatch(c *net.UDPConn, size int) *recvBatch {
 		r.hdrs[i].Hdr.Iov = &r.iovs[i]
 		r.hdrs[i].Hdr.SetIovlen(1)
 		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+	}
+	r.recvmmsg = func(fd uintptr) bool {
+		got, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), recvBatchLen, 0, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false // wait for the socket to be readable
+		}
+		r.got, r.errno = int(got), e
+		return true
 	}
 	return r
 }
@@ -62,23 +76,13 @@ func (r *recvBatch) fill() error {
 	for i := range r.hdrs {
 		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrAny
 	}
-	var n int
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		got, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), recvBatchLen, 0, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false // wait for the socket to be readable
-		}
-		n, errno = int(got), e
-		return true
-	})
-	if err != nil {
+	if err := r.rc.Read(r.recvmmsg); err != nil {
 		return err
 	}
-	if errno != 0 {
-		return &net.OpError{Op: "recvmmsg", Net: "udp", Err: errno}
+	if r.errno != 0 {
+		return &net.OpError{Op: "recvmmsg", Net: "udp", Err: r.errno}
 	}
-	r.n, r.next = n, 0
+	r.n, r.next = r.got, 0
 	return nil
 }
 

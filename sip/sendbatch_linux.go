@@ -27,6 +27,13 @@ type sendBatch struct {
 	hdrs  [sendBatchLen]unix.Mmsghdr
 	iovs  [sendBatchLen]unix.Iovec
 	names [sendBatchLen]unix.RawSockaddrInet6 // large enough for either family
+
+	// The system call's arguments and results, and the function that makes
+	// it, bound once: a closure made per call would be an allocation.
+	from, count int
+	sent        int
+	errno       syscall.Errno
+	sendmmsg    func(fd uintptr) bool
 }
 
 // datagram is an answer to send; its data is not written to afterwards.
@@ -50,6 +57,14 @@ func newSendBatch(c *net.UDPConn, failed func(netip.AddrPort, error)) *sendBatch
 		s.hdrs[i].Hdr.Iov = &s.iovs[i]
 		s.hdrs[i].Hdr.SetIovlen(1)
 		s.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+	}
+	s.sendmmsg = func(fd uintptr) bool {
+		got, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.from])), uintptr(s.count), 0, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false // wait for room in the socket's buffer
+		}
+		s.sent, s.errno = int(got), e
+		return true
 	}
 	go s.run()
 	return s
@@ -114,27 +129,19 @@ func (s *sendBatch) write(batch []datagram) {
 	}
 	batch = batch[:n]
 	for sent := 0; sent < len(batch); {
-		var n int
-		var errno syscall.Errno
-		err := s.rc.Write(func(fd uintptr) bool {
-			got, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[sent])), uintptr(len(batch)-sent), 0, 0, 0)
-			if e == unix.EAGAIN || e == unix.EINTR {
-				return false // wait for room in the socket's buffer
-			}
-			n, errno = int(got), e
-			return true
-		})
+		s.from, s.count = sent, len(batch)-sent
+		err := s.rc.Write(s.sendmmsg)
 		switch {
 		case err != nil: // closed
 			for _, d := range batch[sent:] {
 				s.failed(d.dst, err)
 			}
 			return
-		case errno != 0: // the first datagram of the rest failed
-			s.failed(batch[sent].dst, errno)
+		case s.errno != 0: // the first datagram of the rest failed
+			s.failed(batch[sent].dst, s.errno)
 			sent++
 		default:
-			sent += n
+			sent += s.sent
 		}
 	}
 }

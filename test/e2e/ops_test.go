@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/lineamica/centralino/configs"
+	"github.com/lineamica/centralino/routing/directory"
 	"github.com/lineamica/centralino/test/redisserver"
 	"github.com/lineamica/centralino/test/sipua"
 )
@@ -93,17 +96,32 @@ func TestMalformedBurstIsSurvived(t *testing.T) {
 	}
 }
 
+// A node restarted gracefully loses no binding, not even the refresh it
+// answered and held back from Redis (directory.write_back).
 func TestRestartWithRedisLosesNoBinding(t *testing.T) {
 	need(t, "redis-server")
 	srv := redisserver.Start(t)
-	first := startNode(t, nodeOptions{redisURL: srv.URL()})
+	holdRefreshes := func(c *configs.Config) { c.Directory.WriteBack = configs.Duration(10 * time.Second) }
+	first := startNode(t, nodeOptions{redisURL: srv.URL(), edit: holdRefreshes})
 	callee := phone(t, first, "aslna1.sorrentino", "udp")
-	mustRegister(t, callee)
+	if res := callee.Register(60); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d", res.StatusCode)
+	}
+	mustRegister(t, callee) // for 300 s: a refresh, held until the node stops
 	first.stop(t)
 
 	second := startNode(t, nodeOptions{redisURL: srv.URL()})
-	if _, body := second.get("/api/registrations"); !strings.Contains(body, `"aor":"aslna1.sorrentino"`) {
+	_, body := second.get("/api/registrations")
+	var bindings []directory.Binding
+	if err := json.Unmarshal([]byte(body), &bindings); err != nil {
+		t.Fatalf("/api/registrations: %v: %s", err, body)
+	}
+	i := slices.IndexFunc(bindings, func(b directory.Binding) bool { return b.AOR == "aslna1.sorrentino" })
+	if i < 0 {
 		t.Fatalf("binding lost across the restart: %s", body)
+	}
+	if left := time.Until(bindings[i].Expires); left < 200*time.Second {
+		t.Fatalf("the refresh for 300 s was lost across the restart: the binding expires in %v", left.Round(time.Second))
 	}
 	caller := phone(t, second, "campania.russo", "udp")
 	if res, _ := caller.Invite("8110201"); res.StatusCode != 200 {

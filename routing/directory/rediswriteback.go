@@ -148,8 +148,8 @@ func (w *writeBack) flush(ctx context.Context) (failed int) {
 		return 0
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, max(10*w.interval, 2*time.Second))
-	left, err := w.write(ctx, batch)
+	wctx, cancel := context.WithTimeout(ctx, max(10*w.interval, 2*time.Second))
+	left, err := w.write(wctx, batch)
 	cancel()
 
 	w.mu.Lock()
@@ -164,6 +164,7 @@ func (w *writeBack) flush(ctx context.Context) (failed int) {
 	w.failing = len(left) > 0
 	w.mu.Unlock()
 	switch {
+	case ctx.Err() != nil: // closing: the last flush writes them or logs them lost
 	case len(left) > 0 && !failing:
 		w.r.log.Warn("redis: held refreshes not written; retrying at each flush", "registrations", len(left), "err", err)
 	case len(left) == 0 && failing:

@@ -700,8 +700,10 @@ func (r *Redis) bindingsChanged(ctx context.Context, aor string, write func(redi
 
 // Register applies reg with the register script and, in the same round
 // trip, keeps the AOR in the AOR index. A registration that only refreshes
-// bindings the node holds (refreshOnly, nearly all of them) tries the
-// cheaper refresh script first. The outcome is kept in the bindings cache,
+// bindings the node holds (refreshOnly, nearly all of them) is held by the
+// write-back, if there is one, and answered at once; without it, it tries
+// the cheaper refresh script first. Any other registration first settles
+// the refresh held for the AOR. The outcome is kept in the bindings cache,
 // which also answers lookups while Redis is unreachable.
 func (r *Redis) Register(ctx context.Context, reg Registration) (before, after []Binding, err error) {
 	if reg, err = checkRegistration(reg); err != nil {

@@ -105,6 +105,7 @@ func fuzzConn(f *testing.F, sw *testSwitch) *udpConn {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Cleanup(func() { conn.Close() })
-	return newUDPConn(conn, sw.regs, sw.gate, sw.log)
+	uc := newUDPConn(conn, sw.regs, sw.gate, sw.log)
+	f.Cleanup(func() { uc.Close() })
+	return uc
 }

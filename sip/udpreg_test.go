@@ -246,6 +246,7 @@ func newRawRegistrant(tb testing.TB, sw *testSwitch) *rawRegistrant {
 		return c
 	}
 	r := &rawRegistrant{tb: tb, sw: sw, conn: newUDPConn(listen(), sw.regs, sw.gate, sw.log), phone: listen(), answer: make([]byte, 2048)}
+	tb.Cleanup(func() { r.conn.Close() }) // ends its sender; closing the socket twice is harmless
 	r.src = r.phone.LocalAddr().(*net.UDPAddr)
 	r.via = "Via: SIP/2.0/UDP " + r.src.String() + ";branch=z9hG4bK-"
 	r.ha1, r.ha2 = md5Hex("alice:"+testRealm+":pw-alice"), md5Hex("REGISTER:sip:test")

@@ -193,11 +193,10 @@ func allExpired(bs []Binding, now time.Time) bool {
 
 // write sends batch in one pipeline (through the batcher, so that a caller's
 // deadline holds) with the refresh script, and the AORs to the AOR index in
-// one SADD. A refresh that finds another node's write, or
-// whose binding expired while Redis was away, goes through the register
-// script, as it would have written through, and is dropped when that
-// refuses it as out of order. It returns the refreshes Redis did not take
-// and the first error.
+// one SADD. A refresh that finds another node's write, or whose binding
+// expired while Redis was away, goes through the register script, as it
+// would have written through, and is dropped when that refuses it as out of
+// order. It returns the refreshes Redis did not take and the first error.
 func (w *writeBack) write(ctx context.Context, batch []*heldRefresh) (failed []*heldRefresh, err error) {
 	r := w.r
 	now := time.Now()

@@ -49,12 +49,17 @@ func newRecvBatch(c *net.UDPConn, size int) *recvBatch {
 		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 	}
 	r.recvmmsg = func(fd uintptr) bool {
-		got, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), recvBatchLen, 0, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false // wait for the socket to be readable
+		for {
+			got, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), recvBatchLen, 0, 0, 0)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait for the socket to be readable
+			}
+			r.got, r.errno = int(got), e
+			return true
 		}
-		r.got, r.errno = int(got), e
-		return true
 	}
 	return r
 }

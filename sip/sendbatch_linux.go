@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -18,11 +19,12 @@ const sendBatchLen = 16
 // than one sendto(2) each goes (about a microsecond on this kind of guest,
 // more with the wake-up of the receiver it often causes).
 type sendBatch struct {
-	rc     syscall.RawConn
-	inet6  bool // the socket is AF_INET6 (IPv4 peers as mapped addresses)
-	queue  chan datagram
-	done   chan struct{}
-	failed func(dst netip.AddrPort, err error)
+	rc      syscall.RawConn
+	inet6   bool // the socket is AF_INET6 (IPv4 peers as mapped addresses)
+	queue   chan datagram
+	done    chan struct{}
+	closing sync.Once
+	failed  func(dst netip.AddrPort, err error)
 
 	hdrs  [sendBatchLen]unix.Mmsghdr
 	iovs  [sendBatchLen]unix.Iovec
@@ -59,12 +61,17 @@ func newSendBatch(c *net.UDPConn, failed func(netip.AddrPort, error)) *sendBatch
 		s.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.names[i]))
 	}
 	s.sendmmsg = func(fd uintptr) bool {
-		got, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.from])), uintptr(s.count), 0, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false // wait for room in the socket's buffer
+		for {
+			got, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[s.from])), uintptr(s.count), 0, 0, 0)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait for room in the socket's buffer
+			}
+			s.sent, s.errno = int(got), e
+			return true
 		}
-		s.sent, s.errno = int(got), e
-		return true
 	}
 	go s.run()
 	return s
@@ -82,11 +89,7 @@ func (s *sendBatch) send(data []byte, dst netip.AddrPort) {
 // close ends the sending goroutine; answers still queued are dropped, as
 // the socket they would leave from is closing.
 func (s *sendBatch) close() {
-	select {
-	case <-s.done:
-	default:
-		close(s.done)
-	}
+	s.closing.Do(func() { close(s.done) })
 }
 
 func (s *sendBatch) run() {

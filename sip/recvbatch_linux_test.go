@@ -8,8 +8,9 @@ import (
 )
 
 // Datagrams queued on a socket are read a batch a system call and come out
-// one by one, in order, whole, with their sources, past the end of a batch; on a dual-stack socket an IPv4 sender reads as IPv4,
-// as net's own ReadFromUDP reports it.
+// one by one, in order, whole, with their sources, past the end of a batch;
+// on a dual-stack socket an IPv4 sender reads as IPv4, as net's own
+// ReadFromUDP reports it.
 func TestRecvBatchReadsEachDatagramWithItsSource(t *testing.T) {
 	for _, tt := range []struct{ listen, from string }{
 		{"127.0.0.1:0", "127.0.0.1:0"},
@@ -17,18 +18,9 @@ func TestRecvBatchReadsEachDatagramWithItsSource(t *testing.T) {
 		{"[::]:0", "127.0.0.1:0"},
 	} {
 		t.Run(tt.listen+" from "+tt.from, func(t *testing.T) {
-			server, err := net.ListenUDP("udp", mustUDPAddr(t, tt.listen))
-			if err != nil {
-				t.Skipf("no such socket here: %v", err)
-			}
-			defer server.Close()
-			client, err := net.ListenUDP("udp", mustUDPAddr(t, tt.from))
-			if err != nil {
-				t.Skipf("no such socket here: %v", err)
-			}
-			defer client.Close()
-			to := netip.AddrPortFrom(netip.MustParseAddr(mustUDPAddr(t, tt.from).IP.String()), uint16(server.LocalAddr().(*net.UDPAddr).Port))
+			server, client := listenUDP(t, tt.listen), listenUDP(t, tt.from)
 			want := client.LocalAddr().(*net.UDPAddr).AddrPort()
+			to := netip.AddrPortFrom(want.Addr(), uint16(server.LocalAddr().(*net.UDPAddr).Port))
 			const count = 2*recvBatchLen + 3
 			for i := range count {
 				if _, err := client.WriteToUDPAddrPort(fmt.Appendf(nil, "datagram %d %0*d", i, i*40, 0), to); err != nil {
@@ -55,11 +47,18 @@ func TestRecvBatchReadsEachDatagramWithItsSource(t *testing.T) {
 	}
 }
 
-func mustUDPAddr(t *testing.T, s string) *net.UDPAddr {
+// listenUDP opens a UDP socket on addr, closed with the test; the test is
+// skipped where the host has no such address (no IPv6).
+func listenUDP(t *testing.T, addr string) *net.UDPConn {
 	t.Helper()
-	a, err := net.ResolveUDPAddr("udp", s)
+	a, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	c, err := net.ListenUDP("udp", a)
+	if err != nil {
+		t.Skipf("no such socket here: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

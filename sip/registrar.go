@@ -124,12 +124,18 @@ func (s *Switch) md5Only(ctx context.Context, req authRequest) bool {
 
 func (s *Switch) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 	answer := s.answerer(req, tx)
+	if r, ok := readRegister(req, answer); ok {
+		s.register(r, answer)
+	}
+}
+
+// readRegister is registerOf, answering 400 to a Contact it cannot read.
+func readRegister(req *sip.Request, answer answerFunc) (registerRequest, bool) {
 	r, ok := registerOf(req)
 	if !ok {
 		answer(400, "Bad Contact")
-		return
 	}
-	s.register(r, answer)
+	return r, ok
 }
 
 // register answers a REGISTER (RFC 3261 §10.3): through a sipgo server

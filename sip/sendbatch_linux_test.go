@@ -18,16 +18,7 @@ func TestSendBatchDeliversEveryDatagram(t *testing.T) {
 		{"[::]:0", "127.0.0.1:0"},
 	} {
 		t.Run(tt.from+" to "+tt.to, func(t *testing.T) {
-			sender, err := net.ListenUDP("udp", mustUDPAddr(t, tt.from))
-			if err != nil {
-				t.Skipf("no such socket here: %v", err)
-			}
-			defer sender.Close()
-			phone, err := net.ListenUDP("udp", mustUDPAddr(t, tt.to))
-			if err != nil {
-				t.Skipf("no such socket here: %v", err)
-			}
-			defer phone.Close()
+			sender, phone := listenUDP(t, tt.from), listenUDP(t, tt.to)
 			failures := make(chan error, 100)
 			out := newSendBatch(sender, func(_ netip.AddrPort, err error) { failures <- err })
 			defer out.close()
@@ -54,16 +45,7 @@ func TestSendBatchDeliversEveryDatagram(t *testing.T) {
 // A destination the socket cannot reach, or that the kernel refuses, is
 // reported, and the datagrams after it in the batch still leave.
 func TestSendBatchReportsWhatItCannotSend(t *testing.T) {
-	sender, err := net.ListenUDP("udp", mustUDPAddr(t, "127.0.0.1:0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sender.Close()
-	phone, err := net.ListenUDP("udp", mustUDPAddr(t, "127.0.0.1:0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer phone.Close()
+	sender, phone := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
 	failures := make(chan netip.AddrPort, 10)
 	out := newSendBatch(sender, func(dst netip.AddrPort, _ error) { failures <- dst })
 	defer out.close()

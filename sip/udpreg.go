@@ -262,11 +262,7 @@ func (r *udpRegistrar) parse(j regJob, reply *udpReply) (registerRequest, bool) 
 		answer(400, err.Error())
 		return registerRequest{}, false
 	}
-	reg, ok := registerOf(req)
-	if !ok {
-		answer(400, "Bad Contact")
-	}
-	return reg, ok
+	return readRegister(req, answer)
 }
 
 // rawRequest holds what the answers to a request copy from it (RFC 3261

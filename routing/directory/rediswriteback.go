@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -23,6 +24,12 @@ import (
 // refresh, or waits for the flush carrying it (settle). A node that stops
 // gracefully writes what it holds (Close); a crash loses at most one
 // interval's refreshes, whose bindings keep their previous expiry in Redis.
+// refreshesPerCall bounds the AORs one refresh script call writes, and so
+// how long the call holds redis-server, which runs one command at a time.
+// The script declares every key it writes, but the keys of a call are in
+// different hash slots: a store on Redis Cluster would group them by slot.
+const refreshesPerCall = 100
+
 type writeBack struct {
 	r        *Redis
 	interval time.Duration
@@ -192,8 +199,8 @@ func allExpired(bs []Binding, now time.Time) bool {
 }
 
 // write sends batch in one pipeline (through the batcher, so that a caller's
-// deadline holds) with the refresh script, and the AORs to the AOR index in
-// one SADD. A refresh that finds another node's write, or whose binding
+// deadline holds): the refresh script, refreshesPerCall AORs a call, and the
+// AORs to the AOR index in one SADD. A refresh that finds another node's write, or whose binding
 // expired while Redis was away, goes through the register script, as it
 // would have written through, and is dropped when that refuses it as out of
 // order. It returns the refreshes Redis did not take and the first error.
@@ -208,18 +215,28 @@ func (w *writeBack) write(ctx context.Context, batch []*heldRefresh) (failed []*
 			fresh = append(fresh, h)
 		}
 	}
-	cmds := make([]*redis.Cmd, len(fresh))
+	// Built once: a NOSCRIPT answer sends them again.
+	calls := (len(fresh) + refreshesPerCall - 1) / refreshesPerCall
+	keys, args := make([][]string, calls), make([][]any, calls)
+	aors := make([]any, len(fresh))
+	for i, h := range fresh {
+		c := i / refreshesPerCall
+		if args[c] == nil {
+			args[c] = refreshHead(now, r.hexpire, 4*min(refreshesPerCall, len(fresh)-i))
+		}
+		keys[c] = append(keys[c], bindingsKey(h.reg.AOR))
+		args[c] = appendRefreshArgs(args[c], h.known, h.puts)
+		aors[i] = h.reg.AOR
+	}
+	cmds := make([]*redis.Cmd, calls)
 	send := func(eval bool) error {
 		return r.batch.pipelined(ctx, func(p redis.Pipeliner) {
-			aors := make([]any, len(fresh))
-			for i, h := range fresh {
-				keys, args := []string{bindingsKey(h.reg.AOR)}, refreshArgs(h.known, h.puts, now, r.hexpire)
+			for c := range cmds {
 				if eval {
-					cmds[i] = refreshBindings.Eval(ctx, p, keys, args...)
+					cmds[c] = refreshBindings.Eval(ctx, p, keys[c], args[c]...)
 				} else {
-					cmds[i] = refreshBindings.EvalSha(ctx, p, keys, args...)
+					cmds[c] = refreshBindings.EvalSha(ctx, p, keys[c], args[c]...)
 				}
-				aors[i] = h.reg.AOR
 			}
 			p.SAdd(ctx, aorsKey, aors...)
 		})
@@ -236,11 +253,19 @@ func (w *writeBack) write(ctx context.Context, batch []*heldRefresh) (failed []*
 		}
 		err = wrap(err)
 	}
-	for i, h := range fresh {
-		if n, cerr := cmds[i].Int(); cerr != nil {
-			failed = append(failed, h)
-		} else if n == 0 {
-			stale = append(stale, h)
+	for c, cmd := range cmds {
+		part := fresh[c*refreshesPerCall : min((c+1)*refreshesPerCall, len(fresh))]
+		written, cerr := cmd.Int64Slice()
+		if cerr == nil && len(written) != len(part) {
+			cerr = fmt.Errorf("directory: redis: refresh answered %d AORs of %d", len(written), len(part))
+		}
+		for j, h := range part {
+			switch {
+			case cerr != nil:
+				failed = append(failed, h)
+			case written[j] == 0:
+				stale = append(stale, h)
+			}
 		}
 	}
 	// Concurrently, so that the batcher sends them together: after a

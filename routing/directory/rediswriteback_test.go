@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -108,6 +109,73 @@ func TestRedisWriteBackYieldsToLaterWrites(t *testing.T) {
 	}
 	if bs, _ := a.Bindings(ctx, "mario"); len(bs) != 1 || bs[0].CSeq != 6 {
 		t.Fatalf("node A's lookup after its refresh was refused: %+v, want CSeq 6", bs)
+	}
+}
+
+// A flush writes its refreshes many AORs to a script call: each AOR with all
+// its contacts, across calls, and one that another node refreshed meanwhile
+// is refused alone.
+func TestRedisWriteBackFlushesManyAORs(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	a := newRedis(t, srv.URL(), RedisOptions{WriteBack: time.Hour})
+	b := newRedis(t, srv.URL(), RedisOptions{})
+	ctx := t.Context()
+	var phones [][]Binding // each AOR's contacts; every third AOR has two
+	for i := range 2*refreshesPerCall + 7 {
+		aor := fmt.Sprintf("u%03d", i)
+		bs := []Binding{binding(aor, "sip:"+aor+"@192.0.2.10", time.Hour)}
+		if i%3 == 0 {
+			bs = append(bs, binding(aor, "sip:"+aor+"@192.0.2.20", time.Hour))
+		}
+		phones = append(phones, bs)
+		_, _, err := a.Register(ctx, Registration{AOR: aor, CallID: bs[0].CallID, CSeq: 1, Put: bs})
+		must(t, err)
+	}
+	refreshed := func(bs []Binding, cseq uint32) Registration {
+		reg := Registration{AOR: bs[0].AOR, CallID: bs[0].CallID, CSeq: cseq}
+		for _, b := range bs {
+			b.CSeq = cseq
+			reg.Put = append(reg.Put, b)
+		}
+		return reg
+	}
+	byB := map[int]bool{1: true, refreshesPerCall + 3: true} // one in each of the first two calls
+	for i := range byB {
+		aor := phones[i][0].AOR
+		eventually(t, time.Second, "B caches "+aor, func() bool {
+			_, err := b.Bindings(ctx, aor)
+			must(t, err)
+			time.Sleep(50 * time.Millisecond) // A's announcement may still drop it
+			_, _, ok := b.bindings.get(aor)
+			return ok
+		})
+	}
+	for _, bs := range phones {
+		_, _, err := a.Register(ctx, refreshed(bs, 2))
+		must(t, err)
+	}
+	for i := range byB {
+		_, _, err := b.Register(ctx, refreshed(phones[i], 9)) // held by B's store as its own: not announced
+		must(t, err)
+	}
+	if a.held() != len(phones) {
+		t.Fatalf("%d refreshes held, want %d", a.held(), len(phones))
+	}
+
+	if failed := a.back.flush(ctx); failed != 0 || a.held() != 0 {
+		t.Fatalf("flush: %d failed, %d still held; want 0 and 0", failed, a.held())
+	}
+	for i, bs := range phones {
+		want := uint32(2)
+		if byB[i] {
+			want = 9
+		}
+		for _, b := range bs {
+			if got := storedCSeq(t, srv.URL(), b.AOR, b.Contact); got != want {
+				t.Fatalf("after the flush: %s %s holds CSeq %d, want %d", b.AOR, b.Contact, got, want)
+			}
+		}
 	}
 }
 

@@ -111,6 +111,8 @@ type Switch struct {
 	gate     *inviteGate   // the cap over UDP; nil: no cap
 	regs     *udpRegistrar // REGISTERs over UDP
 
+	dirDeadline sharedDeadline // bounds the registrar's directory calls
+
 	draining  atomic.Bool
 	serving   atomic.Bool // every listener listens: Serve has returned nil
 	calls     sync.Map    // Call-ID -> *call, for answered calls

@@ -56,9 +56,11 @@ const (
 	replySlots = 1 << 17
 	replyTTL   = 32 * time.Second // 64·T1, Timer J (RFC 3261 §17.2.2)
 	// claimTTL is how long a REGISTER being processed keeps its
-	// retransmissions out; a worker stuck longer (a directory timeout)
-	// lets the next copy through.
-	claimTTL = 2 * time.Second
+	// retransmissions out: longer than the registrar waits for the
+	// directory (dirTimeout). A copy let through while the first waits
+	// would reuse its nonce count and get a 401, which the phone takes for
+	// a wrong password, where the first would have answered 503 (Redis down).
+	claimTTL = dirTimeout + time.Second
 )
 
 // udpConn is a SIP UDP socket as sipgo reads it, minus the REGISTERs.

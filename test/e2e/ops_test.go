@@ -153,6 +153,12 @@ func TestRedisOutageDegradesAndRecovers(t *testing.T) {
 	if res, _ := caller.Invite("inps.ricci"); res.StatusCode != 200 {
 		t.Errorf("call between cached users during the outage: %d %s", res.StatusCode, res.Reason)
 	}
+	// The registrar gives up on Redis at its deadline: the phone is told to
+	// come back (its retransmissions meanwhile are not judged again: their
+	// reused nonce count would get a 401).
+	if res := callee.Register(300); res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+		t.Errorf("REGISTER during the outage: %d %s, want 503 with Retry-After", res.StatusCode, res.Reason)
+	}
 
 	srv.Thaw()
 	waitFor(t, 15*time.Second, "/readyz 200", func() bool { code, _ := n.get("/readyz"); return code == 200 })

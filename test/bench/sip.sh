@@ -36,8 +36,8 @@
 # one core used by the switch during the steady part of the step (from /proc);
 # µs/op = switch CPU time over the whole step divided by successful operations;
 # load = 1-minute load average when the step ended; sipp = CPU (% of one core)
-# of the load-generating sipp (it shares CPU 1 with redis-server) during the
-# steady part of the step; others = CPU (% of one core)
+# of the load-generating sipp during the steady part of the step; redis = the
+# same for redis-server (it shares CPU 1 with sipp); others = CPU (% of one core)
 # used by processes other than the switch, sipp and redis during the steady
 # part of the step (kernel threads such as ksoftirqd included): other engineers
 # share the machine, re-run steps where it is high.
@@ -201,15 +201,15 @@ step() {
 	PIDS+=("$sp")
 	sleep 1
 	# timeout forks sipp (taskset execs it): its CPU is its child's, not its own.
-	local sipp_pid sa sb
+	local sipp_pid sa sb ra rb
 	sipp_pid=$(pgrep -P "$sp" | head -1)
-	ta=$(now); ca=$(ticks "$SW"); oa=$(ticks "${ours[@]}" $sipp_pid); ba=$(busy); sa=$(ticks $sipp_pid)
+	ta=$(now); ca=$(ticks "$SW"); oa=$(ticks "${ours[@]}" $sipp_pid); ba=$(busy); sa=$(ticks $sipp_pid); ra=$(ticks $REDIS_PID)
 	if [[ " $PROFILE " == *" $name:$rate "* ]]; then
 		(curl -s -o "$OUT/cpu-$DIRECTORY-$tag.pprof" "http://$HTTP/debug/pprof/profile?seconds=$((DUR > 12 ? 10 : DUR - 2))") &
 		prof_pid=$!
 	fi
 	sleep $((DUR - 2))
-	tb=$(now); cb=$(ticks "$SW"); ob=$(ticks "${ours[@]}" $sipp_pid); bb=$(busy); sb=$(ticks $sipp_pid)
+	tb=$(now); cb=$(ticks "$SW"); ob=$(ticks "${ours[@]}" $sipp_pid); bb=$(busy); sb=$(ticks $sipp_pid); rb=$(ticks $REDIS_PID)
 	wait "$sp" || true
 	[[ -n $prof_pid ]] && wait "$prof_pid"
 	t1=$(now); c1=$(ticks "$SW")
@@ -234,13 +234,14 @@ step() {
 	cp "$WORK/$tag".* "$WORK/$tag"_*_rtt.csv "$OUT/" 2>/dev/null || true
 	awk -v n="$name" -v r="$rate" -v d="$DUR" -v ok="$ok" -v f="$fail" -v retr="$retr" -v dead="$dead" -v el="$el" -v hold="$hold" \
 		-v ta="$ta" -v tb="$tb" -v ca="$ca" -v cb="$cb" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v p99="$p" \
-		-v rss="$(rss_kb)" -v max="$MAX_FAIL_PCT" -v load="$(load1)" -v dir="$DIRECTORY" -v other="$(( (bb - ba) - (ob - oa) ))" -v sipp="$((sb - sa))" 'BEGIN{
+		-v rss="$(rss_kb)" -v max="$MAX_FAIL_PCT" -v load="$(load1)" -v dir="$DIRECTORY" -v other="$(( (bb - ba) - (ob - oa) ))" -v sipp="$((sb - sa))" -v redis="${REDIS_PID:+$((rb - ra))}" 'BEGIN{
 		n0=r*d; miss=n0-ok; if (miss<f) miss=f; fp=100*miss/n0;
 		span=el-hold/1000; if (span<=0) span=el; ach=(span>0)?ok/span:0;
 		cpu=100*(cb-ca)/hz/(tb-ta); us=(ok>0)?1e6*(c1-c0)/hz/ok:0;
 		pass=(fp<max && ach>=0.95*r)?"pass":"FAIL";
 		oth=100*other/hz/(tb-ta); if (oth<0) oth=0; sp=100*sipp/hz/(tb-ta);
-		printf "%-6s %-8s %6d %8.0f %8d %6d %7.3f%% %6d %-4s %7s %6.1f%% %7.0f %7.1f %5s %5.0f%% %5.0f%%\n", dir, n, r, ach, ok, miss, fp, retr, pass, p99, cpu, us, rss/1024, load, sp, oth
+		rd=(redis=="")?"-":sprintf("%.0f%%", 100*redis/hz/(tb-ta));
+		printf "%-6s %-8s %6d %8.0f %8d %6d %7.3f%% %6d %-4s %7s %6.1f%% %7.0f %7.1f %5s %5.0f%% %6s %5.0f%%\n", dir, n, r, ach, ok, miss, fp, retr, pass, p99, cpu, us, rss/1024, load, sp, rd, oth
 		exit (pass=="pass")?0:1 }' | tee -a "$OUT/summary.txt"
 	local res=${PIPESTATUS[0]}
 	if [[ -s $WORK/$tag.perf && ${ok:-0} -gt 0 ]]; then
@@ -256,7 +257,7 @@ step() {
 	return "$res"
 }
 
-header() { printf '%-6s %-8s %6s %8s %8s %6s %8s %6s %-4s %7s %7s %7s %7s %5s %6s %6s\n' dir test target achieved ok failed fail% retr res p99ms CPU us/op RSS_MB load sipp others | tee -a "$OUT/summary.txt"; }
+header() { printf '%-6s %-8s %6s %8s %8s %6s %8s %6s %-4s %7s %7s %7s %7s %5s %6s %6s %6s\n' dir test target achieved ok failed fail% retr res p99ms CPU us/op RSS_MB load sipp redis others | tee -a "$OUT/summary.txt"; }
 
 echo "== centralino $DESC, directory=$DIRECTORY, users=$USERS, $(nproc) CPUs, pinned=$PIN, DUR=${DUR}s, hold=${HOLD_MS}ms, load $(load1)" | tee -a "$OUT/summary.txt"
 

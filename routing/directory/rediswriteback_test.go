@@ -22,6 +22,27 @@ func storedCSeq(t *testing.T, url, aor, contact string) uint32 {
 	return b.CSeq
 }
 
+// backAndThrough starts a redis-server and two nodes' stores on it: a holds
+// refreshes (for an hour: the test flushes them), b writes them through.
+func backAndThrough(t *testing.T) (srv *redisserver.Server, a, b *Redis) {
+	srv = redisserver.Start(t)
+	return srv, newRedis(t, srv.URL(), RedisOptions{WriteBack: time.Hour}), newRedis(t, srv.URL(), RedisOptions{})
+}
+
+// waitCached waits until r holds aor's bindings in its cache, where the
+// announcement of another node's registration no longer drops them: a
+// refresh through r is then not announced.
+func waitCached(t *testing.T, r *Redis, aor string) {
+	t.Helper()
+	eventually(t, time.Second, "the store to cache "+aor, func() bool {
+		_, err := r.Bindings(t.Context(), aor)
+		must(t, err)
+		time.Sleep(50 * time.Millisecond) // an announcement may still drop it
+		_, _, ok := r.bindings.get(aor)
+		return ok
+	})
+}
+
 func refreshOf(b Binding, cseq uint32) Registration {
 	b.CSeq = cseq
 	return Registration{AOR: b.AOR, CallID: b.CallID, CSeq: cseq, Put: []Binding{b}}
@@ -81,20 +102,12 @@ func TestRedisWriteBackHoldsRefreshes(t *testing.T) {
 // forgets what it held and reloads it.
 func TestRedisWriteBackYieldsToLaterWrites(t *testing.T) {
 	t.Parallel()
-	srv := redisserver.Start(t)
-	a := newRedis(t, srv.URL(), RedisOptions{WriteBack: time.Hour})
-	b := newRedis(t, srv.URL(), RedisOptions{})
+	srv, a, b := backAndThrough(t)
 	ctx := t.Context()
 	desk := binding("mario", "sip:mario@192.0.2.10", time.Hour)
 	_, _, err := a.Register(ctx, refreshOf(desk, 1))
 	must(t, err)
-	eventually(t, time.Second, "B caches the binding", func() bool {
-		_, err := b.Bindings(ctx, "mario")
-		must(t, err)
-		time.Sleep(50 * time.Millisecond) // A's announcement may still drop it
-		_, _, ok := b.bindings.get("mario")
-		return ok
-	})
+	waitCached(t, b, "mario")
 	_, _, err = a.Register(ctx, refreshOf(desk, 5)) // held
 	must(t, err)
 	_, _, err = b.Register(ctx, refreshOf(desk, 6)) // a refresh B holds: not announced
@@ -117,9 +130,7 @@ func TestRedisWriteBackYieldsToLaterWrites(t *testing.T) {
 // is refused alone.
 func TestRedisWriteBackFlushesManyAORs(t *testing.T) {
 	t.Parallel()
-	srv := redisserver.Start(t)
-	a := newRedis(t, srv.URL(), RedisOptions{WriteBack: time.Hour})
-	b := newRedis(t, srv.URL(), RedisOptions{})
+	srv, a, b := backAndThrough(t)
 	ctx := t.Context()
 	var phones [][]Binding // each AOR's contacts; every third AOR has two
 	for i := range 2*refreshesPerCall + 7 {
@@ -142,14 +153,7 @@ func TestRedisWriteBackFlushesManyAORs(t *testing.T) {
 	}
 	byB := map[int]bool{1: true, refreshesPerCall + 3: true} // one in each of the first two calls
 	for i := range byB {
-		aor := phones[i][0].AOR
-		eventually(t, time.Second, "B caches "+aor, func() bool {
-			_, err := b.Bindings(ctx, aor)
-			must(t, err)
-			time.Sleep(50 * time.Millisecond) // A's announcement may still drop it
-			_, _, ok := b.bindings.get(aor)
-			return ok
-		})
+		waitCached(t, b, phones[i][0].AOR)
 	}
 	for _, bs := range phones {
 		_, _, err := a.Register(ctx, refreshed(bs, 2))

@@ -12,6 +12,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// refreshesPerCall bounds the AORs one refresh script call writes, and so
+// how long the call holds redis-server, which runs one command at a time.
+// The script declares every key it writes, but the keys of a call are in
+// different hash slots: a store on Redis Cluster would group them by slot.
+const refreshesPerCall = 100
+
 // writeBack holds refreshes that were answered before they reached Redis,
 // and writes them every interval in one pipeline, as Kamailio's usrloc does
 // in db_mode 2 (write-back). Only a refresh of bindings the node holds is
@@ -24,12 +30,6 @@ import (
 // refresh, or waits for the flush carrying it (settle). A node that stops
 // gracefully writes what it holds (Close); a crash loses at most one
 // interval's refreshes, whose bindings keep their previous expiry in Redis.
-// refreshesPerCall bounds the AORs one refresh script call writes, and so
-// how long the call holds redis-server, which runs one command at a time.
-// The script declares every key it writes, but the keys of a call are in
-// different hash slots: a store on Redis Cluster would group them by slot.
-const refreshesPerCall = 100
-
 type writeBack struct {
 	r        *Redis
 	interval time.Duration
@@ -200,10 +200,11 @@ func allExpired(bs []Binding, now time.Time) bool {
 
 // write sends batch in one pipeline (through the batcher, so that a caller's
 // deadline holds): the refresh script, refreshesPerCall AORs a call, and the
-// AORs to the AOR index in one SADD. A refresh that finds another node's write, or whose binding
-// expired while Redis was away, goes through the register script, as it
-// would have written through, and is dropped when that refuses it as out of
-// order. It returns the refreshes Redis did not take and the first error.
+// AORs to the AOR index in one SADD. A refresh that finds another node's
+// write, or whose binding expired while Redis was away, goes through the
+// register script, as it would have written through, and is dropped when
+// that refuses it as out of order. It returns the refreshes Redis did not
+// take and the first error.
 func (w *writeBack) write(ctx context.Context, batch []*heldRefresh) (failed []*heldRefresh, err error) {
 	r := w.r
 	now := time.Now()

@@ -262,7 +262,7 @@ func (w *writeBack) write(ctx context.Context, batch []*heldRefresh) (failed []*
 		}
 		for j, h := range part {
 			switch {
-			case cerr != nil:
+			case cerr != nil || written[j] < 0:
 				failed = append(failed, h)
 			case written[j] == 0:
 				stale = append(stale, h)

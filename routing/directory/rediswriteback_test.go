@@ -180,6 +180,39 @@ func TestRedisWriteBackFlushesManyAORs(t *testing.T) {
 				t.Fatalf("after the flush: %s %s holds CSeq %d, want %d", b.AOR, b.Contact, got, want)
 			}
 		}
+		// A keeps what it wrote, and forgets what B wrote over.
+		if _, _, cached := a.bindings.get(bs[0].AOR); cached == byB[i] {
+			t.Fatalf("after the flush: %s cached by A: %v, want %v", bs[0].AOR, cached, !byB[i])
+		}
+	}
+}
+
+// A refresh that Redis refuses fails alone: the others of its script call
+// are written.
+func TestRedisWriteBackFailsOnlyTheAORThatFails(t *testing.T) {
+	t.Parallel()
+	srv := redisserver.Start(t)
+	r := newRedis(t, srv.URL(), RedisOptions{WriteBack: time.Hour})
+	ctx := t.Context()
+	var desks []Binding
+	for _, aor := range []string{"mario", "luigi", "peach"} {
+		desk := binding(aor, "sip:"+aor+"@192.0.2.10", time.Hour)
+		desks = append(desks, desk)
+		_, _, err := r.Register(ctx, refreshOf(desk, 1))
+		must(t, err)
+		_, _, err = r.Register(ctx, refreshOf(desk, 2)) // held
+		must(t, err)
+	}
+	// Behind the store's back, luigi's bindings become a key of another type.
+	must(t, rawClient(t, srv.URL()).Set(ctx, bindingsKey("luigi"), "not a hash", 0).Err())
+
+	if failed := r.back.flush(ctx); failed != 1 || r.held() != 1 {
+		t.Fatalf("flush: %d failed, %d held; want 1 and 1 (luigi's)", failed, r.held())
+	}
+	for _, d := range []Binding{desks[0], desks[2]} {
+		if got := storedCSeq(t, srv.URL(), d.AOR, d.Contact); got != 2 {
+			t.Fatalf("%s beside a failing AOR: Redis holds CSeq %d, want 2", d.AOR, got)
+		}
 	}
 }
 

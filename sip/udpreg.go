@@ -194,11 +194,21 @@ func (r *udpRegistrar) enqueue(c *udpConn, data []byte, src *net.UDPAddr) {
 // refuse answers 503 to a REGISTER the switch has no time for, from its
 // raw headers: an overloaded switch spends no parsing on it, and the final
 // answer stops the client's retransmissions, which would add to the load.
+// A copy of a REGISTER answered already gets that answer again, and one
+// being processed gets nothing: under overload most of what waits is
+// retransmissions, and a 503 to one would tell a phone it is not
+// registered when it is.
 func (r *udpRegistrar) refuse(j regJob) {
 	defer r.bufs.Put(j.buf)
 	var raw rawRequest
 	if !raw.scan(*j.buf) {
 		r.s.metrics.malformed.WithLabelValues("udp").Inc()
+		return
+	}
+	if data, dst, seen := r.replies.seen(j.src.AddrPort(), raw.branch(), raw.callID); seen {
+		if data != nil {
+			j.conn.out.send(data, dst)
+		}
 		return
 	}
 	u := &udpReply{conn: j.conn, src: j.src, dst: raw.replyAddr(j.src), raw: &raw}
@@ -600,21 +610,10 @@ func (c *replyCache) claim(src netip.AddrPort, branch, callID []byte) (data []by
 	now := c.now()
 	bk.mu.Lock()
 	defer bk.mu.Unlock()
-	way := -1
-	for w := range bk.slots {
-		sl := &bk.slots[w]
-		if !sl.key.is(src, branch, callID) {
-			continue
-		}
-		age := now.Sub(sl.at)
-		if sl.data != nil && age < replyTTL {
-			return sl.data, sl.dst, sl.key, false
-		}
-		if sl.data == nil && age < claimTTL {
-			return nil, dst, sl.key, false
-		}
-		way = w // its own slot, expired
-		break
+	way, live := bk.find(src, branch, callID, now)
+	if live {
+		sl := &bk.slots[way]
+		return sl.data, sl.dst, sl.key, false
 	}
 	if way < 0 { // the oldest slot, free ones first
 		way = 0
@@ -628,6 +627,34 @@ func (c *replyCache) claim(src netip.AddrPort, branch, callID []byte) (data []by
 	sl.key = replyKey{src, string(branch), string(callID), b*replyWays + way}
 	sl.at, sl.data = now, nil
 	return nil, dst, sl.key, true
+}
+
+// seen returns the remembered answer to a REGISTER and where it went, with
+// seen true and no answer while the REGISTER is being processed. It claims
+// nothing.
+func (c *replyCache) seen(src netip.AddrPort, branch, callID []byte) (data []byte, dst netip.AddrPort, seen bool) {
+	bk := &c.buckets[c.bucket(src, branch, callID)]
+	bk.mu.Lock()
+	defer bk.mu.Unlock()
+	way, live := bk.find(src, branch, callID, c.now())
+	if !live {
+		return nil, dst, false
+	}
+	return bk.slots[way].data, bk.slots[way].dst, true
+}
+
+// find returns the slot of a REGISTER (-1: none), and whether it is live:
+// answered within replyTTL, or claimed within claimTTL. bk.mu is held.
+func (bk *replyBucket) find(src netip.AddrPort, branch, callID []byte, now time.Time) (way int, live bool) {
+	for w := range bk.slots {
+		sl := &bk.slots[w]
+		if !sl.key.is(src, branch, callID) {
+			continue
+		}
+		age := now.Sub(sl.at)
+		return w, (sl.data != nil && age < replyTTL) || (sl.data == nil && age < claimTTL)
+	}
+	return -1, false
 }
 
 // store remembers the answer to k, unless a newer REGISTER has taken its slot.

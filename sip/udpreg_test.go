@@ -223,6 +223,26 @@ func TestUnusualRegisterIsParsedWhole(t *testing.T) {
 	}
 }
 
+// An overloaded registrar answers 503 to a REGISTER that waited too long in
+// its queue, but a copy of one it has answered gets that answer again: a
+// phone registered must not be told it is not.
+func TestOverloadedRegistrarAnswersCopiesAsBefore(t *testing.T) {
+	sw := startSwitch(t, nil)
+	r := newRawRegistrant(t, sw)
+	contact := "Contact: <sip:alice@" + r.src.String() + ">\r\n"
+	first := r.register(1, contact)
+	if !strings.HasPrefix(first, "SIP/2.0 200 ") {
+		t.Fatalf("registration: %s", first)
+	}
+	r.queued = time.Now().Add(-2 * regMaxWait)
+	if again := r.hand(r.msg); again != first {
+		t.Fatalf("a late copy of the REGISTER answered 200:\n%s\nwant the same answer again", again)
+	}
+	if res := r.send(2, 1, contact, ""); !strings.HasPrefix(res, "SIP/2.0 503 ") || !strings.Contains(res, "Retry-After:") {
+		t.Fatalf("a new REGISTER that waited too long: %s, want 503 with Retry-After", res)
+	}
+}
+
 // rawRegistrant registers alice through the UDP registrar with REGISTERs
 // written by hand, and reads the answers off a real socket.
 type rawRegistrant struct {
@@ -234,6 +254,7 @@ type rawRegistrant struct {
 	via         string
 	ha1, ha2    string
 	msg, answer []byte
+	queued      time.Time // when the REGISTERs handed were queued; zero: not queued
 }
 
 func newRawRegistrant(tb testing.TB, sw *testSwitch) *rawRegistrant {
@@ -284,9 +305,15 @@ func (r *rawRegistrant) send(i, cseq int, contact, authz string) string {
 	msg = append(msg, authz...)
 	msg = append(msg, "Content-Length: 0\r\n\r\n"...)
 	r.msg = msg
+	return r.hand(msg)
+}
+
+// hand gives the registrar msg, queued at r.queued (zero: not queued), and
+// returns its answer.
+func (r *rawRegistrant) hand(msg []byte) string {
 	buf := r.sw.regs.bufs.Get().(*[]byte)
 	*buf = append((*buf)[:0], msg...)
-	r.sw.regs.handle(regJob{conn: r.conn, buf: buf, src: r.src})
+	r.sw.regs.handle(regJob{conn: r.conn, buf: buf, src: r.src, queued: r.queued})
 	r.phone.SetReadDeadline(time.Now().Add(2 * time.Second))
 	n, _, err := r.phone.ReadFromUDP(r.answer)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -205,7 +206,7 @@ func (r *udpRegistrar) refuse(j regJob) {
 		r.s.metrics.malformed.WithLabelValues("udp").Inc()
 		return
 	}
-	if data, dst, seen := r.replies.seen(j.src.AddrPort(), raw.branch(), raw.callID); seen {
+	if data, dst, seen := r.replies.seen(j.src.AddrPort(), raw.transaction(), raw.callID); seen {
 		if data != nil {
 			j.conn.out.send(data, dst)
 		}
@@ -232,7 +233,7 @@ func (r *udpRegistrar) handle(j regJob) {
 	}
 	// A retransmission is recognised before it is parsed, so that an
 	// overloaded switch does not spend its CPU twice on the same REGISTER.
-	data, dst, key, fresh := r.replies.claim(j.src.AddrPort(), raw.branch(), raw.callID)
+	data, dst, key, fresh := r.replies.claim(j.src.AddrPort(), raw.transaction(), raw.callID)
 	switch {
 	case data != nil: // already answered
 		j.conn.out.send(data, dst)
@@ -364,6 +365,17 @@ func param(params []byte, name string) (value []byte, ok bool) {
 func (m *rawRequest) branch() []byte {
 	b, _ := param(m.topVia, "branch")
 	return b
+}
+
+// transaction tells a REGISTER's copies from the other REGISTERs of its
+// Call-ID (RFC 3261 §17.2.3): the top Via's branch, or, from a client that
+// makes no unique one (RFC 2543: no magic cookie), the top Via with the
+// CSeq line, which its REGISTER resent with credentials changes.
+func (m *rawRequest) transaction() []byte {
+	if b := m.branch(); bytes.HasPrefix(b, []byte("z9hG4bK")) {
+		return b
+	}
+	return slices.Concat(m.topVia, m.cseq)
 }
 
 // replyAddr is where the answers go (RFC 3261 §18.2.2, RFC 3581 §4): the
@@ -544,13 +556,13 @@ var (
 	tagCount  atomic.Uint64
 )
 
-// replyKey identifies a REGISTER transaction from one source: the branch of
-// its Via (RFC 3261 §17.2.3) and, for clients that make no unique branch,
-// its Call-ID.
+// replyKey identifies a REGISTER transaction from one source: its
+// rawRequest.transaction (the Via's branch, RFC 3261 §17.2.3) and its
+// Call-ID.
 type replyKey struct {
-	source         netip.AddrPort
-	branch, callID string
-	slot           int // its place in the cache: bucket·replyWays + way
+	source     netip.AddrPort
+	tx, callID string
+	slot       int // its place in the cache: bucket·replyWays + way
 }
 
 // replyCache remembers the last answer to recent REGISTERs in a fixed table,
@@ -584,33 +596,33 @@ func newReplyCache() *replyCache {
 	return &replyCache{seed: maphash.MakeSeed(), now: time.Now, buckets: make([]replyBucket, replySlots/replyWays)}
 }
 
-func (c *replyCache) bucket(src netip.AddrPort, branch, callID []byte) int {
+func (c *replyCache) bucket(src netip.AddrPort, tx, callID []byte) int {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	a := src.Addr().As16()
 	h.Write(a[:])
 	h.WriteByte(byte(src.Port()))
 	h.WriteByte(byte(src.Port() >> 8))
-	h.Write(branch)
+	h.Write(tx)
 	h.WriteByte(0)
 	h.Write(callID)
 	return int(h.Sum64() % uint64(len(c.buckets)))
 }
 
-func (k *replyKey) is(src netip.AddrPort, branch, callID []byte) bool {
-	return k.source == src && k.branch == string(branch) && k.callID == string(callID)
+func (k *replyKey) is(src netip.AddrPort, tx, callID []byte) bool {
+	return k.source == src && k.tx == string(tx) && k.callID == string(callID)
 }
 
 // claim returns the remembered answer to a REGISTER and where it went, or
 // fresh when the REGISTER is to be processed (it is now marked as being
 // processed, under the key returned, which store and release take).
-func (c *replyCache) claim(src netip.AddrPort, branch, callID []byte) (data []byte, dst netip.AddrPort, key replyKey, fresh bool) {
-	b := c.bucket(src, branch, callID)
+func (c *replyCache) claim(src netip.AddrPort, tx, callID []byte) (data []byte, dst netip.AddrPort, key replyKey, fresh bool) {
+	b := c.bucket(src, tx, callID)
 	bk := &c.buckets[b]
 	now := c.now()
 	bk.mu.Lock()
 	defer bk.mu.Unlock()
-	way, live := bk.find(src, branch, callID, now)
+	way, live := bk.find(src, tx, callID, now)
 	if live {
 		sl := &bk.slots[way]
 		return sl.data, sl.dst, sl.key, false
@@ -624,7 +636,7 @@ func (c *replyCache) claim(src netip.AddrPort, branch, callID []byte) (data []by
 		}
 	}
 	sl := &bk.slots[way]
-	sl.key = replyKey{src, string(branch), string(callID), b*replyWays + way}
+	sl.key = replyKey{src, string(tx), string(callID), b*replyWays + way}
 	sl.at, sl.data = now, nil
 	return nil, dst, sl.key, true
 }
@@ -632,11 +644,11 @@ func (c *replyCache) claim(src netip.AddrPort, branch, callID []byte) (data []by
 // seen returns the remembered answer to a REGISTER and where it went, with
 // seen true and no answer while the REGISTER is being processed. It claims
 // nothing.
-func (c *replyCache) seen(src netip.AddrPort, branch, callID []byte) (data []byte, dst netip.AddrPort, seen bool) {
-	bk := &c.buckets[c.bucket(src, branch, callID)]
+func (c *replyCache) seen(src netip.AddrPort, tx, callID []byte) (data []byte, dst netip.AddrPort, seen bool) {
+	bk := &c.buckets[c.bucket(src, tx, callID)]
 	bk.mu.Lock()
 	defer bk.mu.Unlock()
-	way, live := bk.find(src, branch, callID, c.now())
+	way, live := bk.find(src, tx, callID, c.now())
 	if !live {
 		return nil, dst, false
 	}
@@ -645,10 +657,10 @@ func (c *replyCache) seen(src netip.AddrPort, branch, callID []byte) (data []byt
 
 // find returns the slot of a REGISTER (-1: none), and whether it is live:
 // answered within replyTTL, or claimed within claimTTL. bk.mu is held.
-func (bk *replyBucket) find(src netip.AddrPort, branch, callID []byte, now time.Time) (way int, live bool) {
+func (bk *replyBucket) find(src netip.AddrPort, tx, callID []byte, now time.Time) (way int, live bool) {
 	for w := range bk.slots {
 		sl := &bk.slots[w]
-		if !sl.key.is(src, branch, callID) {
+		if !sl.key.is(src, tx, callID) {
 			continue
 		}
 		age := now.Sub(sl.at)

@@ -20,8 +20,8 @@ func TestReplyCacheRemembersThenForgets(t *testing.T) {
 	c.now = func() time.Time { return now }
 	src := netip.MustParseAddrPort("192.0.2.1:5060")
 	dst := netip.MustParseAddrPort("192.0.2.1:5062")
-	claim := func(branch string) ([]byte, netip.AddrPort, replyKey, bool) {
-		return c.claim(src, []byte(branch), []byte("c1"))
+	claim := func(tx string) ([]byte, netip.AddrPort, replyKey, bool) {
+		return c.claim(src, []byte(tx), []byte("c1"))
 	}
 	_, _, k, fresh := claim("z9hG4bKa")
 	if !fresh {
@@ -240,6 +240,18 @@ func TestOverloadedRegistrarAnswersCopiesAsBefore(t *testing.T) {
 	}
 	if res := r.send(2, 1, contact, ""); !strings.HasPrefix(res, "SIP/2.0 503 ") || !strings.Contains(res, "Retry-After:") {
 		t.Fatalf("a new REGISTER that waited too long: %s, want 503 with Retry-After", res)
+	}
+}
+
+// A client that makes no branch (RFC 2543) registers: its REGISTER with
+// credentials, on the Call-ID of the challenged one, is not taken for a
+// copy of it.
+func TestRegisterWithoutBranch(t *testing.T) {
+	sw := startSwitch(t, nil)
+	r := newRawRegistrant(t, sw)
+	r.via = "Via: SIP/2.0/UDP " + r.src.String() + "\r\nX-Try: " // the Via the same for both REGISTERs
+	if res := r.register(1, "Contact: <sip:alice@"+r.src.String()+">\r\n"); !strings.HasPrefix(res, "SIP/2.0 200 ") {
+		t.Fatalf("REGISTER with credentials: %s", res)
 	}
 }
 

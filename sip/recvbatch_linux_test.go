@@ -12,13 +12,9 @@ import (
 // on a dual-stack socket an IPv4 sender reads as IPv4, as net's own
 // ReadFromUDP reports it.
 func TestRecvBatchReadsEachDatagramWithItsSource(t *testing.T) {
-	for _, tt := range []struct{ listen, from string }{
-		{"127.0.0.1:0", "127.0.0.1:0"},
-		{"[::1]:0", "[::1]:0"},
-		{"[::]:0", "127.0.0.1:0"},
-	} {
-		t.Run(tt.listen+" from "+tt.from, func(t *testing.T) {
-			server, client := listenUDP(t, tt.listen), listenUDP(t, tt.from)
+	for _, tt := range socketPairs {
+		t.Run(tt.switchSide+" from "+tt.peer, func(t *testing.T) {
+			server, client := listenUDP(t, tt.switchSide), listenUDP(t, tt.peer)
 			want := client.LocalAddr().(*net.UDPAddr).AddrPort()
 			to := netip.AddrPortFrom(want.Addr(), uint16(server.LocalAddr().(*net.UDPAddr).Port))
 			const count = 2*recvBatchLen + 3
@@ -45,6 +41,14 @@ func TestRecvBatchReadsEachDatagramWithItsSource(t *testing.T) {
 			}
 		})
 	}
+}
+
+// socketPairs are the switch's socket and a peer's for the batch tests: one
+// family each, and an IPv4 peer of a dual-stack socket.
+var socketPairs = []struct{ switchSide, peer string }{
+	{"127.0.0.1:0", "127.0.0.1:0"},
+	{"[::1]:0", "[::1]:0"},
+	{"[::]:0", "127.0.0.1:0"},
 }
 
 // listenUDP opens a UDP socket on addr, closed with the test; the test is

@@ -12,13 +12,9 @@ import (
 // than a batch of them, in the socket's family: an IPv4 phone is reached
 // from a dual-stack socket too.
 func TestSendBatchDeliversEveryDatagram(t *testing.T) {
-	for _, tt := range []struct{ from, to string }{
-		{"127.0.0.1:0", "127.0.0.1:0"},
-		{"[::1]:0", "[::1]:0"},
-		{"[::]:0", "127.0.0.1:0"},
-	} {
-		t.Run(tt.from+" to "+tt.to, func(t *testing.T) {
-			sender, phone := listenUDP(t, tt.from), listenUDP(t, tt.to)
+	for _, tt := range socketPairs {
+		t.Run(tt.switchSide+" to "+tt.peer, func(t *testing.T) {
+			sender, phone := listenUDP(t, tt.switchSide), listenUDP(t, tt.peer)
 			failures := make(chan error, 100)
 			out := newSendBatch(sender, func(_ netip.AddrPort, err error) { failures <- err })
 			defer out.close()

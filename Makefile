@@ -1,10 +1,16 @@
 # Centralino — make run: the demo network; make test: every test.
 SHELL    := /bin/bash
 GO       ?= go
-FUZZTIME ?= 10s
+# Fuzz budget per target, in calls ("50000x"); a duration works too (FUZZTIME=10m).
+# A count, not a time: Go 1.26's fuzz coordinator can fail a clean run with
+# "context deadline exceeded" when a -fuzztime duration ends (golang/go#75804, fixed in Go 1.27).
+FUZZTIME ?= 50000x
+# Shrinking each new corpus input is bounded too: unbounded, it took most of a
+# short run on the large PEC and RTP seeds, and found nothing meanwhile.
+FUZZMINTIME ?= 100x
 BIN      := bin/centralino
 
-# Fuzz targets run by `make fuzz` (package:Target), a short time each in `make test`.
+# Fuzz targets run by `make fuzz` (package:Target), a short budget each in `make test`.
 FUZZ_TARGETS := ./sip:FuzzHandleRequest ./routing/directory:FuzzStoredValue ./sip:FuzzUDPRegister ./sip:FuzzScanRegister ./sip:FuzzPlainContact ./sip:FuzzInviteGate ./configs:FuzzParse ./media:FuzzRewriteSDP ./media:FuzzRTPPacket ./modules/pec:FuzzParsePEC ./modules/survey:FuzzParseOffer
 
 .PHONY: run build test unit e2e fuzz vet bench clean
@@ -31,7 +37,7 @@ fuzz:
 		if ! $(GO) test -list "^$$name\$$" $$pkg 2>/dev/null | grep -qx "$$name"; then \
 			echo "fuzz target $$name not found in $$pkg"; exit 1; fi; \
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg || exit 1; \
 	done
 
 test: vet unit e2e fuzz

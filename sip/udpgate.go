@@ -17,12 +17,12 @@ import (
 // calls let in collapsed with the rest. The gate reads a few raw headers and
 // answers 503 from them.
 //
-// It remembers, by source, branch and Call-ID, the INVITEs it let in, so that
-// their retransmissions go on to their transactions even when the cap is
-// reached meanwhile, and those it refused, with their answer, which their
-// retransmissions get again; the ACK of a refusal is absorbed. Entries live
-// from gateTTL to twice that: an INVITE is retransmitted for at most 32 s
-// (Timer B), and in practice only until its first answer.
+// It remembers, by source, transaction and Call-ID, the INVITEs it let in,
+// so that their retransmissions go on to their transactions even when the
+// cap is reached meanwhile, and those it refused, with their answer, which
+// their retransmissions get again; the ACK of a refusal is absorbed. Entries
+// live from gateTTL to twice that: an INVITE is retransmitted for at most
+// 32 s (Timer B), and in practice only until its first answer.
 type inviteGate struct {
 	s    *Switch
 	rate *callRate
@@ -66,7 +66,7 @@ func (g *inviteGate) intercept(c *udpConn, data []byte, src *net.UDPAddr) bool {
 	if !raw.scan(data) || invite && hasTag(raw.toValue) {
 		return false // unreadable (sipgo answers 400) or in a dialog
 	}
-	key := gateKey(src, raw.branch(), raw.callID)
+	key := gateKey(src, raw.transaction(), raw.callID)
 
 	g.mu.Lock()
 	now := time.Now()
@@ -128,13 +128,13 @@ func (g *inviteGate) send(c *udpConn, answer []byte, dst *net.UDPAddr) bool {
 	return true
 }
 
-// gateKey tells INVITE transactions apart as the registrar's replyKey does:
-// by source, branch and, for clients that make no unique branch, Call-ID.
-func gateKey(src *net.UDPAddr, branch, callID []byte) string {
+// gateKey tells INVITE transactions apart as the registrar's reply cache
+// does: by source, transaction (rawRequest.transaction) and Call-ID.
+func gateKey(src *net.UDPAddr, tx, callID []byte) string {
 	var b []byte
 	b = src.AddrPort().AppendTo(b)
 	b = append(b, 0)
-	b = append(b, branch...)
+	b = append(b, tx...)
 	b = append(b, 0)
 	b = append(b, callID...)
 	return string(b)

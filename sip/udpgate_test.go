@@ -32,15 +32,20 @@ func newRawPhone(t *testing.T, sw *testSwitch) *rawPhone {
 	return &rawPhone{t, conn, to}
 }
 
-func (p *rawPhone) request(method, branch, callID, toTag string) []byte {
+// request is a request of CSeq number cseq; with branch "", its Via has no
+// branch, as an RFC 2543 client's.
+func (p *rawPhone) request(method, branch, callID, tag string, cseq int) []byte {
 	to := "<sip:8300999@centralino.test>"
-	if toTag != "" {
-		to += ";tag=" + toTag
+	if tag != "" {
+		to += ";tag=" + tag
 	}
-	return fmt.Appendf(nil, "%s sip:8300999@centralino.test SIP/2.0\r\nVia: SIP/2.0/UDP %s;rport;branch=%s\r\n"+
-		"Max-Forwards: 70\r\nFrom: <sip:carla@centralino.test>;tag=f1\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: 1 %s\r\n"+
+	if branch != "" {
+		branch = ";branch=" + branch
+	}
+	return fmt.Appendf(nil, "%s sip:8300999@centralino.test SIP/2.0\r\nVia: SIP/2.0/UDP %s;rport%s\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:carla@centralino.test>;tag=f1\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\n"+
 		"Contact: <sip:carla@%s>\r\nContent-Length: 0\r\n\r\n",
-		method, p.conn.LocalAddr(), branch, to, callID, method, p.conn.LocalAddr())
+		method, p.conn.LocalAddr(), branch, to, callID, cseq, method, p.conn.LocalAddr())
 }
 
 func (p *rawPhone) send(msg []byte) {
@@ -81,12 +86,12 @@ func TestCallRateRefusesStatelessly(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 0.01 }) // a burst of one, then none for 100 s
 	p := newRawPhone(t, sw)
 
-	admitted := p.request("INVITE", "z9hG4bK-in", "in@test", "")
+	admitted := p.request("INVITE", "z9hG4bK-in", "in@test", "", 1)
 	p.send(admitted)
 	if res := p.final(2 * time.Second); statusOf(res) != "407" {
 		t.Fatalf("the first INVITE: %s, want challenged (407)", statusOf(res))
 	}
-	refused := p.request("INVITE", "z9hG4bK-out", "out@test", "")
+	refused := p.request("INVITE", "z9hG4bK-out", "out@test", "", 1)
 	p.send(refused)
 	first := p.final(2 * time.Second)
 	if statusOf(first) != "503" || !bytes.Contains(first, []byte("\r\nRetry-After: 1\r\n")) {
@@ -97,8 +102,7 @@ func TestCallRateRefusesStatelessly(t *testing.T) {
 		t.Errorf("its retransmission got\n%s\nwant the same answer\n%s", again, first)
 	}
 	// The ACK of the 503 carries its To tag and the INVITE's branch.
-	toTag := bytes.SplitN(bytes.SplitN(first, []byte(";tag="), 3)[2], []byte("\r\n"), 2)[0]
-	p.send(p.request("ACK", "z9hG4bK-out", "out@test", string(toTag)))
+	p.send(p.request("ACK", "z9hG4bK-out", "out@test", toTag(first), 1))
 
 	// The admitted INVITE's retransmission is its transaction's, which
 	// answers 407 again (now or at its own retransmission timer): never 503.
@@ -108,7 +112,7 @@ func TestCallRateRefusesStatelessly(t *testing.T) {
 	}
 	// In a dialog, nothing is capped: the re-INVITE reaches the proxy (which
 	// knows no such dialog).
-	p.send(p.request("INVITE", "z9hG4bK-re", "re@test", "x1"))
+	p.send(p.request("INVITE", "z9hG4bK-re", "re@test", "x1", 1))
 	if res := p.final(2 * time.Second); statusOf(res) == "503" || res == nil {
 		t.Errorf("a re-INVITE: %s, want it past the cap", statusOf(res))
 	}
@@ -118,5 +122,41 @@ func TestCallRateRefusesStatelessly(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(sw.metrics.requests.WithLabelValues(string(sip.ACK))); n != 0 {
 		t.Errorf("%v ACKs reached the proxy; the ACK of a refusal must not", n)
+	}
+}
+
+// toTag is the To tag of an answer.
+func toTag(res []byte) string {
+	return string(bytes.SplitN(bytes.SplitN(res, []byte(";tag="), 3)[2], []byte("\r\n"), 2)[0])
+}
+
+// A client that makes no branch (RFC 2543) sends its INVITE with
+// credentials in the Call-ID of the challenged one: the gate takes it for a
+// new INVITE, capped as any, and tells its copies and its ACK by the top Via
+// and the CSeq number.
+func TestCallRateWithoutBranch(t *testing.T) {
+	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 0.01 }) // a burst of one, then none for 100 s
+	p := newRawPhone(t, sw)
+
+	p.send(p.request("INVITE", "", "old@test", "", 1))
+	if res := p.final(2 * time.Second); statusOf(res) != "407" {
+		t.Fatalf("the first INVITE: %s, want challenged (407)", statusOf(res))
+	}
+	second := p.request("INVITE", "", "old@test", "", 2)
+	p.send(second)
+	first := p.final(2 * time.Second)
+	if statusOf(first) != "503" {
+		t.Fatalf("the INVITE resent past the cap: %s, want 503 (taken for a copy of the first?)", statusOf(first))
+	}
+	p.send(p.request("ACK", "", "old@test", toTag(first), 2))
+	p.send(second)
+	if again := p.final(2 * time.Second); !bytes.Equal(again, first) {
+		t.Errorf("its retransmission got\n%s\nwant the same answer\n%s", again, first)
+	}
+	if n := testutil.ToFloat64(sw.metrics.overloaded.WithLabelValues("call_rate")); n != 1 {
+		t.Errorf("refusals counted: %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(sw.metrics.requests.WithLabelValues(string(sip.ACK))); n != 0 {
+		t.Errorf("%v ACKs reached the proxy; the ACK of the refusal must not", n)
 	}
 }

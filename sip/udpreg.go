@@ -361,21 +361,24 @@ func param(params []byte, name string) (value []byte, ok bool) {
 }
 
 // branch is the branch of the top Via (RFC 3261 §17.2.3); empty from
-// clients that make none, whose transactions the Call-ID tells apart.
+// clients that make none.
 func (m *rawRequest) branch() []byte {
 	b, _ := param(m.topVia, "branch")
 	return b
 }
 
-// transaction tells a REGISTER's copies from the other REGISTERs of its
-// Call-ID (RFC 3261 §17.2.3): the top Via's branch, or, from a client that
-// makes no unique one (RFC 2543: no magic cookie), the top Via with the
-// CSeq line, which its REGISTER resent with credentials changes.
+// transaction tells a request's copies, and an INVITE's ACK of a non-2xx
+// answer, from the other requests of its Call-ID (RFC 3261 §17.2.3): the top
+// Via's branch, or, from a client that makes no unique one (RFC 2543: no
+// magic cookie), the top Via with the CSeq number, which a request resent
+// with credentials changes and the ACK keeps.
 func (m *rawRequest) transaction() []byte {
 	if b := m.branch(); bytes.HasPrefix(b, []byte("z9hG4bK")) {
 		return b
 	}
-	return slices.Concat(m.topVia, m.cseq)
+	_, cseq, _ := bytes.Cut(m.cseq, []byte(":"))
+	number, _, _ := bytes.Cut(bytes.TrimSpace(cseq), []byte(" "))
+	return slices.Concat(m.topVia, []byte{0}, number)
 }
 
 // replyAddr is where the answers go (RFC 3261 §18.2.2, RFC 3581 §4): the

@@ -377,7 +377,10 @@ func (m *rawRequest) transaction() []byte {
 		return b
 	}
 	_, cseq, _ := bytes.Cut(m.cseq, []byte(":"))
-	number, _, _ := bytes.Cut(bytes.TrimSpace(cseq), []byte(" "))
+	number := bytes.TrimSpace(cseq)
+	if i := bytes.IndexAny(number, " \t"); i >= 0 {
+		number = number[:i]
+	}
 	return slices.Concat(m.topVia, []byte{0}, number)
 }
 

@@ -5,8 +5,9 @@ GO       ?= go
 # A count, not a time: Go 1.26's fuzz coordinator can fail a clean run with
 # "context deadline exceeded" when a -fuzztime duration ends (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 50000x
-# Shrinking each new corpus input is bounded too: unbounded, it took most of a
-# short run on the large PEC and RTP seeds, and found nothing meanwhile.
+# Shrinking each new input is bounded too: unbounded, it took most of a short
+# run on the large PEC and RTP seeds, and found nothing meanwhile. (A failing
+# input is shrunk within the same bound, so it may be reported larger.)
 FUZZMINTIME ?= 100x
 BIN      := bin/centralino
 
@@ -36,7 +37,7 @@ fuzz:
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		if ! $(GO) test -list "^$$name\$$" $$pkg 2>/dev/null | grep -qx "$$name"; then \
 			echo "fuzz target $$name not found in $$pkg"; exit 1; fi; \
-		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		echo "fuzz $$pkg $$name, budget $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg || exit 1; \
 	done
 

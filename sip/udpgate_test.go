@@ -130,17 +130,24 @@ func toTag(res []byte) string {
 	return string(bytes.SplitN(bytes.SplitN(res, []byte(";tag="), 3)[2], []byte("\r\n"), 2)[0])
 }
 
-// A client that makes no branch (RFC 2543) sends its INVITE with
-// credentials in the Call-ID of the challenged one: the gate takes it for a
-// new INVITE, capped as any, and tells its copies and its ACK by the top Via
-// and the CSeq number.
+// A client that makes no branch (RFC 2543) resends its INVITE, with
+// credentials, in the Call-ID of the challenged one and with the next CSeq:
+// the gate takes it for a new INVITE, capped as any, and tells its copies
+// and its ACK by the top Via, the CSeq number and the From tag. (The
+// INVITEs here carry no credentials: the gate reads none.)
 func TestCallRateWithoutBranch(t *testing.T) {
 	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 0.01 }) // a burst of one, then none for 100 s
 	p := newRawPhone(t, sw)
 
-	p.send(p.request("INVITE", "", "old@test", "", 1))
+	admitted := p.request("INVITE", "", "old@test", "", 1)
+	p.send(admitted)
 	if res := p.final(2 * time.Second); statusOf(res) != "407" {
 		t.Fatalf("the first INVITE: %s, want challenged (407)", statusOf(res))
+	}
+	// Another caller's INVITE in all but the From tag is no copy of it.
+	p.send(bytes.Replace(admitted, []byte(";tag=f1"), []byte(";tag=f2"), 1))
+	if res := p.final(2 * time.Second); statusOf(res) != "503" {
+		t.Fatalf("an INVITE of another From tag past the cap: %s, want 503", statusOf(res))
 	}
 	second := p.request("INVITE", "", "old@test", "", 2)
 	p.send(second)
@@ -153,8 +160,8 @@ func TestCallRateWithoutBranch(t *testing.T) {
 	if again := p.final(2 * time.Second); !bytes.Equal(again, first) {
 		t.Errorf("its retransmission got\n%s\nwant the same answer\n%s", again, first)
 	}
-	if n := testutil.ToFloat64(sw.metrics.overloaded.WithLabelValues("call_rate")); n != 1 {
-		t.Errorf("refusals counted: %v, want 1", n)
+	if n := testutil.ToFloat64(sw.metrics.overloaded.WithLabelValues("call_rate")); n != 2 {
+		t.Errorf("refusals counted: %v, want 2", n)
 	}
 	if n := testutil.ToFloat64(sw.metrics.requests.WithLabelValues(string(sip.ACK))); n != 0 {
 		t.Errorf("%v ACKs reached the proxy; the ACK of the refusal must not", n)

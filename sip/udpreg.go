@@ -286,7 +286,8 @@ type rawRequest struct {
 	vias                [][]byte // whole header lines, in order
 	topVia              []byte   // the value of the top Via
 	from, to, cid, cseq []byte   // whole header lines
-	toValue, callID     []byte
+	fromValue, toValue  []byte
+	callID              []byte
 	viaLines            [4][]byte // vias' storage for the usual few
 }
 
@@ -324,7 +325,7 @@ func (m *rawRequest) scan(msg []byte) bool {
 			}
 			m.vias = append(m.vias, line)
 		case m.from == nil && headerIs(name, "From", "f"):
-			m.from = line
+			m.from, m.fromValue = line, value
 		case m.to == nil && headerIs(name, "To", "t"):
 			m.to, m.toValue = line, value
 		case m.cid == nil && headerIs(name, "Call-ID", "i"):
@@ -367,11 +368,13 @@ func (m *rawRequest) branch() []byte {
 	return b
 }
 
-// transaction tells a request's copies, and an INVITE's ACK of a non-2xx
-// answer, from the other requests of its Call-ID (RFC 3261 §17.2.3): the top
-// Via's branch, or, from a client that makes no unique one (RFC 2543: no
-// magic cookie), the top Via with the CSeq number, which a request resent
-// with credentials changes and the ACK keeps.
+// transaction tells an INVITE's or a REGISTER's copies, and an INVITE's ACK
+// of a non-2xx answer, from the other INVITEs or REGISTERs of its Call-ID
+// (RFC 3261 §17.2.3): the top Via's branch, or, from a client that makes no
+// unique one (RFC 2543: no magic cookie), the top Via, the CSeq number and
+// the From tag. A request resent with credentials changes the number; the
+// ACK keeps all three (so does the CANCEL of an INVITE, which neither the
+// gate nor the registrar reads).
 func (m *rawRequest) transaction() []byte {
 	if b := m.branch(); bytes.HasPrefix(b, []byte("z9hG4bK")) {
 		return b
@@ -381,7 +384,8 @@ func (m *rawRequest) transaction() []byte {
 	if i := bytes.IndexAny(number, " \t"); i >= 0 {
 		number = number[:i]
 	}
-	return slices.Concat(m.topVia, []byte{0}, number)
+	tag, _ := tagOf(m.fromValue)
+	return slices.Concat(m.topVia, []byte{0}, number, []byte{0}, tag)
 }
 
 // replyAddr is where the answers go (RFC 3261 §18.2.2, RFC 3581 §4): the
@@ -528,16 +532,21 @@ func writeTopVia(b *bytes.Buffer, via []byte, src *net.UDPAddr) {
 	b.WriteString(src.IP.String())
 }
 
-// hasTag reports whether a To value carries a tag: a parameter of the
-// header, not of the URI inside its angle brackets.
+// hasTag reports whether a To value carries a tag.
 func hasTag(to []byte) bool {
-	if i := bytes.LastIndexByte(to, '>'); i >= 0 {
-		to = to[i+1:]
-	} else if i := bytes.IndexByte(to, ';'); i >= 0 {
-		to = to[i:]
-	}
-	_, ok := param(to, "tag")
+	_, ok := tagOf(to)
 	return ok
+}
+
+// tagOf returns the tag of a From or To value, and whether it has one: a
+// parameter of the header, not of the URI inside its angle brackets.
+func tagOf(v []byte) ([]byte, bool) {
+	if i := bytes.LastIndexByte(v, '>'); i >= 0 {
+		v = v[i+1:]
+	} else if i := bytes.IndexByte(v, ';'); i >= 0 {
+		v = v[i:]
+	}
+	return param(v, "tag")
 }
 
 // write sends data and remembers it for retransmissions.
@@ -563,8 +572,8 @@ var (
 )
 
 // replyKey identifies a REGISTER transaction from one source: its
-// rawRequest.transaction (the Via's branch, RFC 3261 §17.2.3) and its
-// Call-ID.
+// rawRequest.transaction (the Via's branch, or what tells an RFC 2543
+// client's apart) and its Call-ID.
 type replyKey struct {
 	source     netip.AddrPort
 	tx, callID string

@@ -78,19 +78,26 @@ func statusOf(res []byte) string {
 	return string(res[8:11])
 }
 
+// capReached starts a switch that takes a burst of one call, then none for
+// 100 s, and has a phone's INVITE (of branch and callID) take it: the proxy
+// challenges it. It returns the INVITE.
+func capReached(t *testing.T, branch, callID string) (*testSwitch, *rawPhone, []byte) {
+	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 0.01 })
+	p := newRawPhone(t, sw)
+	admitted := p.request("INVITE", branch, callID, "", 1)
+	p.send(admitted)
+	if res := p.final(2 * time.Second); statusOf(res) != "407" {
+		t.Fatalf("the first INVITE: %s, want challenged (407)", statusOf(res))
+	}
+	return sw, p, admitted
+}
+
 // Past the cap, an INVITE over UDP is refused at the socket: its
 // retransmissions get the same answer, the ACK of the answer goes no
 // further, and retransmissions of a call let in before the cap was reached
 // still reach their transaction. Re-INVITEs are never capped.
 func TestCallRateRefusesStatelessly(t *testing.T) {
-	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 0.01 }) // a burst of one, then none for 100 s
-	p := newRawPhone(t, sw)
-
-	admitted := p.request("INVITE", "z9hG4bK-in", "in@test", "", 1)
-	p.send(admitted)
-	if res := p.final(2 * time.Second); statusOf(res) != "407" {
-		t.Fatalf("the first INVITE: %s, want challenged (407)", statusOf(res))
-	}
+	sw, p, admitted := capReached(t, "z9hG4bK-in", "in@test")
 	refused := p.request("INVITE", "z9hG4bK-out", "out@test", "", 1)
 	p.send(refused)
 	first := p.final(2 * time.Second)
@@ -136,14 +143,7 @@ func toTag(res []byte) string {
 // and its ACK by the top Via, the CSeq number and the From tag. (The
 // INVITEs here carry no credentials: the gate reads none.)
 func TestCallRateWithoutBranch(t *testing.T) {
-	sw := startSwitch(t, func(c *Config) { c.MaxCallRate = 0.01 }) // a burst of one, then none for 100 s
-	p := newRawPhone(t, sw)
-
-	admitted := p.request("INVITE", "", "old@test", "", 1)
-	p.send(admitted)
-	if res := p.final(2 * time.Second); statusOf(res) != "407" {
-		t.Fatalf("the first INVITE: %s, want challenged (407)", statusOf(res))
-	}
+	sw, p, admitted := capReached(t, "", "old@test")
 	// Another caller's INVITE in all but the From tag is no copy of it.
 	p.send(bytes.Replace(admitted, []byte(";tag=f1"), []byte(";tag=f2"), 1))
 	if res := p.final(2 * time.Second); statusOf(res) != "503" {
